@@ -1,0 +1,33 @@
+//! The exit codes pvlaunch returns, in one table (see docs/exit-codes.md).
+
+use std::process::ExitCode;
+
+/// What a pvlaunch command ended with. Signals map to 128 + N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Everything went as asked.
+    Success,
+    /// An unexpected failure (a bug, or an error without a more precise code).
+    Failure,
+    /// The command line or a profile is invalid (usage or validation error).
+    Usage,
+    /// Killed or stopped by signal N.
+    Signal(i32),
+}
+
+impl Code {
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Code::Success => 0,
+            Code::Failure => 1,
+            Code::Usage => 2,
+            Code::Signal(n) => 128 + n,
+        }
+    }
+}
+
+impl From<Code> for ExitCode {
+    fn from(code: Code) -> ExitCode {
+        ExitCode::from(code.as_i32().clamp(0, 255) as u8)
+    }
+}

@@ -1,0 +1,29 @@
+//! pvlaunch: open a ParaView session on an HPC cluster from one command.
+//!
+//! Pure parts (profiles, quoting, parsers) are plain functions over data; effects (processes,
+//! sockets) live in their own modules. `run` is the whole program, callable from tests.
+
+pub mod cli;
+pub mod exit;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Code;
+
+/// Run one parsed command line and return the exit code.
+pub fn run(cli: Cli) -> color_eyre::Result<Code> {
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "pvlaunch", &mut std::io::stdout());
+            Ok(Code::Success)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(Code::Success)
+        }
+        Command::List | Command::Show(_) | Command::Validate(_) => {
+            color_eyre::eyre::bail!("not wired yet")
+        }
+    }
+}
