@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// pvlaunch reads ParaView server profiles (`.pvsc` files), submits pvserver as a batch job,
 /// builds the ssh tunnel the site needs and starts or waits for the local ParaView client.
 #[derive(Debug, Parser)]
-#[command(name = "pvlaunch", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "pvlaunch",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 #[command(after_long_help = "Examples:
   pvlaunch list                         profiles from every source, and where each comes from
   pvlaunch show cluster-a               resolved options, variables and the command ParaView runs

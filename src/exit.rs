@@ -11,6 +11,8 @@ pub enum Code {
     Failure,
     /// The command line or a profile is invalid (usage or validation error).
     Usage,
+    /// A profile file is malformed or invalid (`validate`, or any command reading it).
+    InvalidProfile,
     /// Killed or stopped by signal N.
     Signal(i32),
 }
@@ -21,6 +23,7 @@ impl Code {
             Code::Success => 0,
             Code::Failure => 1,
             Code::Usage => 2,
+            Code::InvalidProfile => 3,
             Code::Signal(n) => 128 + n,
         }
     }

@@ -4,7 +4,10 @@
 //! sockets) live in their own modules. `run` is the whole program, callable from tests.
 
 pub mod cli;
+pub mod commands;
 pub mod exit;
+pub mod profile;
+pub mod suggest;
 
 use clap::CommandFactory;
 
@@ -15,15 +18,20 @@ use crate::exit::Code;
 pub fn run(cli: Cli) -> color_eyre::Result<Code> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "pvlaunch", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pvlaunch",
+                &mut std::io::stdout(),
+            );
             Ok(Code::Success)
         }
         Command::Man => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(Code::Success)
         }
-        Command::List | Command::Show(_) | Command::Validate(_) => {
-            color_eyre::eyre::bail!("not wired yet")
-        }
+        Command::List => commands::list(cli.profiles, cli.json),
+        Command::Show(args) => commands::show(cli.profiles, cli.json, &args),
+        Command::Validate(args) => commands::validate(&args.files, cli.json),
     }
 }

@@ -1,0 +1,647 @@
+//! From the XML tree to [`Server`]s. ParaView's own parts are read as ParaView reads them
+//! (unknown parts are warnings, as ParaView only warns); pvlaunch's part is strict.
+
+use super::diag::{Collector, Source};
+use super::model::*;
+use super::resource::Resource;
+use super::settings;
+use super::xml::{self, Element};
+use crate::suggest::did_you_mean;
+
+/// Everything read from one file: its servers and every diagnostic.
+#[derive(Debug)]
+pub struct FileReport {
+    pub source: Source,
+    pub servers: Vec<Server>,
+    pub diagnostics: Vec<super::diag::Diagnostic>,
+}
+
+impl FileReport {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.is_error())
+    }
+}
+
+/// Parse one file's text. Never panics; all problems become diagnostics.
+pub fn parse_source(source: Source) -> FileReport {
+    let mut out = Collector::new(&source);
+    let servers = match xml::parse(&source.text) {
+        Ok(root) => read_servers(&root, &mut out),
+        Err(e) => {
+            out.error_hint(
+                e.offset,
+                "",
+                format!("malformed XML: {}", e.message),
+                "a .pvsc file is XML: <Servers><Server name=... resource=...>...</Server></Servers>".into(),
+            );
+            Vec::new()
+        }
+    };
+    let diagnostics = out.diagnostics;
+    FileReport {
+        source,
+        servers,
+        diagnostics,
+    }
+}
+
+const SERVER_ATTRS: &[&str] = &["name", "resource", "timeout", "configuration", "owner"];
+const SERVER_CHILDREN: &[&str] = &[
+    "ManualStartup",
+    "CommandStartup",
+    "Hints",
+    settings::ELEMENT,
+];
+
+fn read_servers(root: &Element, out: &mut Collector<'_>) -> Vec<Server> {
+    if root.name != "Servers" {
+        out.error_hint(
+            root.offset,
+            &root.name,
+            format!("the root element is <{}>, not <Servers>", root.name),
+            "a ParaView server file starts with <Servers>".into(),
+        );
+        return Vec::new();
+    }
+    let mut servers = Vec::new();
+    for child in &root.children {
+        if child.name != "Server" {
+            let hint = did_you_mean(&child.name, ["Server"], |c| format!("<{c}>"));
+            out.push(
+                super::diag::Severity::Warning,
+                child.offset,
+                &format!("Servers/{}", child.name),
+                format!("ignoring unknown element <{}> in <Servers>", child.name),
+                hint,
+            );
+            continue;
+        }
+        if let Some(server) = read_server(child, out) {
+            servers.push(server);
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    for s in &servers {
+        if let Some(first) = seen.insert(s.name.clone(), s.location.line) {
+            let offset = line_offset(&out.source.text, s.location.line);
+            out.warning(
+                offset,
+                &format!("Servers/Server[{}]", s.name),
+                format!(
+                    "a second server named `{}` (first on line {first}); the later one wins",
+                    s.name
+                ),
+            );
+        }
+    }
+    servers
+}
+
+fn line_offset(text: &str, line: usize) -> usize {
+    text.split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum()
+}
+
+fn warn_unknown_attrs(el: &Element, known: &[&str], path: &str, out: &mut Collector<'_>) {
+    for attr in &el.attrs {
+        if !known.contains(&attr.name.as_str()) {
+            let hint = did_you_mean(&attr.name, known.iter().copied(), |c| format!("`{c}`"));
+            out.push(
+                super::diag::Severity::Warning,
+                attr.offset,
+                &format!("{path}@{}", attr.name),
+                format!(
+                    "ParaView ignores the unknown attribute `{}` on <{}>",
+                    attr.name, el.name
+                ),
+                hint,
+            );
+        }
+    }
+}
+
+fn warn_unknown_child(
+    child: &Element,
+    parent: &str,
+    known: &[&str],
+    path: &str,
+    out: &mut Collector<'_>,
+) {
+    let hint = did_you_mean(&child.name, known.iter().copied(), |c| format!("<{c}>"));
+    out.push(
+        super::diag::Severity::Warning,
+        child.offset,
+        &format!("{path}/{}", child.name),
+        format!(
+            "ParaView ignores the unknown element <{}> in <{parent}>",
+            child.name
+        ),
+        hint,
+    );
+}
+
+fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
+    let location = out.source.locate(el.offset);
+    let Some(name) = el.attr("name") else {
+        out.error(
+            el.offset,
+            "Servers/Server",
+            "<Server> has no `name` attribute",
+        );
+        return None;
+    };
+    let path = format!("Servers/Server[{name}]");
+    warn_unknown_attrs(el, SERVER_ATTRS, &path, out);
+    let errors_before = out.diagnostics.iter().filter(|d| d.is_error()).count();
+
+    let resource_text = el.attr("resource").unwrap_or("").to_string();
+    let resource = match Resource::parse(&resource_text) {
+        Ok(r) => Some(r),
+        Err(message) => {
+            let offset = el.attr_entry("resource").map_or(el.offset, |a| a.offset);
+            out.error_hint(
+                offset,
+                &format!("{path}@resource"),
+                format!("bad resource: {message}"),
+                "examples: cs://host:11111 (client connects), csrc://localhost:11111 (client listens)".into(),
+            );
+            None
+        }
+    };
+
+    let timeout = el
+        .attr_entry("timeout")
+        .and_then(|a| match a.value.trim().parse::<i64>() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                out.warning(
+                    a.offset,
+                    &format!("{path}@timeout"),
+                    format!(
+                        "timeout `{}` is not a whole number; ParaView uses 60",
+                        a.value
+                    ),
+                );
+                None
+            }
+        });
+
+    for child in &el.children {
+        if !SERVER_CHILDREN.contains(&child.name.as_str()) {
+            warn_unknown_child(child, "Server", SERVER_CHILDREN, &path, out);
+        }
+    }
+
+    let manual = el.child("ManualStartup");
+    let command = el.child("CommandStartup");
+    let startup = match (manual, command) {
+        (Some(_), Some(c)) => {
+            out.warning(
+                c.offset,
+                &format!("{path}/CommandStartup"),
+                "ParaView uses <ManualStartup> when both are present; <CommandStartup> is ignored",
+            );
+            Some(Startup::Manual)
+        }
+        (Some(_), None) => Some(Startup::Manual),
+        (None, Some(c)) => Some(Startup::Command(Box::new(read_command_startup(
+            c,
+            &format!("{path}/CommandStartup"),
+            out,
+        )))),
+        (None, None) => {
+            out.error_hint(
+                el.offset,
+                &path,
+                format!("server `{name}` has neither <ManualStartup> nor <CommandStartup>"),
+                "ParaView cannot connect to it; add <ManualStartup/> or a <CommandStartup>".into(),
+            );
+            None
+        }
+    };
+
+    let pvlaunch = match el
+        .children
+        .iter()
+        .filter(|c| c.name == settings::ELEMENT)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => None,
+        [one, rest @ ..] => {
+            for dup in rest {
+                out.error(
+                    dup.offset,
+                    &format!("{path}/{}", settings::ELEMENT),
+                    format!("<{}> appears more than once", settings::ELEMENT),
+                );
+            }
+            settings::parse(one, &format!("{path}/{}", settings::ELEMENT), out)
+        }
+    };
+
+    let errors_after = out.diagnostics.iter().filter(|d| d.is_error()).count();
+    if errors_after > errors_before {
+        return None;
+    }
+    Some(Server {
+        name: name.to_string(),
+        resource_text,
+        resource: resource?,
+        timeout,
+        startup: startup?,
+        pvlaunch,
+        location,
+    })
+}
+
+fn read_command_startup(el: &Element, path: &str, out: &mut Collector<'_>) -> CommandStartup {
+    const KNOWN: &[&str] = &["Options", "Command", "SSHCommand"];
+    for child in &el.children {
+        if !KNOWN.contains(&child.name.as_str()) {
+            warn_unknown_child(child, "CommandStartup", KNOWN, path, out);
+        }
+    }
+    let options = el
+        .child("Options")
+        .map(|o| read_options(o, &format!("{path}/Options"), out));
+    let ssh = el.child("SSHCommand");
+    let command = match ssh {
+        Some(s) if s.child("SSHConfig").is_some() => {
+            Some(read_command(s, &format!("{path}/SSHCommand"), true, out))
+        }
+        Some(s) => {
+            out.warning(s.offset, &format!("{path}/SSHCommand"), "<SSHCommand> without <SSHConfig> is not used by ParaView; it looks for <Command> instead");
+            el.child("Command")
+                .map(|c| read_command(c, &format!("{path}/Command"), false, out))
+        }
+        None => el
+            .child("Command")
+            .map(|c| read_command(c, &format!("{path}/Command"), false, out)),
+    };
+    if command.is_none() {
+        out.warning(
+            el.offset,
+            path,
+            "<CommandStartup> has no <Command> or <SSHCommand>: ParaView runs nothing",
+        );
+    }
+    CommandStartup { options, command }
+}
+
+fn number_attr(el: &Element, name: &str, path: &str, out: &mut Collector<'_>) -> Option<f64> {
+    let a = el.attr_entry(name)?;
+    match a.value.trim().parse::<f64>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            out.warning(
+                a.offset,
+                &format!("{path}@{name}"),
+                format!("`{name}=\"{}\"` is not a number; ParaView reads 0", a.value),
+            );
+            Some(0.0)
+        }
+    }
+}
+
+fn read_command(el: &Element, path: &str, is_ssh: bool, out: &mut Collector<'_>) -> CommandSpec {
+    warn_unknown_attrs(el, &["exec", "process_wait", "timeout", "delay"], path, out);
+    let process_wait = number_attr(el, "process_wait", path, out)
+        .or_else(|| number_attr(el, "timeout", path, out))
+        .unwrap_or(0.0);
+    let delay = number_attr(el, "delay", path, out).unwrap_or(0.0);
+    let known: &[&str] = if is_ssh {
+        &["Arguments", "SSHConfig"]
+    } else {
+        &["Arguments"]
+    };
+    for child in &el.children {
+        if !known.contains(&child.name.as_str()) {
+            warn_unknown_child(child, &el.name, known, path, out);
+        }
+    }
+    let mut arguments = Vec::new();
+    if let Some(args) = el.child("Arguments") {
+        let args_path = format!("{path}/Arguments");
+        warn_unknown_attrs(args, &[], &args_path, out);
+        for arg in &args.children {
+            if arg.name != "Argument" {
+                warn_unknown_child(arg, "Arguments", &["Argument"], &args_path, out);
+            }
+            // ParaView takes the `value` of any child, whatever its name.
+            match arg.attr("value") {
+                Some(v) => arguments.push(v.to_string()),
+                None => out.warning(
+                    arg.offset,
+                    &format!("{args_path}/{}", arg.name),
+                    "an argument without `value` is skipped",
+                ),
+            }
+        }
+    }
+    let ssh = is_ssh.then(|| {
+        let cfg = el.child("SSHConfig").expect("checked by the caller");
+        let cfg_path = format!("{path}/SSHConfig");
+        warn_unknown_attrs(cfg, &["user", "port"], &cfg_path, out);
+        const CHILDREN: &[&str] = &["SSH", "Terminal", "Askpass", "PortForwarding"];
+        for child in &cfg.children {
+            if !CHILDREN.contains(&child.name.as_str()) {
+                warn_unknown_child(child, "SSHConfig", CHILDREN, &cfg_path, out);
+            }
+        }
+        SshConfig {
+            user: cfg.attr("user").map(str::to_string),
+            port: cfg.attr("port").map(str::to_string),
+            ssh_exec: cfg
+                .child("SSH")
+                .and_then(|s| s.attr("exec"))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            terminal: cfg
+                .child("Terminal")
+                .map(|t| t.attr("exec").filter(|s| !s.is_empty()).map(str::to_string)),
+            askpass: cfg.child("Askpass").is_some(),
+            port_forwarding: cfg
+                .child("PortForwarding")
+                .map(|p| p.attr("local").map(str::to_string)),
+        }
+    });
+    CommandSpec {
+        exec: el.attr("exec").unwrap_or("").to_string(),
+        arguments,
+        process_wait,
+        delay,
+        ssh,
+    }
+}
+
+fn read_default(el: &Element) -> DefaultValue {
+    match el.attr("default") {
+        None => DefaultValue::Absent,
+        Some("random") => DefaultValue::Random,
+        Some(v) => DefaultValue::Value(v.to_string()),
+    }
+}
+
+fn read_options(el: &Element, path: &str, out: &mut Collector<'_>) -> Vec<OptionItem> {
+    let mut items = Vec::new();
+    for child in &el.children {
+        match child.name.as_str() {
+            "Set" => {
+                warn_unknown_attrs(child, &["name", "value"], &format!("{path}/Set"), out);
+                items.push(OptionItem::Set {
+                    name: child.attr("name").unwrap_or("").to_string(),
+                    value: child.attr("value").unwrap_or("").to_string(),
+                });
+            }
+            "Option" => {
+                if let Some(def) = read_option(child, path, out) {
+                    items.push(OptionItem::Option(def));
+                }
+            }
+            "Switch" => {
+                if let Some(sw) = read_switch(child, path, out) {
+                    items.push(OptionItem::Switch(sw));
+                }
+            }
+            _ => warn_unknown_child(child, "Options", &["Option", "Set", "Switch"], path, out),
+        }
+    }
+    items
+}
+
+const TYPES: &[&str] = &[
+    "Range",
+    "String",
+    "Password",
+    "File",
+    "Boolean",
+    "Enumeration",
+];
+
+fn read_option(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<OptionDef> {
+    let Some(name) = el.attr("name") else {
+        out.error(
+            el.offset,
+            &format!("{path}/Option"),
+            "<Option> has no `name` attribute",
+        );
+        return None;
+    };
+    let path = format!("{path}/Option[{name}]");
+    warn_unknown_attrs(el, &["name", "label", "readonly", "save"], &path, out);
+    let Some(ty) = el.children.first() else {
+        out.warning(
+            el.offset,
+            &path,
+            format!("option `{name}` has no type element; ParaView ignores it"),
+        );
+        return None;
+    };
+    for extra in &el.children[1..] {
+        out.warning(
+            extra.offset,
+            &format!("{path}/{}", extra.name),
+            format!(
+                "ParaView reads only the first child of <Option>; <{}> is ignored",
+                extra.name
+            ),
+        );
+    }
+    let ty_path = format!("{path}/{}", ty.name);
+    let mut default = read_default(ty);
+    if default == DefaultValue::Random && ty.name != "Range" {
+        out.warning(ty.offset, &ty_path, "default=\"random\" only means random for <Range>; here it is the literal text `random`");
+        default = DefaultValue::Value("random".into());
+    }
+    let kind = match ty.name.as_str() {
+        "Range" => {
+            warn_unknown_attrs(
+                ty,
+                &["type", "min", "max", "step", "default"],
+                &ty_path,
+                out,
+            );
+            let number = match ty.attr("type").unwrap_or("int") {
+                "int" => RangeType::Int,
+                other => {
+                    if other != "double" {
+                        out.warning(ty.attr_entry("type").map_or(ty.offset, |a| a.offset), &ty_path, format!("range type `{other}` is neither int nor double; ParaView treats it as double"));
+                    }
+                    RangeType::Double
+                }
+            };
+            let bound = |attr: &str, fallback: f64, out: &mut Collector<'_>| -> f64 {
+                match ty.attr_entry(attr) {
+                    None => fallback,
+                    Some(a) => match parse_bound(&a.value, number) {
+                        Some(v) => v,
+                        None => {
+                            out.warning(
+                                a.offset,
+                                &format!("{ty_path}@{attr}"),
+                                format!(
+                                    "`{attr}=\"{}\"` is not {}; ParaView reads 0",
+                                    a.value,
+                                    if number == RangeType::Int {
+                                        "a whole number"
+                                    } else {
+                                        "a number"
+                                    }
+                                ),
+                            );
+                            0.0
+                        }
+                    },
+                }
+            };
+            let min = bound("min", 0.0, out);
+            let max = bound(
+                "max",
+                if number == RangeType::Int {
+                    i32::MAX as f64
+                } else {
+                    99_999_999_999.0
+                },
+                out,
+            );
+            if min > max {
+                out.warning(ty.offset, &ty_path, format!("min {min} is above max {max}"));
+            }
+            if let DefaultValue::Value(v) = &default
+                && parse_bound(v, number).is_none()
+            {
+                let offset = ty.attr_entry("default").map_or(ty.offset, |a| a.offset);
+                out.warning(
+                    offset,
+                    &format!("{ty_path}@default"),
+                    format!("default `{v}` is not a number; ParaView starts at min"),
+                );
+            }
+            OptionKind::Range {
+                number,
+                min,
+                max,
+                step: ty.attr("step").unwrap_or("1").to_string(),
+                default,
+            }
+        }
+        "String" | "Password" | "File" => {
+            warn_unknown_attrs(ty, &["default"], &ty_path, out);
+            match ty.name.as_str() {
+                "String" => OptionKind::String { default },
+                "Password" => OptionKind::Password { default },
+                _ => OptionKind::File { default },
+            }
+        }
+        "Boolean" => {
+            warn_unknown_attrs(ty, &["true", "false", "default"], &ty_path, out);
+            OptionKind::Boolean {
+                true_value: ty.attr("true").unwrap_or("1").to_string(),
+                false_value: ty.attr("false").unwrap_or("0").to_string(),
+                default,
+            }
+        }
+        "Enumeration" => {
+            warn_unknown_attrs(ty, &["default"], &ty_path, out);
+            let mut entries = Vec::new();
+            for entry in &ty.children {
+                if entry.name != "Entry" {
+                    warn_unknown_child(entry, "Enumeration", &["Entry"], &ty_path, out);
+                    continue;
+                }
+                warn_unknown_attrs(entry, &["value", "label"], &format!("{ty_path}/Entry"), out);
+                let value = entry.attr("value").unwrap_or("").to_string();
+                let label = entry
+                    .attr("label")
+                    .map_or_else(|| value.clone(), str::to_string);
+                entries.push(Entry { value, label });
+            }
+            if let DefaultValue::Value(d) = &default
+                && !entries.iter().any(|e| &e.value == d)
+            {
+                let offset = ty.attr_entry("default").map_or(ty.offset, |a| a.offset);
+                let by_label = entries.iter().find(|e| &e.label == d);
+                let hint = match by_label {
+                    Some(e) => Some(format!(
+                        "`{d}` is a label; ParaView matches defaults against values (here `{}`)",
+                        e.value
+                    )),
+                    None => did_you_mean(d, entries.iter().map(|e| e.value.as_str()), |c| {
+                        format!("`{c}`")
+                    }),
+                };
+                out.push(super::diag::Severity::Warning, offset, &format!("{ty_path}@default"), format!("default `{d}` is not one of the entry values; ParaView selects nothing (an empty value)"), hint);
+            }
+            OptionKind::Enumeration { entries, default }
+        }
+        other => {
+            let hint = did_you_mean(other, TYPES.iter().copied(), |c| format!("<{c}>"));
+            out.push(
+                super::diag::Severity::Warning,
+                ty.offset,
+                &ty_path,
+                format!("unknown option type <{other}>; ParaView ignores option `{name}`"),
+                hint,
+            );
+            return None;
+        }
+    };
+    Some(OptionDef {
+        name: name.to_string(),
+        label: el.attr("label").unwrap_or(name).to_string(),
+        readonly: el.attr("readonly") == Some("true"),
+        save: el.attr("save").unwrap_or("true") == "true",
+        kind,
+        location: out.source.locate(el.offset),
+    })
+}
+
+/// Range bounds and defaults as Qt reads them: `toInt()` for int ranges, `toDouble()` otherwise.
+pub fn parse_bound(text: &str, number: RangeType) -> Option<f64> {
+    let t = text.trim();
+    match number {
+        RangeType::Int => t.parse::<i32>().ok().map(f64::from),
+        RangeType::Double => t.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
+fn read_switch(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<SwitchDef> {
+    let Some(name) = el.attr("name") else {
+        out.warning(
+            el.offset,
+            &format!("{path}/Switch"),
+            "<Switch> has no `name`; ParaView ignores it",
+        );
+        return None;
+    };
+    let path = format!("{path}/Switch[{name}]");
+    let mut cases = Vec::new();
+    for case in &el.children {
+        if case.name != "Case" {
+            warn_unknown_child(case, "Switch", &["Case"], &path, out);
+            continue;
+        }
+        let mut sets = Vec::new();
+        for set in &case.children {
+            if set.name != "Set" {
+                warn_unknown_child(set, "Case", &["Set"], &format!("{path}/Case"), out);
+                continue;
+            }
+            sets.push((
+                set.attr("name").unwrap_or("").to_string(),
+                set.attr("value").unwrap_or("").to_string(),
+            ));
+        }
+        cases.push(Case {
+            value: case.attr("value").map(str::to_string),
+            sets,
+        });
+    }
+    Some(SwitchDef {
+        name: name.to_string(),
+        cases,
+    })
+}
