@@ -11,6 +11,7 @@ use crate::profile::diag::{Diagnostic, display_path};
 use crate::profile::discover::{self, Places};
 use crate::profile::model::Startup;
 use crate::profile::resolve::{self, Origin, Resolved, Strictness};
+use crate::profile::settings::Launch;
 use crate::profile::{self, Catalog, Entry};
 
 /// Load every profile; print unreadable files and file errors on stderr.
@@ -126,7 +127,7 @@ struct ShowJson<'a> {
     startup: &'static str,
     #[serde(flatten)]
     resolved: &'a Resolved,
-    pvlaunch: Option<&'a profile::settings::Settings>,
+    pvlaunch: Option<&'a profile::settings::Launch>,
 }
 
 pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) -> Result<Code> {
@@ -155,6 +156,29 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
             return Ok(Code::Usage);
         }
     };
+    let launch = match &entry.server.pvlaunch {
+        None => None,
+        Some(settings) => match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
+            Ok(l) => Some(l),
+            Err(problems) => {
+                let source = catalog
+                    .reports
+                    .iter()
+                    .find(|r| r.source.path == entry.server.location.file)
+                    .map(|r| r.source.clone())
+                    .expect("the entry's file was read");
+                let mut diags = crate::profile::diag::Collector::new(&source);
+                let path = format!("Servers/Server[{}]/PVLaunch", entry.server.name);
+                for (offset, message, hint) in problems {
+                    diags.push(crate::profile::diag::Severity::Error, offset, &path, message, hint);
+                }
+                for d in &diags.diagnostics {
+                    eprintln!("{}", d.render());
+                }
+                return Ok(Code::InvalidProfile);
+            }
+        },
+    };
     let mut out = std::io::stdout().lock();
     if json {
         let doc = ShowJson {
@@ -163,12 +187,12 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
             origin: entry.origin,
             startup: entry.server.startup.kind(),
             resolved: &resolved,
-            pvlaunch: entry.server.pvlaunch.as_ref(),
+            pvlaunch: launch.as_ref(),
         };
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", render_show(entry, &resolved))?;
+        write!(out, "{}", render_show(entry, &resolved, launch.as_ref()))?;
     }
     Ok(Code::Success)
 }
@@ -187,7 +211,7 @@ fn origin_word(o: Origin) -> &'static str {
 }
 
 /// The text form of `show`.
-pub fn render_show(entry: &Entry, r: &Resolved) -> String {
+pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let server = &entry.server;
@@ -279,36 +303,46 @@ pub fn render_show(entry: &Entry, r: &Resolved) -> String {
             );
         }
     }
-    if let Some(p) = &server.pvlaunch {
+    if let Some(l) = launch {
         let _ = writeln!(s, "\npvlaunch settings");
-        let _ = writeln!(s, "  login      {}", describe_login(p));
+        let mut login = l.login_host.clone();
+        if let Some(u) = &l.login_user {
+            login = format!("{u}@{login}");
+        }
+        if !l.jump_hosts.is_empty() {
+            login.push_str(&format!(" via {}", l.jump_hosts.join(", ")));
+        }
+        let _ = writeln!(s, "  login       {login}");
         let _ = writeln!(
             s,
-            "  scheduler  {} ({} node(s) x {} rank(s))",
-            p.job.scheduler.text, p.job.nodes.text, p.job.ranks_per_node.text
+            "  job         {:?}: {} node(s) x {} rank(s), walltime {}, partition {}, account {}",
+            l.scheduler,
+            l.nodes,
+            l.ranks_per_node,
+            l.walltime.as_deref().unwrap_or("(site default)"),
+            l.partition.as_deref().unwrap_or("(site default)"),
+            l.account.as_deref().unwrap_or("(none)")
         );
-        let _ = writeln!(s, "  recipe     {}", p.connection.recipe.text);
-        let _ = writeln!(
-            s,
-            "  pvserver   {} {}",
-            p.pvserver.launcher.text, p.pvserver.exec.text
-        );
+        for line in &l.setup {
+            let _ = writeln!(s, "  set-up      {line}");
+        }
+        for d in &l.directives {
+            let _ = writeln!(s, "  directive   {d}");
+        }
+        let mut server = l.launcher.clone();
+        server.push(l.pvserver.clone());
+        server.extend(l.pvserver_args.iter().cloned());
+        let _ = writeln!(s, "  pvserver    {}", server.join(" "));
+        let _ = writeln!(s, "  recipe      {:?}", l.recipe);
+        let remote = if l.remote_port == 0 { "chosen by sshd".to_string() } else { l.remote_port.to_string() };
+        let _ = writeln!(s, "  ports       client {}, login node {remote}", l.client_port.map_or("(resource port)".to_string(), |p| p.to_string()));
+        let _ = writeln!(s, "  connect-id  {:?}", l.connect_id);
+        let _ = writeln!(s, "  timeouts    queue {} s, connect {} s", l.queue_timeout_secs, l.connect_timeout_secs);
     }
     for w in &r.warnings {
         let _ = writeln!(s, "\nwarning: {w}");
     }
     s
-}
-
-fn describe_login(p: &profile::settings::Settings) -> String {
-    let mut d = p.login.host.text.clone();
-    if let Some(u) = &p.login.user {
-        d = format!("{}@{d}", u.text);
-    }
-    if let Some(j) = &p.login.jump {
-        d.push_str(&format!(" via {}", j.text));
-    }
-    d
 }
 
 fn display_value(o: &resolve::ResolvedOption) -> String {

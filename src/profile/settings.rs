@@ -591,3 +591,182 @@ mod tests {
         assert!(check_connect_id("x").is_err());
     }
 }
+
+/// The scheduler that runs the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    Slurm,
+    Pbs,
+    Lsf,
+    /// Run pvserver directly on the login node.
+    None,
+}
+
+/// How the connection crosses the site's firewalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    Auto,
+    Reverse,
+    Relay,
+    TwoHop,
+    ReverseTwoHop,
+}
+
+/// What connect-id the session uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "policy", content = "value")]
+pub enum ConnectId {
+    Random,
+    None,
+    Fixed(u32),
+}
+
+/// pvlaunch's settings with every `$NAME$` substituted and every value typed and checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Launch {
+    pub login_host: String,
+    pub login_user: Option<String>,
+    pub jump_hosts: Vec<String>,
+    pub login_port: Option<u16>,
+    pub scheduler: SchedulerKind,
+    pub nodes: u32,
+    pub ranks_per_node: u32,
+    pub walltime: Option<String>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub job_name: String,
+    pub queue_timeout_secs: u64,
+    pub directives: Vec<String>,
+    pub setup: Vec<String>,
+    pub pvserver: String,
+    /// The launcher argv, `$PVLAUNCH_RANKS$` and `$PVLAUNCH_NODES$` substituted.
+    pub launcher: Vec<String>,
+    pub pvserver_args: Vec<String>,
+    pub recipe: Recipe,
+    pub client_port: Option<u16>,
+    pub remote_port: u16,
+    pub connect_timeout_secs: u64,
+    pub connect_id: ConnectId,
+}
+
+impl Launch {
+    pub fn total_ranks(&self) -> u64 {
+        u64::from(self.nodes) * u64::from(self.ranks_per_node)
+    }
+}
+
+impl Settings {
+    /// Substitute `$NAME$` from `lookup` (an unknown name is an error here: these values become
+    /// job parameters), check every value, and type it. Problems carry the value's offset.
+    pub fn resolve(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Launch, Vec<(usize, String, Option<String>)>> {
+        let mut problems = Vec::new();
+        let mut sub = |v: &Value, extra: &[(&str, String)]| -> Value {
+            let found = super::command::substitute(&v.text, |n| {
+                extra.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()).or_else(|| lookup(n))
+            });
+            match found {
+                Ok(s) if s.unknown.is_empty() => Value { text: s.text, offset: v.offset },
+                Ok(s) => {
+                    problems.push((
+                        v.offset,
+                        format!("`{}` refers to {} with no value", v.text, s.unknown.iter().map(|n| format!("${n}$")).collect::<Vec<_>>().join(", ")),
+                        Some("use the name of an <Option>, a <Set>, or a PV_* variable".into()),
+                    ));
+                    Value { text: s.text, offset: v.offset }
+                }
+                Err(e) => {
+                    problems.push((v.offset, e.to_string(), None));
+                    v.clone()
+                }
+            }
+        };
+        let opt = |v: &Option<Value>, sub: &mut dyn FnMut(&Value, &[(&str, String)]) -> Value| v.as_ref().map(|v| sub(v, &[]));
+        let nodes = sub(&self.job.nodes, &[]);
+        let ranks = sub(&self.job.ranks_per_node, &[]);
+        let n: u64 = nodes.text.trim().parse().unwrap_or(1);
+        let r: u64 = ranks.text.trim().parse().unwrap_or(1);
+        let extra = [("PVLAUNCH_NODES", n.to_string()), ("PVLAUNCH_RANKS", (n * r).to_string()), ("PVLAUNCH_RANKS_PER_NODE", r.to_string())];
+        let resolved = Settings {
+            login: Login {
+                host: sub(&self.login.host, &[]),
+                user: opt(&self.login.user, &mut sub),
+                jump: opt(&self.login.jump, &mut sub),
+                port: opt(&self.login.port, &mut sub),
+            },
+            job: Job {
+                scheduler: sub(&self.job.scheduler, &[]),
+                nodes,
+                ranks_per_node: ranks,
+                walltime: opt(&self.job.walltime, &mut sub),
+                partition: opt(&self.job.partition, &mut sub),
+                account: opt(&self.job.account, &mut sub),
+                name: sub(&self.job.name, &[]),
+                queue_timeout: sub(&self.job.queue_timeout, &[]),
+                directives: self.job.directives.iter().map(|v| sub(v, &extra)).collect(),
+                setup: self.job.setup.iter().map(|v| sub(v, &extra)).collect(),
+            },
+            pvserver: PvServer {
+                exec: sub(&self.pvserver.exec, &[]),
+                launcher: sub(&self.pvserver.launcher, &extra),
+                args: self.pvserver.args.iter().map(|v| sub(v, &extra)).collect(),
+            },
+            connection: Connection {
+                recipe: sub(&self.connection.recipe, &[]),
+                client_port: opt(&self.connection.client_port, &mut sub),
+                remote_port: sub(&self.connection.remote_port, &[]),
+                connect_timeout: sub(&self.connection.connect_timeout, &[]),
+                connect_id: sub(&self.connection.connect_id, &[]),
+            },
+        };
+        let mut checks = Vec::new();
+        resolved.check_values(|_| true, &mut checks);
+        problems.extend(checks.into_iter().map(|(v, m, h)| (v.offset, m, h)));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let s = resolved;
+        let num = |v: &Value| v.text.trim().parse::<u64>().expect("checked");
+        let opt_text = |v: &Option<Value>| v.as_ref().map(|v| v.text.clone()).filter(|t| !t.is_empty());
+        Ok(Launch {
+            login_host: s.login.host.text.clone(),
+            login_user: opt_text(&s.login.user),
+            jump_hosts: s.login.jump.as_ref().map(|j| j.text.split(',').map(str::to_string).collect()).unwrap_or_default(),
+            login_port: s.login.port.as_ref().map(|p| num(p) as u16),
+            scheduler: match s.job.scheduler.text.as_str() {
+                "slurm" => SchedulerKind::Slurm,
+                "pbs" => SchedulerKind::Pbs,
+                "lsf" => SchedulerKind::Lsf,
+                _ => SchedulerKind::None,
+            },
+            nodes: num(&s.job.nodes) as u32,
+            ranks_per_node: num(&s.job.ranks_per_node) as u32,
+            walltime: opt_text(&s.job.walltime),
+            partition: opt_text(&s.job.partition),
+            account: opt_text(&s.job.account),
+            job_name: s.job.name.text.clone(),
+            queue_timeout_secs: num(&s.job.queue_timeout),
+            directives: s.job.directives.iter().map(|v| v.text.clone()).collect(),
+            setup: s.job.setup.iter().map(|v| v.text.clone()).collect(),
+            pvserver: s.pvserver.exec.text.clone(),
+            launcher: super::command::split(&s.pvserver.launcher.text),
+            pvserver_args: s.pvserver.args.iter().map(|v| v.text.clone()).collect(),
+            recipe: match s.connection.recipe.text.as_str() {
+                "reverse" => Recipe::Reverse,
+                "relay" => Recipe::Relay,
+                "two-hop" => Recipe::TwoHop,
+                "reverse-two-hop" => Recipe::ReverseTwoHop,
+                _ => Recipe::Auto,
+            },
+            client_port: s.connection.client_port.as_ref().map(|p| num(p) as u16),
+            remote_port: num(&s.connection.remote_port) as u16,
+            connect_timeout_secs: num(&s.connection.connect_timeout),
+            connect_id: match s.connection.connect_id.text.as_str() {
+                "random" => ConnectId::Random,
+                "none" => ConnectId::None,
+                n => ConnectId::Fixed(n.parse().expect("checked")),
+            },
+        })
+    }
+}
