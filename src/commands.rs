@@ -169,8 +169,14 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
                     .expect("the entry's file was read");
                 let mut diags = crate::profile::diag::Collector::new(&source);
                 let path = format!("Servers/Server[{}]/PVLaunch", entry.server.name);
-                for (offset, message, hint) in problems {
-                    diags.push(crate::profile::diag::Severity::Error, offset, &path, message, hint);
+                for (offset, at, message, hint) in problems {
+                    diags.push(
+                        crate::profile::diag::Severity::Error,
+                        offset,
+                        &format!("{path}/{at}"),
+                        message,
+                        hint,
+                    );
                 }
                 for d in &diags.diagnostics {
                     eprintln!("{}", d.render());
@@ -334,10 +340,23 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
         server.extend(l.pvserver_args.iter().cloned());
         let _ = writeln!(s, "  pvserver    {}", server.join(" "));
         let _ = writeln!(s, "  recipe      {:?}", l.recipe);
-        let remote = if l.remote_port == 0 { "chosen by sshd".to_string() } else { l.remote_port.to_string() };
-        let _ = writeln!(s, "  ports       client {}, login node {remote}", l.client_port.map_or("(resource port)".to_string(), |p| p.to_string()));
+        let remote = if l.remote_port == 0 {
+            "chosen by sshd".to_string()
+        } else {
+            l.remote_port.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "  ports       client {}, login node {remote}",
+            l.client_port
+                .map_or("(resource port)".to_string(), |p| p.to_string())
+        );
         let _ = writeln!(s, "  connect-id  {:?}", l.connect_id);
-        let _ = writeln!(s, "  timeouts    queue {} s, connect {} s", l.queue_timeout_secs, l.connect_timeout_secs);
+        let _ = writeln!(
+            s,
+            "  timeouts    queue {} s, connect {} s",
+            l.queue_timeout_secs, l.connect_timeout_secs
+        );
     }
     for w in &r.warnings {
         let _ = writeln!(s, "\nwarning: {w}");

@@ -19,13 +19,17 @@ pub struct Value {
     pub text: String,
     #[serde(skip)]
     pub offset: usize,
+    /// Where it sits below `<PVLaunch>`, e.g. `Job@walltime`.
+    #[serde(skip)]
+    pub at: String,
 }
 
 impl Value {
-    fn new(text: &str, offset: usize) -> Value {
+    fn new(text: &str, offset: usize, at: String) -> Value {
         Value {
             text: text.to_string(),
             offset,
+            at,
         }
     }
 }
@@ -233,11 +237,13 @@ fn check(el: &Element, path: &str, out: &mut Collector<'_>) {
 
 fn get(el: Option<&Element>, name: &str) -> Option<Value> {
     let el = el?;
-    el.attr_entry(name).map(|a| Value::new(&a.value, a.offset))
+    el.attr_entry(name)
+        .map(|a| Value::new(&a.value, a.offset, format!("{}@{name}", el.name)))
 }
 
 fn get_or(el: Option<&Element>, name: &str, default: &str, fallback_offset: usize) -> Value {
-    get(el, name).unwrap_or_else(|| Value::new(default, fallback_offset))
+    get(el, name)
+        .unwrap_or_else(|| Value::new(default, fallback_offset, format!("(default {name})")))
 }
 
 fn single<'a>(
@@ -326,7 +332,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
         out.push(
             super::diag::Severity::Error,
             value.offset,
-            path,
+            &format!("{path}/{}", value.at),
             message,
             hint,
         );
@@ -340,7 +346,10 @@ fn children_values(el: Option<&Element>, name: &str, attr: &str) -> Vec<Value> {
         el.children
             .iter()
             .filter(|c| c.name == name)
-            .filter_map(|c| c.attr_entry(attr).map(|a| Value::new(&a.value, a.offset)))
+            .filter_map(|c| {
+                c.attr_entry(attr)
+                    .map(|a| Value::new(&a.value, a.offset, format!("{}/{name}@{attr}", el.name)))
+            })
             .collect()
     })
     .unwrap_or_default()
@@ -592,6 +601,9 @@ mod tests {
     }
 }
 
+/// A problem found when resolving: byte offset, place below `<PVLaunch>`, message, hint.
+pub type SettingsProblem = (usize, String, String, Option<String>);
+
 /// The scheduler that runs the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -660,48 +672,75 @@ impl Launch {
 impl Settings {
     /// Substitute `$NAME$` from `lookup` (an unknown name is an error here: these values become
     /// job parameters), check every value, and type it. Problems carry the value's offset.
-    pub fn resolve(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Launch, Vec<(usize, String, Option<String>)>> {
+    pub fn resolve(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Launch, Vec<SettingsProblem>> {
         let mut problems = Vec::new();
         let mut sub = |v: &Value, extra: &[(&str, String)]| -> Value {
             let found = super::command::substitute(&v.text, |n| {
-                extra.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()).or_else(|| lookup(n))
+                extra
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| lookup(n))
             });
             match found {
-                Ok(s) if s.unknown.is_empty() => Value { text: s.text, offset: v.offset },
+                Ok(s) if s.unknown.is_empty() => Value {
+                    text: s.text,
+                    offset: v.offset,
+                    at: v.at.clone(),
+                },
                 Ok(s) => {
                     problems.push((
                         v.offset,
-                        format!("`{}` refers to {} with no value", v.text, s.unknown.iter().map(|n| format!("${n}$")).collect::<Vec<_>>().join(", ")),
+                        v.at.clone(),
+                        format!(
+                            "`{}` refers to {} with no value",
+                            v.text,
+                            s.unknown
+                                .iter()
+                                .map(|n| format!("${n}$"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                         Some("use the name of an <Option>, a <Set>, or a PV_* variable".into()),
                     ));
-                    Value { text: s.text, offset: v.offset }
+                    Value {
+                        text: s.text,
+                        offset: v.offset,
+                        at: v.at.clone(),
+                    }
                 }
                 Err(e) => {
-                    problems.push((v.offset, e.to_string(), None));
+                    problems.push((v.offset, v.at.clone(), e.to_string(), None));
                     v.clone()
                 }
             }
         };
-        let opt = |v: &Option<Value>, sub: &mut dyn FnMut(&Value, &[(&str, String)]) -> Value| v.as_ref().map(|v| sub(v, &[]));
         let nodes = sub(&self.job.nodes, &[]);
         let ranks = sub(&self.job.ranks_per_node, &[]);
         let n: u64 = nodes.text.trim().parse().unwrap_or(1);
         let r: u64 = ranks.text.trim().parse().unwrap_or(1);
-        let extra = [("PVLAUNCH_NODES", n.to_string()), ("PVLAUNCH_RANKS", (n * r).to_string()), ("PVLAUNCH_RANKS_PER_NODE", r.to_string())];
+        let extra = [
+            ("PVLAUNCH_NODES", n.to_string()),
+            ("PVLAUNCH_RANKS", (n * r).to_string()),
+            ("PVLAUNCH_RANKS_PER_NODE", r.to_string()),
+        ];
         let resolved = Settings {
             login: Login {
                 host: sub(&self.login.host, &[]),
-                user: opt(&self.login.user, &mut sub),
-                jump: opt(&self.login.jump, &mut sub),
-                port: opt(&self.login.port, &mut sub),
+                user: self.login.user.as_ref().map(|v| sub(v, &[])),
+                jump: self.login.jump.as_ref().map(|v| sub(v, &[])),
+                port: self.login.port.as_ref().map(|v| sub(v, &[])),
             },
             job: Job {
                 scheduler: sub(&self.job.scheduler, &[]),
                 nodes,
                 ranks_per_node: ranks,
-                walltime: opt(&self.job.walltime, &mut sub),
-                partition: opt(&self.job.partition, &mut sub),
-                account: opt(&self.job.account, &mut sub),
+                walltime: self.job.walltime.as_ref().map(|v| sub(v, &[])),
+                partition: self.job.partition.as_ref().map(|v| sub(v, &[])),
+                account: self.job.account.as_ref().map(|v| sub(v, &[])),
                 name: sub(&self.job.name, &[]),
                 queue_timeout: sub(&self.job.queue_timeout, &[]),
                 directives: self.job.directives.iter().map(|v| sub(v, &extra)).collect(),
@@ -714,7 +753,7 @@ impl Settings {
             },
             connection: Connection {
                 recipe: sub(&self.connection.recipe, &[]),
-                client_port: opt(&self.connection.client_port, &mut sub),
+                client_port: self.connection.client_port.as_ref().map(|v| sub(v, &[])),
                 remote_port: sub(&self.connection.remote_port, &[]),
                 connect_timeout: sub(&self.connection.connect_timeout, &[]),
                 connect_id: sub(&self.connection.connect_id, &[]),
@@ -722,17 +761,27 @@ impl Settings {
         };
         let mut checks = Vec::new();
         resolved.check_values(|_| true, &mut checks);
-        problems.extend(checks.into_iter().map(|(v, m, h)| (v.offset, m, h)));
+        problems.extend(
+            checks
+                .into_iter()
+                .map(|(v, m, h)| (v.offset, v.at.clone(), m, h)),
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
         let s = resolved;
         let num = |v: &Value| v.text.trim().parse::<u64>().expect("checked");
-        let opt_text = |v: &Option<Value>| v.as_ref().map(|v| v.text.clone()).filter(|t| !t.is_empty());
+        let opt_text =
+            |v: &Option<Value>| v.as_ref().map(|v| v.text.clone()).filter(|t| !t.is_empty());
         Ok(Launch {
             login_host: s.login.host.text.clone(),
             login_user: opt_text(&s.login.user),
-            jump_hosts: s.login.jump.as_ref().map(|j| j.text.split(',').map(str::to_string).collect()).unwrap_or_default(),
+            jump_hosts: s
+                .login
+                .jump
+                .as_ref()
+                .map(|j| j.text.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
             login_port: s.login.port.as_ref().map(|p| num(p) as u16),
             scheduler: match s.job.scheduler.text.as_str() {
                 "slurm" => SchedulerKind::Slurm,

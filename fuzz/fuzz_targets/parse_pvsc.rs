@@ -1,0 +1,32 @@
+//! Any bytes through the profile reader: parse, render diagnostics, resolve what parsed.
+//! Run: `cargo +nightly fuzz run parse_pvsc` from the project root.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvlaunch::profile::diag::Source;
+use pvlaunch::profile::parse::parse_source;
+use pvlaunch::profile::resolve::{self, Context, Strictness, Version};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let report = parse_source(Source::new("fuzz.pvsc", text.as_ref()));
+    for d in &report.diagnostics {
+        let _ = d.render();
+    }
+    for s in &report.servers {
+        let mut ctx = Context {
+            environment: Default::default(),
+            client_host: "desk".into(),
+            version: Version::parse("6.0.1").unwrap(),
+            platform: "Linux".into(),
+            application_dir: String::new(),
+            application_name: "paraview".into(),
+            noise: Box::new(|| 0.5),
+            find_program: Box::new(|_| None),
+        };
+        let _ = resolve::resolve(s, &[], &mut ctx, Strictness::default());
+        if let Some(p) = &s.pvlaunch {
+            let _ = p.resolve(|_| Some("1".into()));
+        }
+    }
+});
