@@ -1,0 +1,217 @@
+//! The command line as a user meets it: the real binary, real files, exit codes and output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pvlaunch(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+fn server(name: &str, resource: &str) -> String {
+    format!(r#"<Server name="{name}" resource="{resource}"><ManualStartup/></Server>"#)
+}
+
+#[test]
+fn list_follows_the_discovery_order_and_notes_overrides() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::create_dir_all(h.join(".config/ParaView")).unwrap();
+    std::fs::create_dir_all(h.join(".config/pvlaunch")).unwrap();
+    let write = |p: &str, body: String| {
+        std::fs::write(h.join(p), format!("<Servers>{body}</Servers>")).unwrap()
+    };
+    write(
+        ".config/ParaView/servers.pvsc",
+        server("alpha", "cs://pv:1") + &server("beta", "cs://pv:2"),
+    );
+    write(
+        ".config/pvlaunch/site.pvsc",
+        server("beta", "cs://cfg:2") + &server("gamma", "cs://cfg:3"),
+    );
+    write("env.pvsc", server("gamma", "cs://env:3"));
+    write("cli.pvsc", server("alpha", "cs://cli:1"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+        .args(["-f", h.join("cli.pvsc").to_str().unwrap(), "list", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", h)
+        .env("XDG_CONFIG_HOME", h.join(".config"))
+        .env("PVLAUNCH_PROFILES", h.join("env.pvsc"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, String, String, usize)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["resource"].as_str().unwrap().to_string(),
+                r["origin"].as_str().unwrap().to_string(),
+                r["overrides"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "alpha".into(),
+                "cs://cli:1".into(),
+                "command-line".into(),
+                1
+            ),
+            ("beta".into(), "cs://cfg:2".into(), "config-dir".into(), 1),
+            ("gamma".into(), "cs://env:3".into(), "env-var".into(), 1),
+        ]
+    );
+}
+
+#[test]
+fn show_resolves_and_rejects_bad_set_values_with_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    let ok = pvlaunch(
+        home.path(),
+        &[
+            "-f",
+            "pvsc/cluster-a.pvsc",
+            "show",
+            "cluster-a",
+            "--set",
+            "NODES=3",
+            "--json",
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(doc["name"], "cluster-a");
+    assert_eq!(doc["endpoint"]["mode"], "listen");
+    assert_eq!(doc["endpoint"]["port"], 11111);
+    assert_eq!(doc["pvlaunch"]["nodes"], 3);
+    assert_eq!(
+        doc["pvlaunch"]["launcher"],
+        serde_json::json!(["mpiexec", "-n", "12"])
+    );
+    let argv: Vec<String> = serde_json::from_value(doc["command"]["argv"].clone()).unwrap();
+    assert_eq!(argv[..3], ["pvlaunch", "connect", "cluster-a"]);
+    assert!(argv.contains(&"--set=NODES=3".to_string()));
+
+    let bad = pvlaunch(
+        home.path(),
+        &[
+            "-f",
+            "pvsc/cluster-a.pvsc",
+            "show",
+            "cluster-a",
+            "--set",
+            "NODES=0",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("allowed a whole number from 1 to 64"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn unknown_profile_suggests_the_nearest_name() {
+    let home = tempfile::tempdir().unwrap();
+    let out = pvlaunch(
+        home.path(),
+        &["-f", "pvsc/cluster-a.pvsc", "show", "cluster-b"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: no profile named `cluster-b` (did you mean `cluster-a`?)"
+    );
+}
+
+#[test]
+fn validate_reports_every_file_and_exits_3_on_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let out = pvlaunch(
+        home.path(),
+        &[
+            "validate",
+            "pvsc/cluster-a.pvsc",
+            "tests/fixtures/invalid/pvlaunch-unknown.pvsc",
+            "tests/fixtures/invalid/malformed.pvsc",
+            "missing.pvsc",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let o = text(&out.stdout);
+    assert!(o.contains("ok: pvsc/cluster-a.pvsc"), "{o}");
+    assert!(
+        o.contains("tests/fixtures/invalid/pvlaunch-unknown.pvsc:6:30"),
+        "{o}"
+    );
+    assert!(
+        o.contains("tests/fixtures/invalid/malformed.pvsc:4:3"),
+        "{o}"
+    );
+    assert!(o.contains("cannot read missing.pvsc"), "{o}");
+    assert!(o.contains("9 error(s)"), "{o}");
+
+    let json = pvlaunch(
+        home.path(),
+        &[
+            "validate",
+            "--json",
+            "tests/fixtures/invalid/malformed.pvsc",
+        ],
+    );
+    assert_eq!(json.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let d = &doc[0]["diagnostics"][0];
+    assert_eq!(
+        (
+            d["location"]["line"].as_u64(),
+            d["location"]["column"].as_u64()
+        ),
+        (Some(4), Some(3))
+    );
+    assert_eq!(d["severity"], "error");
+}
+
+#[test]
+fn help_has_examples_and_docs_are_generated() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["show", "--help"],
+        &["validate", "--help"],
+        &["list", "--help"],
+    ] {
+        let out = pvlaunch(home.path(), args);
+        assert!(out.status.success());
+        assert!(text(&out.stdout).contains("Examples:"), "{args:?}");
+    }
+    let man = pvlaunch(home.path(), &["man"]);
+    assert!(text(&man.stdout).starts_with(".ie"), "roff output");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pvlaunch(home.path(), &["completions", shell]);
+        assert!(
+            out.status.success() && text(&out.stdout).contains("pvlaunch"),
+            "{shell}"
+        );
+    }
+}
