@@ -5,8 +5,11 @@
 
 pub mod cli;
 pub mod commands;
+pub mod events;
 pub mod exit;
+pub mod process;
 pub mod profile;
+pub mod ssh;
 pub mod suggest;
 
 use clap::CommandFactory;

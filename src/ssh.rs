@@ -1,0 +1,353 @@
+//! The system `ssh`, driven through one ControlMaster per session: one authentication (password,
+//! 2FA, agent) for every later step. Argv building is pure; [`Master`] runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Child;
+
+use crate::process::{self, Kind};
+
+/// How long a person may take to answer a password or 2FA prompt.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long one multiplexed command may take (scheduler queries, forwards).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the master checks that the link is alive; three misses drop it.
+pub const ALIVE_INTERVAL_SECS: u32 = 15;
+
+/// Where and how to reach the login node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The ssh program (normally `ssh` from PATH).
+    pub program: String,
+    pub destination: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub jump_hosts: Vec<String>,
+    /// The ControlMaster socket, in a private 0700 folder.
+    pub control_path: PathBuf,
+    /// Extra `-o` options (tests point ssh at their own config and known_hosts).
+    pub extra_options: Vec<String>,
+}
+
+impl Target {
+    fn base(&self) -> Vec<String> {
+        vec![self.program.clone(), "-S".into(), self.control_path.display().to_string()]
+    }
+
+    fn common_options(&self, out: &mut Vec<String>) {
+        for o in &self.extra_options {
+            out.push("-o".into());
+            out.push(o.clone());
+        }
+        if let Some(u) = &self.user {
+            out.push("-l".into());
+            out.push(u.clone());
+        }
+        if let Some(p) = self.port {
+            out.push("-p".into());
+            out.push(p.to_string());
+        }
+        if !self.jump_hosts.is_empty() {
+            out.push("-J".into());
+            out.push(self.jump_hosts.join(","));
+        }
+    }
+
+    /// The master: authenticates once, runs no command, holds the forwards.
+    pub fn master_argv(&self, batch_mode: bool) -> Vec<String> {
+        let mut a = self.base();
+        a.extend(["-M", "-N", "-T"].map(String::from));
+        for o in [
+            "ControlPersist=no".to_string(),
+            format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"),
+            "ServerAliveCountMax=3".into(),
+            "ExitOnForwardFailure=yes".into(),
+        ] {
+            a.push("-o".into());
+            a.push(o);
+        }
+        if batch_mode {
+            a.push("-o".into());
+            a.push("BatchMode=yes".into());
+        }
+        self.common_options(&mut a);
+        a.push("--".into());
+        a.push(self.destination.clone());
+        a
+    }
+
+    /// A control request (`check`, `exit`, `forward`, `cancel`) to the master.
+    fn control(&self, op: &str, forward: Option<(&str, String)>) -> Vec<String> {
+        let mut a = self.base();
+        a.push("-O".into());
+        a.push(op.into());
+        if let Some((flag, spec)) = forward {
+            a.push(flag.into());
+            a.push(spec);
+        }
+        self.common_options(&mut a);
+        a.push("--".into());
+        a.push(self.destination.clone());
+        a
+    }
+
+    pub fn check_argv(&self) -> Vec<String> {
+        self.control("check", None)
+    }
+
+    pub fn exit_argv(&self) -> Vec<String> {
+        self.control("exit", None)
+    }
+
+    /// `-R [bind:]remote:localhost:local`; remote 0 lets sshd choose (ssh prints the port).
+    pub fn remote_forward_argv(&self, bind: Option<&str>, remote: u16, local: u16) -> Vec<String> {
+        self.control("forward", Some(("-R", remote_spec(bind, remote, local))))
+    }
+
+    pub fn cancel_remote_forward_argv(&self, bind: Option<&str>, remote: u16, local: u16) -> Vec<String> {
+        self.control("cancel", Some(("-R", remote_spec(bind, remote, local))))
+    }
+
+    /// `-L 127.0.0.1:local:host:port`: only this machine can use the tunnel.
+    pub fn local_forward_argv(&self, local: u16, host: &str, port: u16) -> Vec<String> {
+        self.control("forward", Some(("-L", format!("127.0.0.1:{local}:{host}:{port}"))))
+    }
+
+    /// Run one shell command line on the login node through the master. The command must
+    /// already be quoted: ssh hands it to the remote user's shell as one string.
+    pub fn remote_argv(&self, command: &str) -> Vec<String> {
+        let mut a = self.base();
+        a.extend(["-T", "-o", "ControlMaster=no", "-o", "BatchMode=yes"].map(String::from));
+        self.common_options(&mut a);
+        a.push("--".into());
+        a.push(self.destination.clone());
+        a.push(command.into());
+        a
+    }
+}
+
+fn remote_spec(bind: Option<&str>, remote: u16, local: u16) -> String {
+    match bind {
+        Some(b) if b.contains(':') => format!("[{b}]:{remote}:localhost:{local}"),
+        Some(b) => format!("{b}:{remote}:localhost:{local}"),
+        None => format!("{remote}:localhost:{local}"),
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot run `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("ssh to {destination} failed{}", tail_text(.stderr))]
+    MasterExited { destination: String, stderr: String },
+    #[error("ssh to {destination} did not finish authenticating within {} s", .timeout.as_secs())]
+    AuthTimeout { destination: String, timeout: Duration },
+    #[error("`{what}` timed out after {} s", .timeout.as_secs())]
+    Timeout { what: String, timeout: Duration },
+    #[error("the remote forward was refused{}", tail_text(.stderr))]
+    ForwardRefused { stderr: String },
+}
+
+fn tail_text(stderr: &str) -> String {
+    let t = process::tail(stderr, 5);
+    if t.is_empty() { String::new() } else { format!(": {}", t.join(" / ")) }
+}
+
+/// Run an argv to completion with an optional stdin and a timeout.
+pub async fn run(argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
+    let mut cmd = process::command(argv, Kind::Helper);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|source| SshError::Spawn { program: argv[0].clone(), source })?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        let data = data.to_vec();
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&data).await;
+            let _ = pipe.shutdown().await;
+        });
+    }
+    let what = argv.last().cloned().unwrap_or_default();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }),
+        Ok(Err(source)) => Err(SshError::Spawn { program: argv[0].clone(), source }),
+        Err(_) => Err(SshError::Timeout { what, timeout }),
+    }
+}
+
+/// A running ControlMaster.
+pub struct Master {
+    pub target: Target,
+    child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Master {
+    /// Start the master and wait until it accepts requests (the user may be typing a password).
+    pub async fn start(target: Target, batch_mode: bool) -> Result<Master, SshError> {
+        let argv = target.master_argv(batch_mode);
+        let mut cmd = process::command(&argv, Kind::Helper);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| SshError::Spawn { program: argv[0].clone(), source })?;
+        let mut pipe = child.stderr.take().expect("piped");
+        let stderr = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s).await;
+            s
+        });
+        let mut master = Master { target, child, stderr };
+        let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if let Ok(Some(_)) = master.child.try_wait() {
+                let stderr = (&mut master.stderr).await.unwrap_or_default();
+                return Err(SshError::MasterExited { destination: master.target.destination.clone(), stderr });
+            }
+            if master.target.control_path.exists() {
+                let out = run(&master.target.check_argv(), None, COMMAND_TIMEOUT).await?;
+                if out.success() {
+                    return Ok(master);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                master.stop().await;
+                return Err(SshError::AuthTimeout { destination: master.target.destination.clone(), timeout: AUTH_TIMEOUT });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The master's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the master is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait until the master exits (the link dropped).
+    pub async fn wait(&mut self) {
+        let _ = self.child.wait().await;
+    }
+
+    /// Run a (quoted) shell command line on the login node.
+    pub async fn exec(&self, command: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
+        run(&self.target.remote_argv(command), stdin, timeout).await
+    }
+
+    /// Open `-R [bind:]remote:localhost:local`; returns the port sshd bound.
+    pub async fn forward_remote(&self, bind: Option<&str>, remote: u16, local: u16) -> Result<u16, SshError> {
+        let out = run(&self.target.remote_forward_argv(bind, remote, local), None, COMMAND_TIMEOUT).await?;
+        if !out.success() {
+            return Err(SshError::ForwardRefused { stderr: out.stderr });
+        }
+        if remote != 0 {
+            return Ok(remote);
+        }
+        out.stdout.trim().parse::<u16>().map_err(|_| SshError::ForwardRefused {
+            stderr: format!("ssh printed no port: {:?} {:?}", out.stdout, out.stderr),
+        })
+    }
+
+    /// Open `-L 127.0.0.1:local:host:port`.
+    pub async fn forward_local(&self, local: u16, host: &str, port: u16) -> Result<(), SshError> {
+        let out = run(&self.target.local_forward_argv(local, host, port), None, COMMAND_TIMEOUT).await?;
+        if out.success() { Ok(()) } else { Err(SshError::ForwardRefused { stderr: out.stderr }) }
+    }
+
+    /// Close the master (and with it every forward and session): `-O exit`, then signals.
+    pub async fn stop(&mut self) {
+        if self.alive() {
+            let _ = run(&self.target.exit_argv(), None, Duration::from_secs(5)).await;
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+                process::stop(&mut self.child, Duration::from_secs(2)).await;
+            }
+        }
+        let _ = std::fs::remove_file(&self.target.control_path);
+    }
+}
+
+/// A private folder (mode 0700) for the control socket; short, because socket paths are
+/// limited to about 100 bytes.
+pub fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new().prefix("pvlaunch-").tempdir_in(base)
+}
+
+/// The socket path inside a private folder.
+pub fn control_path(dir: &Path) -> PathBuf {
+    dir.join("cm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            program: "ssh".into(),
+            destination: "cluster".into(),
+            user: Some("alice".into()),
+            port: None,
+            jump_hosts: vec!["gate1".into(), "gate2".into()],
+            control_path: "/run/user/1/pvlaunch-x/cm".into(),
+            extra_options: vec![],
+        }
+    }
+
+    #[test]
+    fn master_options() {
+        let a = target().master_argv(true).join(" ");
+        assert_eq!(
+            a,
+            "ssh -S /run/user/1/pvlaunch-x/cm -M -N -T -o ControlPersist=no -o ServerAliveInterval=15 \
+             -o ServerAliveCountMax=3 -o ExitOnForwardFailure=yes -o BatchMode=yes -l alice -J gate1,gate2 -- cluster"
+        );
+        assert!(!target().master_argv(false).join(" ").contains("BatchMode"));
+    }
+
+    #[test]
+    fn forwards_and_remote_commands() {
+        let t = target();
+        assert_eq!(
+            t.remote_forward_argv(None, 0, 40000)[3..7].join(" "),
+            "-O forward -R 0:localhost:40000"
+        );
+        assert_eq!(t.remote_forward_argv(Some("0.0.0.0"), 0, 1)[6], "0.0.0.0:0:localhost:1");
+        assert_eq!(t.remote_forward_argv(Some("::"), 5, 1)[6], "[::]:5:localhost:1");
+        assert_eq!(t.local_forward_argv(5000, "node1", 11111)[6], "127.0.0.1:5000:node1:11111");
+        let r = t.remote_argv("squeue -h -j 42");
+        assert_eq!(r.last().unwrap(), "squeue -h -j 42");
+        assert_eq!(r[r.len() - 3], "--");
+        assert!(r.contains(&"BatchMode=yes".to_string()));
+    }
+}
