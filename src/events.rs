@@ -14,31 +14,85 @@ use serde::Serialize;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The plan is ready.
-    Plan { profile: String, recipe: String, scheduler: String, login: String, client: String },
+    Plan {
+        profile: String,
+        recipe: String,
+        scheduler: String,
+        login: String,
+        client: String,
+    },
     /// The local client was started (or is awaited) and listens.
-    ClientListening { port: u16, mode: String },
+    ClientListening {
+        port: u16,
+        mode: String,
+    },
     /// Authenticating to the login node (a password or 2FA prompt may follow).
-    SshConnecting { destination: String },
-    SshConnected { destination: String, login_host: String },
+    SshConnecting {
+        destination: String,
+    },
+    SshConnected {
+        destination: String,
+        login_host: String,
+    },
     /// The remote forward is open on the login node.
-    ForwardOpened { remote_port: u16, bind_address: String, compute_facing: bool },
+    ForwardOpened {
+        remote_port: u16,
+        bind_address: String,
+        compute_facing: bool,
+    },
     /// `auto` decided which recipe to use.
-    RecipeChosen { recipe: String, reason: String },
-    JobSubmitted { job_id: String, scheduler: String },
-    JobQueued { job_id: String, reason: Option<String>, estimated_start: Option<String> },
-    JobRunning { job_id: String, nodes: Vec<String> },
+    RecipeChosen {
+        recipe: String,
+        reason: String,
+    },
+    JobSubmitted {
+        job_id: String,
+        scheduler: String,
+    },
+    JobQueued {
+        job_id: String,
+        reason: Option<String>,
+        estimated_start: Option<String>,
+    },
+    JobRunning {
+        job_id: String,
+        nodes: Vec<String>,
+    },
     /// pvserver reached the client through the tunnel.
-    ServerConnected { peer: String },
+    ServerConnected {
+        peer: String,
+    },
     /// The ParaView connection closed.
-    SessionEnded { bytes_to_client: u64, bytes_to_server: u64, seconds: f64 },
+    SessionEnded {
+        bytes_to_client: u64,
+        bytes_to_server: u64,
+        seconds: f64,
+    },
     /// The job left the queue.
-    JobFinished { job_id: String, state: String, exit_code: Option<i32>, output_tail: Vec<String> },
+    JobFinished {
+        job_id: String,
+        state: String,
+        exit_code: Option<i32>,
+        output_tail: Vec<String>,
+    },
     /// A cleanup step ran.
-    Cleanup { step: String, ok: bool, detail: Option<String> },
-    Warning { message: String },
-    Error { message: String, hint: Option<String> },
+    Cleanup {
+        step: String,
+        ok: bool,
+        detail: Option<String>,
+    },
+    Warning {
+        message: String,
+    },
+    Error {
+        message: String,
+        hint: Option<String>,
+    },
     /// The last event: the exit code pvlaunch returns.
-    Done { exit_code: i32, reason: String },
+    Done {
+        exit_code: i32,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -48,7 +102,11 @@ impl Event {
             Event::ClientListening { port, .. } => format!("client listening on port {port}"),
             Event::SshConnecting { destination } => format!("connecting to {destination}"),
             Event::JobSubmitted { job_id, .. } => format!("job {job_id} submitted"),
-            Event::JobQueued { job_id, reason, estimated_start } => {
+            Event::JobQueued {
+                job_id,
+                reason,
+                estimated_start,
+            } => {
                 let mut s = format!("job {job_id} queued");
                 if let Some(r) = reason {
                     s.push_str(&format!(" ({r})"));
@@ -59,9 +117,14 @@ impl Event {
                 s
             }
             Event::JobRunning { job_id, nodes } => {
-                format!("job {job_id} running on {}: waiting for pvserver", nodes.join(","))
+                format!(
+                    "job {job_id} running on {}: waiting for pvserver",
+                    nodes.join(",")
+                )
             }
-            Event::ServerConnected { .. } => "connected: ParaView session running (Ctrl-C ends it)".into(),
+            Event::ServerConnected { .. } => {
+                "connected: ParaView session running (Ctrl-C ends it)".into()
+            }
             _ => return None,
         })
     }
@@ -69,26 +132,58 @@ impl Event {
     /// One line for a person or for ParaView's log.
     pub fn line(&self) -> String {
         match self {
-            Event::Plan { profile, recipe, scheduler, login, client } => {
+            Event::Plan {
+                profile,
+                recipe,
+                scheduler,
+                login,
+                client,
+            } => {
                 format!("{profile}: {recipe} recipe, {scheduler} job via {login}, client: {client}")
             }
-            Event::ClientListening { port, mode } => format!("client ({mode}) listening on port {port}"),
-            Event::SshConnecting { destination } => format!("connecting to {destination} (answer any prompt once)"),
-            Event::SshConnected { destination, login_host } => format!("connected to {destination} ({login_host})"),
-            Event::ForwardOpened { remote_port, bind_address, compute_facing } => format!(
+            Event::ClientListening { port, mode } => {
+                format!("client ({mode}) listening on port {port}")
+            }
+            Event::SshConnecting { destination } => {
+                format!("connecting to {destination} (answer any prompt once)")
+            }
+            Event::SshConnected {
+                destination,
+                login_host,
+            } => format!("connected to {destination} ({login_host})"),
+            Event::ForwardOpened {
+                remote_port,
+                bind_address,
+                compute_facing,
+            } => format!(
                 "remote forward open on {bind_address}:{remote_port}{}",
-                if *compute_facing { "" } else { " (login node only)" }
+                if *compute_facing {
+                    ""
+                } else {
+                    " (login node only)"
+                }
             ),
             Event::RecipeChosen { recipe, reason } => format!("recipe {recipe}: {reason}"),
-            Event::JobSubmitted { job_id, scheduler } => format!("submitted {scheduler} job {job_id}"),
+            Event::JobSubmitted { job_id, scheduler } => {
+                format!("submitted {scheduler} job {job_id}")
+            }
             Event::JobQueued { .. } | Event::JobRunning { .. } => self.phase().unwrap_or_default(),
             Event::ServerConnected { peer } => format!("pvserver connected (through {peer})"),
-            Event::SessionEnded { bytes_to_client, bytes_to_server, seconds } => format!(
+            Event::SessionEnded {
+                bytes_to_client,
+                bytes_to_server,
+                seconds,
+            } => format!(
                 "session ended after {seconds:.1} s ({} to the client, {} to the server)",
                 human_bytes(*bytes_to_client),
                 human_bytes(*bytes_to_server)
             ),
-            Event::JobFinished { job_id, state, exit_code, output_tail } => {
+            Event::JobFinished {
+                job_id,
+                state,
+                exit_code,
+                output_tail,
+            } => {
                 let mut s = format!("job {job_id} finished: {state}");
                 if let Some(c) = exit_code {
                     s.push_str(&format!(" (exit code {c})"));
@@ -104,11 +199,19 @@ impl Event {
             Event::Cleanup { step, ok, detail } => format!(
                 "cleanup: {step}{}{}",
                 if *ok { "" } else { " FAILED" },
-                detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+                detail
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
             ),
             Event::Warning { message } => format!("warning: {message}"),
             Event::Error { message, hint } => {
-                format!("error: {message}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())
+                format!(
+                    "error: {message}{}",
+                    hint.as_ref()
+                        .map(|h| format!("\n  hint: {h}"))
+                        .unwrap_or_default()
+                )
             }
             Event::Done { exit_code, reason } => format!("done: {reason} (exit code {exit_code})"),
         }
@@ -123,7 +226,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// How events are shown.
@@ -157,7 +264,12 @@ impl Reporter {
             pb.enable_steady_tick(Duration::from_millis(120));
             pb
         });
-        Reporter { style, start: Instant::now(), spinner, history: Vec::new() }
+        Reporter {
+            style,
+            start: Instant::now(),
+            spinner,
+            history: Vec::new(),
+        }
     }
 
     pub fn emit(&mut self, event: Event) {
@@ -165,7 +277,10 @@ impl Reporter {
             Style::Json => {
                 let mut value = serde_json::to_value(&event).expect("events serialise");
                 if let Some(obj) = value.as_object_mut() {
-                    obj.insert("elapsed_ms".into(), (self.start.elapsed().as_millis() as u64).into());
+                    obj.insert(
+                        "elapsed_ms".into(),
+                        (self.start.elapsed().as_millis() as u64).into(),
+                    );
                 }
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{value}");
@@ -205,7 +320,11 @@ mod tests {
 
     #[test]
     fn events_serialise_with_a_tag() {
-        let e = Event::JobQueued { job_id: "42".into(), reason: Some("Priority".into()), estimated_start: None };
+        let e = Event::JobQueued {
+            job_id: "42".into(),
+            reason: Some("Priority".into()),
+            estimated_start: None,
+        };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"event":"job_queued","job_id":"42","reason":"Priority","estimated_start":null}"#
@@ -221,7 +340,10 @@ mod tests {
             exit_code: Some(127),
             output_tail: vec!["module: command not found".into()],
         };
-        assert_eq!(e.line(), "job 7 finished: FAILED (exit code 127)\n  last lines of the job's output:\n  | module: command not found");
+        assert_eq!(
+            e.line(),
+            "job 7 finished: FAILED (exit code 127)\n  last lines of the job's output:\n  | module: command not found"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! sockets) live in their own modules. `run` is the whole program, callable from tests.
 
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod events;
 pub mod exit;

@@ -34,7 +34,11 @@ pub struct Target {
 
 impl Target {
     fn base(&self) -> Vec<String> {
-        vec![self.program.clone(), "-S".into(), self.control_path.display().to_string()]
+        vec![
+            self.program.clone(),
+            "-S".into(),
+            self.control_path.display().to_string(),
+        ]
     }
 
     fn common_options(&self, out: &mut Vec<String>) {
@@ -107,13 +111,21 @@ impl Target {
         self.control("forward", Some(("-R", remote_spec(bind, remote, local))))
     }
 
-    pub fn cancel_remote_forward_argv(&self, bind: Option<&str>, remote: u16, local: u16) -> Vec<String> {
+    pub fn cancel_remote_forward_argv(
+        &self,
+        bind: Option<&str>,
+        remote: u16,
+        local: u16,
+    ) -> Vec<String> {
         self.control("cancel", Some(("-R", remote_spec(bind, remote, local))))
     }
 
     /// `-L 127.0.0.1:local:host:port`: only this machine can use the tunnel.
     pub fn local_forward_argv(&self, local: u16, host: &str, port: u16) -> Vec<String> {
-        self.control("forward", Some(("-L", format!("127.0.0.1:{local}:{host}:{port}"))))
+        self.control(
+            "forward",
+            Some(("-L", format!("127.0.0.1:{local}:{host}:{port}"))),
+        )
     }
 
     /// Run one shell command line on the login node through the master. The command must
@@ -154,11 +166,17 @@ impl Output {
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("cannot run `{program}`: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("ssh to {destination} failed{}", tail_text(.stderr))]
     MasterExited { destination: String, stderr: String },
     #[error("ssh to {destination} did not finish authenticating within {} s", .timeout.as_secs())]
-    AuthTimeout { destination: String, timeout: Duration },
+    AuthTimeout {
+        destination: String,
+        timeout: Duration,
+    },
     #[error("`{what}` timed out after {} s", .timeout.as_secs())]
     Timeout { what: String, timeout: Duration },
     #[error("the remote forward was refused{}", tail_text(.stderr))]
@@ -167,17 +185,28 @@ pub enum SshError {
 
 fn tail_text(stderr: &str) -> String {
     let t = process::tail(stderr, 5);
-    if t.is_empty() { String::new() } else { format!(": {}", t.join(" / ")) }
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", t.join(" / "))
+    }
 }
 
 /// Run an argv to completion with an optional stdin and a timeout.
-pub async fn run(argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
+pub async fn run(
+    argv: &[String],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, SshError> {
     let mut cmd = process::command(argv, Kind::Helper);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     if stdin.is_some() {
         cmd.stdin(Stdio::piped());
     }
-    let mut child = cmd.spawn().map_err(|source| SshError::Spawn { program: argv[0].clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
         let data = data.to_vec();
@@ -193,7 +222,10 @@ pub async fn run(argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Re
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }),
-        Ok(Err(source)) => Err(SshError::Spawn { program: argv[0].clone(), source }),
+        Ok(Err(source)) => Err(SshError::Spawn {
+            program: argv[0].clone(),
+            source,
+        }),
         Err(_) => Err(SshError::Timeout { what, timeout }),
     }
 }
@@ -211,20 +243,30 @@ impl Master {
         let argv = target.master_argv(batch_mode);
         let mut cmd = process::command(&argv, Kind::Helper);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| SshError::Spawn { program: argv[0].clone(), source })?;
+        let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
         let mut pipe = child.stderr.take().expect("piped");
         let stderr = tokio::spawn(async move {
             let mut s = String::new();
             let _ = pipe.read_to_string(&mut s).await;
             s
         });
-        let mut master = Master { target, child, stderr };
+        let mut master = Master {
+            target,
+            child,
+            stderr,
+        };
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
             if let Ok(Some(_)) = master.child.try_wait() {
                 let stderr = (&mut master.stderr).await.unwrap_or_default();
-                return Err(SshError::MasterExited { destination: master.target.destination.clone(), stderr });
+                return Err(SshError::MasterExited {
+                    destination: master.target.destination.clone(),
+                    stderr,
+                });
             }
             if master.target.control_path.exists() {
                 let out = run(&master.target.check_argv(), None, COMMAND_TIMEOUT).await?;
@@ -234,7 +276,10 @@ impl Master {
             }
             if tokio::time::Instant::now() > deadline {
                 master.stop().await;
-                return Err(SshError::AuthTimeout { destination: master.target.destination.clone(), timeout: AUTH_TIMEOUT });
+                return Err(SshError::AuthTimeout {
+                    destination: master.target.destination.clone(),
+                    timeout: AUTH_TIMEOUT,
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
@@ -257,35 +302,65 @@ impl Master {
     }
 
     /// Run a (quoted) shell command line on the login node.
-    pub async fn exec(&self, command: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
+    pub async fn exec(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
         run(&self.target.remote_argv(command), stdin, timeout).await
     }
 
     /// Open `-R [bind:]remote:localhost:local`; returns the port sshd bound.
-    pub async fn forward_remote(&self, bind: Option<&str>, remote: u16, local: u16) -> Result<u16, SshError> {
-        let out = run(&self.target.remote_forward_argv(bind, remote, local), None, COMMAND_TIMEOUT).await?;
+    pub async fn forward_remote(
+        &self,
+        bind: Option<&str>,
+        remote: u16,
+        local: u16,
+    ) -> Result<u16, SshError> {
+        let out = run(
+            &self.target.remote_forward_argv(bind, remote, local),
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
         if !out.success() {
             return Err(SshError::ForwardRefused { stderr: out.stderr });
         }
         if remote != 0 {
             return Ok(remote);
         }
-        out.stdout.trim().parse::<u16>().map_err(|_| SshError::ForwardRefused {
-            stderr: format!("ssh printed no port: {:?} {:?}", out.stdout, out.stderr),
-        })
+        out.stdout
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| SshError::ForwardRefused {
+                stderr: format!("ssh printed no port: {:?} {:?}", out.stdout, out.stderr),
+            })
     }
 
     /// Open `-L 127.0.0.1:local:host:port`.
     pub async fn forward_local(&self, local: u16, host: &str, port: u16) -> Result<(), SshError> {
-        let out = run(&self.target.local_forward_argv(local, host, port), None, COMMAND_TIMEOUT).await?;
-        if out.success() { Ok(()) } else { Err(SshError::ForwardRefused { stderr: out.stderr }) }
+        let out = run(
+            &self.target.local_forward_argv(local, host, port),
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(SshError::ForwardRefused { stderr: out.stderr })
+        }
     }
 
     /// Close the master (and with it every forward and session): `-O exit`, then signals.
     pub async fn stop(&mut self) {
         if self.alive() {
             let _ = run(&self.target.exit_argv(), None, Duration::from_secs(5)).await;
-            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+                .await
+                .is_err()
+            {
                 process::stop(&mut self.child, Duration::from_secs(2)).await;
             }
         }
@@ -300,7 +375,9 @@ pub fn private_dir() -> std::io::Result<tempfile::TempDir> {
         .map(PathBuf::from)
         .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
         .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new().prefix("pvlaunch-").tempdir_in(base)
+    tempfile::Builder::new()
+        .prefix("pvlaunch-")
+        .tempdir_in(base)
 }
 
 /// The socket path inside a private folder.
@@ -342,9 +419,18 @@ mod tests {
             t.remote_forward_argv(None, 0, 40000)[3..7].join(" "),
             "-O forward -R 0:localhost:40000"
         );
-        assert_eq!(t.remote_forward_argv(Some("0.0.0.0"), 0, 1)[6], "0.0.0.0:0:localhost:1");
-        assert_eq!(t.remote_forward_argv(Some("::"), 5, 1)[6], "[::]:5:localhost:1");
-        assert_eq!(t.local_forward_argv(5000, "node1", 11111)[6], "127.0.0.1:5000:node1:11111");
+        assert_eq!(
+            t.remote_forward_argv(Some("0.0.0.0"), 0, 1)[6],
+            "0.0.0.0:0:localhost:1"
+        );
+        assert_eq!(
+            t.remote_forward_argv(Some("::"), 5, 1)[6],
+            "[::]:5:localhost:1"
+        );
+        assert_eq!(
+            t.local_forward_argv(5000, "node1", 11111)[6],
+            "127.0.0.1:5000:node1:11111"
+        );
         let r = t.remote_argv("squeue -h -j 42");
         assert_eq!(r.last().unwrap(), "squeue -h -j 42");
         assert_eq!(r[r.len() - 3], "--");

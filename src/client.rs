@@ -1,0 +1,310 @@
+//! The local ParaView client: which one, how to start it, and how to know it listens.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Child;
+
+use crate::process::{self, Kind};
+
+/// `--client` as the user gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `none` under ParaView, otherwise `paraview` if installed.
+    Auto,
+    /// Start the ParaView GUI.
+    Paraview,
+    /// Run a pvpython script that uses the connection.
+    Pvpython(PathBuf),
+    /// Someone else starts a client; wait until it listens.
+    Wait,
+    /// ParaView started pvlaunch and already listens.
+    None,
+}
+
+/// The client mode after `auto` is decided.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Mode {
+    Paraview { program: String },
+    Pvpython { program: String, script: PathBuf },
+    Wait,
+    None,
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Paraview { .. } => "paraview",
+            Mode::Pvpython { .. } => "pvpython",
+            Mode::Wait => "wait",
+            Mode::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no ParaView client found: `paraview` is not on PATH")]
+    NoParaview,
+    #[error("`pvpython` is not on PATH")]
+    NoPvpython,
+    #[error("the pvpython script {0} does not exist")]
+    NoScript(PathBuf),
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+impl ClientError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ClientError::NoParaview => {
+                "install ParaView (e.g. `apt install paraview`), or choose --client=pvpython SCRIPT, --client=wait (start the client yourself) or --client=none (run from ParaView's Connect dialog)"
+            }
+            ClientError::NoPvpython => {
+                "install ParaView's Python (e.g. `apt install python3-paraview`)"
+            }
+            ClientError::NoScript(_) => {
+                "give the path of a Python script that uses paraview.simple"
+            }
+            ClientError::Spawn { .. } => "check that the client program runs on its own",
+        }
+    }
+}
+
+/// ParaView exports its variables to the command it runs: their presence means pvlaunch runs
+/// under ParaView's Connect dialog.
+pub fn started_by_paraview(env: &BTreeMap<String, String>) -> bool {
+    env.contains_key("PV_CONNECTION_URI") || env.contains_key("PV_CONNECTION_SCHEME")
+}
+
+/// Decide the mode. `find` looks a program up on PATH.
+pub fn decide(
+    request: &Request,
+    env: &BTreeMap<String, String>,
+    find: impl Fn(&str) -> Option<String>,
+) -> Result<Mode, ClientError> {
+    match request {
+        Request::Auto if started_by_paraview(env) => Ok(Mode::None),
+        Request::Auto | Request::Paraview => find("paraview")
+            .map(|program| Mode::Paraview { program })
+            .ok_or(ClientError::NoParaview),
+        Request::Pvpython(script) => {
+            if !script.is_file() {
+                return Err(ClientError::NoScript(script.clone()));
+            }
+            let program = find("pvpython").ok_or(ClientError::NoPvpython)?;
+            Ok(Mode::Pvpython {
+                program,
+                script: script.clone(),
+            })
+        }
+        Request::Wait => Ok(Mode::Wait),
+        Request::None => Ok(Mode::None),
+    }
+}
+
+/// The URL the client uses: it listens (`csrc://`) or connects (`cs://`).
+pub fn url(reverse: bool, port: u16) -> String {
+    if reverse {
+        format!("csrc://localhost:{port}")
+    } else {
+        format!("cs://localhost:{port}")
+    }
+}
+
+/// The client's argv for a mode, or `None` when pvlaunch starts nothing.
+pub fn argv(mode: &Mode, url: &str, connect_id: Option<u32>) -> Option<Vec<String>> {
+    let mut a = match mode {
+        Mode::Paraview { program } => vec![program.clone()],
+        Mode::Pvpython { program, .. } => {
+            vec![program.clone(), "--force-offscreen-rendering".into()]
+        }
+        Mode::Wait | Mode::None => return None,
+    };
+    a.push(format!("--url={url}"));
+    if let Some(id) = connect_id {
+        a.push(format!("--connect-id={id}"));
+    }
+    if let Mode::Pvpython { script, .. } = mode {
+        a.push(script.display().to_string());
+    }
+    Some(a)
+}
+
+/// Start the client in its own process group; its output goes to pvlaunch's stderr.
+pub fn start(argv: &[String], env: &[(String, String)]) -> Result<Child, ClientError> {
+    let mut cmd = process::command(argv, Kind::Group);
+    cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().map_err(|source| ClientError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })
+}
+
+/// One row of `/proc/net/tcp` or `/proc/net/tcp6`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    pub listening: bool,
+}
+
+/// Parse `/proc/net/tcp` and `/proc/net/tcp6` text (headers are skipped).
+pub fn parse_proc_net_tcp(text: &str) -> Vec<Socket> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _slot = fields.next()?;
+            let local = fields.next()?;
+            let _remote = fields.next()?;
+            let state = fields.next()?;
+            let (addr, port) = local.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let address = parse_hex_address(addr)?;
+            Some(Socket {
+                address,
+                port,
+                listening: state == "0A",
+            })
+        })
+        .collect()
+}
+
+fn parse_hex_address(hex: &str) -> Option<std::net::IpAddr> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    // The kernel prints each 32-bit word in host (little-endian) byte order.
+    let mut swapped = Vec::with_capacity(bytes.len());
+    for word in bytes.chunks(4) {
+        swapped.extend(word.iter().rev());
+    }
+    match swapped.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(swapped).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(swapped).ok()?)),
+        _ => None,
+    }
+}
+
+/// Whether something on this machine listens on TCP `port` (read from /proc: connecting to
+/// find out would be taken by a waiting ParaView client as a server arriving).
+pub fn listens_locally(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|p| {
+        std::fs::read_to_string(p)
+            .map(|t| {
+                parse_proc_net_tcp(&t)
+                    .iter()
+                    .any(|s| s.listening && s.port == port)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Wait until `port` listens, the client exits, or the deadline passes.
+pub async fn wait_listening(
+    port: u16,
+    child: Option<&mut Child>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut child = child;
+    loop {
+        if listens_locally(port) {
+            return Ok(());
+        }
+        if let Some(c) = child.as_deref_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            return Err(format!(
+                "the client exited ({status}) before it listened on port {port}"
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "nothing listens on port {port} after {} s",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_rows() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:9FBF 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n   1: 00000000:07E8 00000000:0000 0A 0 0 0 0 0 0\n   2: 0100007F:9FBF 0100007F:D2F0 01 0 0 0 0 0 0\n";
+        let rows = parse_proc_net_tcp(text);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0],
+            Socket {
+                address: "127.0.0.1".parse().unwrap(),
+                port: 40895,
+                listening: true
+            }
+        );
+        assert_eq!(
+            rows[1].address,
+            "0.0.0.0".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert!(!rows[2].listening);
+        let v6 = "   0: 00000000000000000000000001000000:2B67 00000000000000000000000000000000:0000 0A 0 0\n";
+        assert_eq!(
+            parse_proc_net_tcp(v6)[0].address,
+            "::1".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn auto_picks_none_under_paraview_and_explains_a_missing_client() {
+        let under = BTreeMap::from([(
+            "PV_CONNECTION_URI".to_string(),
+            "csrc://localhost:11111".to_string(),
+        )]);
+        assert_eq!(
+            decide(&Request::Auto, &under, |_| None).unwrap(),
+            Mode::None
+        );
+        let plain = BTreeMap::new();
+        let e = decide(&Request::Auto, &plain, |_| None).unwrap_err();
+        assert!(e.hint().contains("--client=pvpython"));
+        assert_eq!(
+            decide(&Request::Auto, &plain, |p| Some(format!("/usr/bin/{p}"))).unwrap(),
+            Mode::Paraview {
+                program: "/usr/bin/paraview".into()
+            }
+        );
+    }
+
+    #[test]
+    fn client_argv() {
+        let m = Mode::Pvpython {
+            program: "pvpython".into(),
+            script: "s.py".into(),
+        };
+        assert_eq!(
+            argv(&m, &url(true, 5), Some(9)).unwrap(),
+            vec![
+                "pvpython",
+                "--force-offscreen-rendering",
+                "--url=csrc://localhost:5",
+                "--connect-id=9",
+                "s.py"
+            ]
+        );
+        assert_eq!(argv(&Mode::Wait, "x", None), None);
+    }
+}
