@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod relay;
 
 use clap::CommandFactory;
 
@@ -15,13 +16,19 @@ use crate::exit::Code;
 pub fn run(cli: Cli) -> color_eyre::Result<Code> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "pvlaunch", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pvlaunch",
+                &mut std::io::stdout(),
+            );
             Ok(Code::Success)
         }
         Command::Man => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(Code::Success)
         }
+        Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
         Command::List | Command::Show(_) | Command::Validate(_) => {
             color_eyre::eyre::bail!("not wired yet")
         }
