@@ -63,6 +63,22 @@ pub enum Command {
   pvlaunch validate pvsc/*.pvsc --json")]
     Validate(ValidateArgs),
 
+    /// Forward TCP or Unix-socket connections, like portfwd (in the foreground).
+    ///
+    /// Each --listen is paired with the --to at the same position; --config reads portfwd's
+    /// configuration syntax instead (or as well). Listens on loopback unless told otherwise.
+    /// Once every listener is bound, prints `listening on ADDR -> TARGET` per listener on stdout
+    /// (with --json, one JSON object per event), so a caller learns the port chosen for port 0.
+    /// Connections are logged on stderr. SIGINT, SIGTERM or SIGHUP stop it: listeners close,
+    /// open connections get --grace to finish, then are closed; a second signal stops at once.
+    #[command(after_long_help = "Examples:
+  pvlaunch relay --listen 11111 --to client-host:11111
+  pvlaunch relay --listen 0.0.0.0:0 --to localhost:40123 --allow 10.1.0.0/16
+  pvlaunch relay --listen unix:/tmp/pv.sock --to localhost:11111
+  pvlaunch relay --config fwd.cfg          fwd.cfg: tcp { 11111 { => client-host:11111 } }
+  pvlaunch --json relay --listen 0 --to client-host:11111 | head -n1")]
+    Relay(RelayArgs),
+
     /// Print a shell completion script.
     #[command(after_long_help = "Examples:
   pvlaunch completions bash > ~/.local/share/bash-completion/completions/pvlaunch
@@ -97,4 +113,80 @@ pub struct ValidateArgs {
     /// The files to check.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Accept connections on ADDR: PORT (loopback), HOST:PORT, [IPV6]:PORT, *:PORT (every
+    /// interface) or unix:/path (mode 0600). Port 0 picks a free port. Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<crate::relay::ListenAddr>,
+
+    /// Forward the connections of the matching --listen to HOST:PORT or unix:/path.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Vec<crate::relay::Target>,
+
+    /// Read forwards from a portfwd configuration file (TCP sections only).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Accept TCP connections only from these sources: addresses, networks (10.1.0.0/16) or
+    /// host names. Repeatable or comma-separated; default: any source.
+    #[arg(long, value_name = "SOURCE", value_delimiter = ',')]
+    pub allow: Vec<crate::relay::AllowSpec>,
+
+    /// Refuse connections beyond this many open at once.
+    #[arg(long, value_name = "N", default_value_t = crate::relay::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Give up connecting to a target after this long (500ms, 10s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::relay::parse_duration)]
+    pub connect_timeout: std::time::Duration,
+
+    /// Close connections idle this long in both directions. Default: never.
+    #[arg(long, value_name = "DURATION", value_parser = crate::relay::parse_duration)]
+    pub idle_timeout: Option<std::time::Duration>,
+
+    /// On a stop signal, let open connections run this long before closing them.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::relay::parse_duration)]
+    pub grace: std::time::Duration,
+
+    /// Stop when standard input is closed (e.g. when the ssh connection that started it dies).
+    #[arg(long)]
+    pub stop_on_stdin_eof: bool,
+
+    /// How to move bytes: auto (buffer, splice(2) for bulk data on Linux), buffered or splice.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = CopyModeArg::Auto)]
+    pub copy: CopyModeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CopyModeArg {
+    Auto,
+    Buffered,
+    Splice,
+}
+
+impl From<RelayArgs> for crate::relay::command::RelayRequest {
+    fn from(args: RelayArgs) -> Self {
+        use crate::relay::CopyMode;
+        crate::relay::command::RelayRequest {
+            listen: args.listen,
+            to: args.to,
+            config: args.config,
+            allow: args.allow,
+            limits: crate::relay::Limits {
+                max_connections: args.max_connections,
+                connect_timeout: args.connect_timeout,
+                idle_timeout: args.idle_timeout,
+                grace: args.grace,
+            },
+            copy: match args.copy {
+                CopyModeArg::Auto => CopyMode::Auto,
+                CopyModeArg::Buffered => CopyMode::Buffered,
+                CopyModeArg::Splice => CopyMode::Splice,
+            },
+            stop_on_stdin_eof: args.stop_on_stdin_eof,
+        }
+    }
 }

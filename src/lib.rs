@@ -10,6 +10,7 @@ pub mod events;
 pub mod exit;
 pub mod process;
 pub mod profile;
+pub mod relay;
 pub mod ssh;
 pub mod suggest;
 
@@ -37,5 +38,6 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::List => commands::list(cli.profiles, cli.json),
         Command::Show(args) => commands::show(cli.profiles, cli.json, &args),
         Command::Validate(args) => commands::validate(&args.files, cli.json),
+        Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
     }
 }

@@ -1,0 +1,224 @@
+//! One relayed connection: connect to a target, copy both ways, close, report.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpSocket, UnixStream};
+use tokio::sync::watch;
+use tracing::{Instrument, info, info_span};
+
+use super::config::{CopyMode, Limits, Rule};
+use super::copy::{Progress, one_way};
+use super::endpoint::{Host, ListenAddr, Target};
+use super::events::{CloseReason, EventSender, Peer, RelayEvent};
+use super::sock::Sock;
+
+/// A rule and its round-robin position.
+#[derive(Debug)]
+pub(crate) struct RuleState {
+    pub(crate) rule: Rule,
+    next: AtomicUsize,
+}
+
+impl RuleState {
+    pub(crate) fn new(rule: Rule) -> RuleState {
+        RuleState {
+            rule,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The targets in the order to try them for the next connection.
+    fn rotation(&self) -> impl Iterator<Item = &Target> {
+        let n = self.rule.to.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        (0..n).map(move |i| &self.rule.to[(start + i) % n])
+    }
+}
+
+/// What the connection needs from its listener and the relay.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnSetup {
+    pub(crate) id: u64,
+    pub(crate) peer: Peer,
+    pub(crate) listen: ListenAddr,
+    pub(crate) rule: Arc<RuleState>,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) limits: Limits,
+    pub(crate) copy: CopyMode,
+    pub(crate) events: Option<EventSender>,
+}
+
+/// Bytes moved by a finished connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Moved {
+    pub(crate) from_peer: u64,
+    pub(crate) to_peer: u64,
+}
+
+pub(crate) async fn serve(setup: ConnSetup, client: Sock, stop: watch::Receiver<bool>) -> Moved {
+    let span = info_span!("conn", id = setup.id, peer = %setup.peer, listen = %setup.listen);
+    relay(setup, client, stop).instrument(span).await
+}
+
+async fn relay(setup: ConnSetup, client: Sock, mut stop: watch::Receiver<bool>) -> Moved {
+    let start = Instant::now();
+    let emit = |event| {
+        if let Some(tx) = &setup.events {
+            let _ = tx.send(event);
+        }
+    };
+    let connected = tokio::select! {
+        result = tokio::time::timeout(setup.limits.connect_timeout, connect_any(&setup)) => {
+            result.unwrap_or_else(|_| {
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!(
+                    "no answer within {:?}", setup.limits.connect_timeout)))
+            })
+        }
+        _ = stop.wait_for(|stopped| *stopped) => Err(io::Error::other("relay stopped")),
+    };
+    let (server, to) = match connected {
+        Ok(connected) => connected,
+        Err(err) => {
+            let targets: Vec<String> = setup.rule.rule.to.iter().map(|t| t.to_string()).collect();
+            let error = format!("connect to {}: {err}", targets.join(", "));
+            info!(%error, "connect failed");
+            emit(RelayEvent::ConnectFailed {
+                id: setup.id,
+                peer: setup.peer.clone(),
+                listen: setup.listen.clone(),
+                error,
+            });
+            return Moved::default();
+        }
+    };
+    for sock in [&client, &server] {
+        if let Err(err) = sock.tune() {
+            tracing::debug!("cannot set socket options: {err}");
+        }
+    }
+    info!(%to, "opened");
+    emit(RelayEvent::Opened {
+        id: setup.id,
+        peer: setup.peer.clone(),
+        listen: setup.listen.clone(),
+        to: to.clone(),
+    });
+
+    let up = Progress::new(start);
+    let down = Progress::new(start);
+    let both = async {
+        tokio::try_join!(
+            one_way(&client, &server, setup.copy, &up),
+            one_way(&server, &client, setup.copy, &down),
+        )
+    };
+    let (reason, error) = tokio::select! {
+        result = both => match result {
+            Ok(_) => (CloseReason::Done, None),
+            Err(err) => (CloseReason::Error, Some(err.to_string())),
+        },
+        _ = idle(setup.limits.idle_timeout, &up, &down) => (CloseReason::Idle, None),
+        _ = stop.wait_for(|stopped| *stopped) => (CloseReason::Shutdown, None),
+    };
+    if reason != CloseReason::Done {
+        // Let both peers see end-of-stream rather than a reset where possible.
+        let _ = client.shutdown_write();
+        let _ = server.shutdown_write();
+    }
+    let moved = Moved {
+        from_peer: up.bytes(),
+        to_peer: down.bytes(),
+    };
+    let duration = start.elapsed();
+    info!(
+        bytes_from_peer = moved.from_peer,
+        bytes_to_peer = moved.to_peer,
+        duration = ?duration,
+        reason = %reason,
+        error = error.as_deref(),
+        "closed"
+    );
+    emit(RelayEvent::Closed {
+        id: setup.id,
+        peer: setup.peer.clone(),
+        to,
+        bytes_from_peer: moved.from_peer,
+        bytes_to_peer: moved.to_peer,
+        duration,
+        reason,
+        error,
+    });
+    moved
+}
+
+/// Resolves when neither direction has moved data for `timeout`; never when `None`.
+async fn idle(timeout: Option<Duration>, up: &Progress, down: &Progress) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let deadline = up.last_activity().max(down.last_activity()) + timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// Try the rule's targets in round-robin order; the first that answers wins.
+async fn connect_any(setup: &ConnSetup) -> io::Result<(Sock, String)> {
+    let mut last = None;
+    for target in setup.rule.rotation() {
+        match connect(target, setup.source).await {
+            Ok(connected) => return Ok(connected),
+            Err(err) => {
+                tracing::debug!(%target, "cannot connect: {err}");
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no target")))
+}
+
+/// Connect to one target (every address of a host name, in turn); returns the socket and the
+/// address connected to.
+pub(crate) async fn connect(target: &Target, source: Option<IpAddr>) -> io::Result<(Sock, String)> {
+    match target {
+        Target::Unix(path) => {
+            let stream = UnixStream::connect(path).await?;
+            Ok((Sock::Unix(stream), target.to_string()))
+        }
+        Target::Tcp { host, port } => {
+            let addrs: Vec<SocketAddr> = match host {
+                Host::Ip(ip) => vec![SocketAddr::new(*ip, *port)],
+                Host::Name(name) => tokio::net::lookup_host((name.as_str(), *port))
+                    .await?
+                    .collect(),
+            };
+            let mut last = None;
+            for addr in addrs {
+                match connect_tcp(addr, source).await {
+                    Ok(stream) => return Ok((stream, addr.to_string())),
+                    Err(err) => last = Some(err),
+                }
+            }
+            Err(last.unwrap_or_else(|| io::Error::other(format!("{host} resolves to no address"))))
+        }
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Sock> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    Ok(Sock::Tcp(socket.connect(addr).await?))
+}

@@ -1,0 +1,414 @@
+//! A TCP and Unix-socket relay: `pvlaunch relay`, and the relay the session starts on a login
+//! node so that compute nodes reach a client they cannot reach directly.
+//!
+//! Embedding it:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), pvlaunch::relay::RelayError> {
+//! use pvlaunch::relay::{Forward, ListenAddr, Relay, RelayConfig};
+//!
+//! let to = "127.0.0.1:11111".parse().unwrap();
+//! let config = RelayConfig::new(vec![Forward::new(ListenAddr::loopback(0), to)]);
+//! let relay = Relay::bind(config).await?;
+//! println!("listening on {}", relay.listeners()[0].addr); // the port the system chose
+//! let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let task = tokio::spawn(relay.run(async { let _ = stopped.await; }, Some(events)));
+//! // The session's coordinator selects over `rx` with its other work; here, the first event:
+//! if let Some(event) = rx.recv().await {
+//!     println!("{}", serde_json::to_string(&event).unwrap());
+//! }
+//! let _ = stop.send(()); // stop gracefully: listeners first, then connections
+//! let summary = task.await.unwrap();
+//! println!("{} connections", summary.connections);
+//! # Ok(()) }
+//! ```
+//!
+//! Structure: one task per listener accepts, checks the allow-list and the rules, and hands the
+//! connection to the coordinator ([`Relay::run`]), which applies the connection limit and owns
+//! one task per connection (in a `JoinSet`: dropping the `run` future aborts them all). Each
+//! connection runs both directions in one task (`copy`), with its own tracing span.
+
+mod allow;
+mod config;
+mod conn;
+mod copy;
+mod endpoint;
+mod events;
+mod listener;
+pub mod portfwd;
+mod sock;
+mod sys;
+
+pub mod command;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use allow::{AllowError, AllowList, AllowSpec, IpNet, SourceFilter};
+pub use config::{
+    CONNECT_TIMEOUT, CopyMode, Forward, GRACE, Limits, MAX_CONNECTIONS, RelayConfig, Rule,
+    parse_duration,
+};
+pub use endpoint::{EndpointError, Host, ListenAddr, Target};
+pub use events::{CloseReason, EventSender, Peer, RefuseReason, RelayEvent};
+pub use portfwd::ConfigError;
+pub use sys::raise_fd_limit;
+
+use conn::{ConnSetup, Moved, RuleState};
+use listener::Listener;
+use sock::Sock;
+
+/// What can stop a relay from starting.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    #[error("start a relay: nothing to forward (give --listen and --to, or --config)")]
+    NoForwards,
+    #[error("start a relay: {listen} --listen but {to} --to (each --listen needs its --to)")]
+    Unpaired { listen: usize, to: usize },
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
+    #[error("listen on unix:{}: the file exists and is not a socket (remove it or pick another path)", path.display())]
+    NotASocket { path: PathBuf },
+    #[error("listen on unix:{}: the socket belongs to uid {uid}, not to this user", path.display())]
+    NotOurs { path: PathBuf, uid: u32 },
+    #[error("listen on unix:{}: another process accepts connections there", path.display())]
+    InUse { path: PathBuf },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("read --allow {0}")]
+    Allow(#[from] AllowError),
+    #[error("start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl RelayError {
+    /// Whether the command line or a file is at fault (rather than the system).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            RelayError::NoForwards
+                | RelayError::Unpaired { .. }
+                | RelayError::Config(ConfigError::Invalid { .. })
+                | RelayError::Allow(_)
+        )
+    }
+}
+
+/// A bound socket and what its connections need.
+#[derive(Debug)]
+struct Serving {
+    socket: Listener,
+    rules: Arc<Vec<Arc<RuleState>>>,
+    source: Option<std::net::IpAddr>,
+}
+
+/// A bound listener: where it listens (the actual address) and where it forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    /// The address bound, with the port the system picked when the configuration said 0.
+    pub addr: ListenAddr,
+    /// The targets of its rules, in order.
+    pub to: Vec<Target>,
+}
+
+/// What a relay did over its life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySummary {
+    /// Connections accepted and forwarded (or attempted).
+    pub connections: u64,
+    /// Connections refused (allow-list, rules, limit, other user).
+    pub refused: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_to_peers: u64,
+}
+
+/// A relay whose listeners are bound; [`Relay::run`] serves them.
+#[derive(Debug)]
+pub struct Relay {
+    listeners: Vec<BoundListener>,
+    sockets: Vec<Serving>,
+    allow: Arc<AllowList>,
+    limits: Limits,
+    copy: CopyMode,
+}
+
+impl Relay {
+    /// Bind every listener of `config` (inside a tokio runtime). Fails, binding nothing, if any
+    /// listener cannot be bound.
+    pub async fn bind(config: RelayConfig) -> Result<Relay, RelayError> {
+        if config.forwards.is_empty() {
+            return Err(RelayError::NoForwards);
+        }
+        let mut listeners = Vec::new();
+        let mut sockets = Vec::new();
+        for forward in &config.forwards {
+            let socket = Listener::bind(&forward.listen).await?;
+            let addr = socket.local_addr().map_err(|source| RelayError::Bind {
+                addr: forward.listen.clone(),
+                source,
+            })?;
+            if !addr.is_local_only() && !config.allow.is_restricted() {
+                warn!(listen = %addr, "accepting connections from any host; restrict them with --allow");
+            }
+            let rules = forward
+                .rules
+                .iter()
+                .cloned()
+                .map(RuleState::new)
+                .map(Arc::new)
+                .collect();
+            listeners.push(BoundListener {
+                addr,
+                to: forward.targets().cloned().collect(),
+            });
+            sockets.push(Serving {
+                socket,
+                rules: Arc::new(rules),
+                source: forward.source,
+            });
+        }
+        Ok(Relay {
+            listeners,
+            sockets,
+            allow: Arc::new(config.allow),
+            limits: config.limits,
+            copy: config.copy,
+        })
+    }
+
+    /// The bound listeners, in the order of the configuration's forwards.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// Serve until `shutdown` resolves, then stop in order: close the listeners (and remove
+    /// Unix socket files), let open connections run for the grace period, close the rest
+    /// (end-of-stream to both sides), and return what was done.
+    ///
+    /// Events go to `events` (a closed channel is fine). Dropping the returned future instead
+    /// stops everything at once: the listeners and every connection task are owned by it.
+    pub async fn run<F>(self, shutdown: F, events: Option<EventSender>) -> RelaySummary
+    where
+        F: Future<Output = ()>,
+    {
+        let emit = |event| {
+            if let Some(tx) = &events {
+                let _ = tx.send(event);
+            }
+        };
+        let (accepted_tx, mut accepted_rx) = mpsc::channel::<FromAcceptor>(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut acceptors = JoinSet::new();
+        for (
+            Serving {
+                socket,
+                rules,
+                source,
+            },
+            bound,
+        ) in self.sockets.into_iter().zip(&self.listeners)
+        {
+            info!(listen = %bound.addr, to = %Targets(&bound.to), "listening");
+            emit(RelayEvent::Listening {
+                listen: bound.addr.clone(),
+                to: bound.to.clone(),
+            });
+            let accept = AcceptLoop {
+                socket,
+                listen: bound.addr.clone(),
+                rules,
+                source,
+                allow: Arc::clone(&self.allow),
+                accepted: accepted_tx.clone(),
+                events: events.clone(),
+            };
+            acceptors.spawn(accept.run());
+        }
+        drop(accepted_tx);
+
+        let mut summary = RelaySummary::default();
+        let mut conns: JoinSet<Moved> = JoinSet::new();
+        let add = |summary: &mut RelaySummary, moved: Result<Moved, _>| {
+            if let Ok(moved) = moved {
+                summary.bytes_from_peers += moved.from_peer;
+                summary.bytes_to_peers += moved.to_peer;
+            }
+        };
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut next_id = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(moved) = conns.join_next(), if !conns.is_empty() => add(&mut summary, moved),
+                message = accepted_rx.recv() => {
+                    let accepted = match message {
+                        Some(FromAcceptor::Accepted(accepted)) => accepted,
+                        Some(FromAcceptor::Refused) => {
+                            summary.refused += 1;
+                            continue;
+                        }
+                        // Acceptors never end on their own; be safe anyway.
+                        None => break,
+                    };
+                    while let Some(moved) = conns.try_join_next() {
+                        add(&mut summary, moved);
+                    }
+                    if conns.len() >= self.limits.max_connections {
+                        summary.refused += 1;
+                        let reason = RefuseReason::Limit;
+                        info!(peer = %accepted.peer, listen = %accepted.listen, %reason, "refused");
+                        emit(RelayEvent::Refused { peer: accepted.peer, listen: accepted.listen, reason });
+                        continue;
+                    }
+                    next_id += 1;
+                    summary.connections += 1;
+                    let setup = ConnSetup {
+                        id: next_id,
+                        peer: accepted.peer,
+                        listen: accepted.listen,
+                        rule: accepted.rule,
+                        source: accepted.source,
+                        limits: self.limits.clone(),
+                        copy: self.copy,
+                        events: events.clone(),
+                    };
+                    conns.spawn(conn::serve(setup, accepted.sock, stop_rx.clone()));
+                }
+            }
+        }
+
+        // Stop accepting: listeners close, Unix socket files go away.
+        acceptors.shutdown().await;
+        drop(accepted_rx);
+        info!(open = conns.len(), grace = ?self.limits.grace, "stopping");
+        emit(RelayEvent::Stopping { open: conns.len() });
+        if !conns.is_empty() && !self.limits.grace.is_zero() {
+            let drain = async {
+                while let Some(moved) = conns.join_next().await {
+                    add(&mut summary, moved);
+                }
+            };
+            let _ = tokio::time::timeout(self.limits.grace, drain).await;
+        }
+        let _ = stop_tx.send(true);
+        while let Some(moved) = conns.join_next().await {
+            add(&mut summary, moved);
+        }
+        summary
+    }
+}
+
+/// What an acceptor tells the coordinator.
+enum FromAcceptor {
+    /// A connection to forward.
+    Accepted(Accepted),
+    /// A connection refused and already closed (the coordinator keeps the count).
+    Refused,
+}
+
+struct Accepted {
+    sock: Sock,
+    peer: Peer,
+    listen: ListenAddr,
+    rule: Arc<RuleState>,
+    source: Option<std::net::IpAddr>,
+}
+
+struct AcceptLoop {
+    socket: Listener,
+    listen: ListenAddr,
+    rules: Arc<Vec<Arc<RuleState>>>,
+    source: Option<std::net::IpAddr>,
+    allow: Arc<AllowList>,
+    accepted: mpsc::Sender<FromAcceptor>,
+    events: Option<EventSender>,
+}
+
+/// How long to pause accepting after an error such as running out of file descriptors.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl AcceptLoop {
+    async fn run(self) {
+        let me = sys::effective_uid();
+        loop {
+            let (sock, peer) = match self.socket.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: the listener is fine, the process is out of something.
+                    warn!(listen = %self.listen, "accept failed: {err}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let message = match self.check(&peer, me) {
+                Ok(rule) => FromAcceptor::Accepted(Accepted {
+                    sock,
+                    peer,
+                    listen: self.listen.clone(),
+                    rule,
+                    source: self.source,
+                }),
+                Err(reason) => {
+                    drop(sock);
+                    info!(%peer, listen = %self.listen, %reason, "refused");
+                    if let Some(tx) = &self.events {
+                        let listen = self.listen.clone();
+                        let _ = tx.send(RelayEvent::Refused {
+                            peer,
+                            listen,
+                            reason,
+                        });
+                    }
+                    FromAcceptor::Refused
+                }
+            };
+            if self.accepted.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The rule for `peer`, or why it is refused.
+    fn check(&self, peer: &Peer, me: u32) -> Result<Arc<RuleState>, RefuseReason> {
+        match peer {
+            Peer::Tcp(addr) if !self.allow.permits(addr.ip()) => {
+                return Err(RefuseReason::NotAllowed);
+            }
+            Peer::Unix { uid, .. } if *uid != me && *uid != 0 => {
+                return Err(RefuseReason::OtherUser);
+            }
+            _ => {}
+        }
+        self.rules
+            .iter()
+            .find(|r| r.rule.matches(peer.socket_addr()))
+            .cloned()
+            .ok_or(RefuseReason::NoRule)
+    }
+}
+
+/// `a:1, b:2` for logs.
+struct Targets<'a>(&'a [Target]);
+
+impl std::fmt::Display for Targets<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, t) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{t}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! One stream socket of either kind, so the copy loops need not care.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UnixStream};
+
+#[derive(Debug)]
+pub(crate) enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Sock::Tcp($s) => $e,
+            Sock::Unix($s) => $e,
+        }
+    };
+}
+
+impl Sock {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        both!(self, s => s.readable().await)
+    }
+
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        both!(self, s => s.writable().await)
+    }
+
+    /// Read into the spare capacity of `buf` (no zeroing); `WouldBlock` when nothing is ready.
+    pub(crate) fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        both!(self, s => s.try_read_buf(buf))
+    }
+
+    pub(crate) fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        both!(self, s => s.try_write(data))
+    }
+
+    /// Run a non-blocking operation on the descriptor if tokio thinks the socket is ready;
+    /// `WouldBlock` from `f` clears that readiness.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        both!(self, s => s.try_io(interest, f))
+    }
+
+    /// Send end-of-stream to the peer (TCP FIN), keeping the receiving side open.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(Shutdown::Write)
+    }
+
+    /// TCP only: send small messages at once (ParaView's interactive traffic), and notice dead
+    /// peers on connections that stay idle for hours.
+    pub(crate) fn tune(&self) -> io::Result<()> {
+        if let Sock::Tcp(s) = self {
+            s.set_nodelay(true)?;
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(KEEPALIVE_IDLE)
+                .with_interval(KEEPALIVE_INTERVAL);
+            socket2::SockRef::from(s).set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(())
+    }
+}
+
+/// Idle time before the first TCP keepalive probe.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl AsFd for Sock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        both!(self, s => s.as_fd())
+    }
+}

@@ -1,0 +1,771 @@
+//! The relay, in process and as `pvlaunch relay`: real sockets on loopback, no sleeps. Every
+//! wait is for an event, a read or a process; timeouts only turn a hang into a failure.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use pvlaunch::relay::{
+    AllowList, CloseReason, CopyMode, Forward, IpNet, ListenAddr, RefuseReason, Relay, RelayConfig,
+    RelayError, RelayEvent, RelaySummary, Rule, SourceFilter, Target,
+};
+use rand::RngCore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Longest any single step may take before the test fails.
+const STEP: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rand::rng().fill_bytes(&mut data);
+    data
+}
+
+/// A relay running in the background, with its events.
+struct Running {
+    listeners: Vec<ListenAddr>,
+    events: mpsc::UnboundedReceiver<RelayEvent>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<RelaySummary>,
+}
+
+impl Running {
+    async fn start(config: RelayConfig) -> Running {
+        let relay = Relay::bind(config).await.expect("bind");
+        let listeners = relay.listeners().iter().map(|l| l.addr.clone()).collect();
+        let (tx, events) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(relay.run(
+            async {
+                let _ = stopped.await;
+            },
+            Some(tx),
+        ));
+        Running {
+            listeners,
+            events,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn tcp(&self, i: usize) -> SocketAddr {
+        match &self.listeners[i] {
+            ListenAddr::Tcp { host, port } => format!("{host}:{port}").parse().unwrap(),
+            other => panic!("not TCP: {other}"),
+        }
+    }
+
+    /// The next event for which `pick` returns something; earlier ones are skipped.
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&RelayEvent) -> Option<T>,
+    ) -> T {
+        within(what, async {
+            loop {
+                let event = self
+                    .events
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| panic!("relay ended before: {what}"));
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+        })
+        .await
+    }
+
+    fn stop(&mut self) {
+        let _ = self.stop.take().expect("stopped twice").send(());
+    }
+
+    /// Stop, wait for the end, and return the summary and every event not yet seen.
+    async fn finish(mut self) -> (RelaySummary, Vec<RelayEvent>) {
+        if self.stop.is_some() {
+            self.stop();
+        }
+        let summary = within("relay to stop", self.task).await.unwrap();
+        let mut rest = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            rest.push(event);
+        }
+        (summary, rest)
+    }
+}
+
+/// A target that reads one request to end of stream, then answers `answer` and closes: checks
+/// half-close in both directions.
+async fn request_reply_target(answer: Vec<u8>) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        sock.read_to_end(&mut got).await.unwrap();
+        sock.write_all(&answer).await.unwrap();
+        sock.shutdown().await.unwrap();
+        got
+    });
+    (addr, task)
+}
+
+/// A target that echoes every connection until end of stream.
+async fn echo_target() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(echo(sock));
+        }
+    });
+    addr
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(sock: S) {
+    let (mut r, mut w) = tokio::io::split(sock);
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+    let _ = w.shutdown().await;
+}
+
+fn forward_to(target: SocketAddr) -> Forward {
+    Forward::new(ListenAddr::loopback(0), Target::from(target))
+}
+
+fn config(forwards: Vec<Forward>, copy: CopyMode) -> RelayConfig {
+    let mut config = RelayConfig::new(forwards);
+    config.copy = copy;
+    config
+}
+
+/// Send `request` and half-close; read the answer to end of stream.
+async fn request_reply<S: AsyncRead + AsyncWrite + Unpin>(sock: S, request: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = tokio::io::split(sock);
+    let write = async {
+        w.write_all(request).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut answer = Vec::new();
+    let read = r.read_to_end(&mut answer);
+    let (_, n) = tokio::join!(write, read);
+    n.unwrap();
+    answer
+}
+
+async fn half_close_both_ways(copy: CopyMode) {
+    let request = random(3 << 20);
+    let answer = random(5 << 20);
+    let (target, served) = request_reply_target(answer.clone()).await;
+    let mut relay = Running::start(config(vec![forward_to(target)], copy)).await;
+    let client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let got = within("request and reply", request_reply(client, &request)).await;
+    assert!(
+        got == answer,
+        "answer differs ({} bytes, expected {})",
+        got.len(),
+        answer.len()
+    );
+    assert!(served.await.unwrap() == request, "request differs");
+    let (from, to, reason) = relay
+        .wait_for("closed", |e| match e {
+            RelayEvent::Closed {
+                bytes_from_peer,
+                bytes_to_peer,
+                reason,
+                ..
+            } => Some((*bytes_from_peer, *bytes_to_peer, reason.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (from, to, reason),
+        (request.len() as u64, answer.len() as u64, CloseReason::Done)
+    );
+    let (summary, _) = relay.finish().await;
+    assert_eq!(summary.connections, 1);
+    assert_eq!(summary.bytes_from_peers, request.len() as u64);
+}
+
+#[tokio::test]
+async fn half_close_both_ways_buffered() {
+    half_close_both_ways(CopyMode::Buffered).await;
+}
+
+#[tokio::test]
+async fn half_close_both_ways_splice() {
+    half_close_both_ways(CopyMode::Splice).await;
+}
+
+#[tokio::test]
+async fn half_close_both_ways_auto() {
+    half_close_both_ways(CopyMode::Auto).await;
+}
+
+/// Writing and reading at once through an echo, in odd-sized pieces, with a slow reader: the
+/// relay must apply back-pressure and neither lose nor reorder bytes.
+async fn echo_under_back_pressure(copy: CopyMode) {
+    let target = echo_target().await;
+    let relay = Running::start(config(vec![forward_to(target)], copy)).await;
+    let data = random(24 << 20);
+    let client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let (mut r, mut w) = client.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        let mut at = 0;
+        let mut size = 1;
+        while at < sent.len() {
+            let end = (at + size).min(sent.len());
+            w.write_all(&sent[at..end]).await.unwrap();
+            at = end;
+            size = size * 7 % 300_007 + 1;
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0u8; 4096];
+    within("echo", async {
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() % 64 == 0 {
+                tokio::task::yield_now().await; // a slow reader
+            }
+        }
+    })
+    .await;
+    writer.await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echoed bytes differ");
+    relay.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_under_back_pressure_buffered() {
+    echo_under_back_pressure(CopyMode::Buffered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_under_back_pressure_splice() {
+    echo_under_back_pressure(CopyMode::Splice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_under_back_pressure_auto() {
+    echo_under_back_pressure(CopyMode::Auto).await;
+}
+
+/// Reads from a socket the relay closed: end of stream or a reset, never data.
+async fn assert_closed(mut sock: TcpStream) {
+    let mut buf = [0u8; 16];
+    match within("close", sock.read(&mut buf)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("got {n} bytes from a refused connection"),
+    }
+}
+
+#[tokio::test]
+async fn the_allow_list_refuses_other_sources() {
+    let target = echo_target().await;
+    let mut config = RelayConfig::new(vec![forward_to(target)]);
+    config.allow = AllowList::new(vec![IpNet::new([10, 0, 0, 0].into(), 8).unwrap()]);
+    let mut relay = Running::start(config).await;
+    let client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let (peer, reason) = relay
+        .wait_for("refused", |e| match e {
+            RelayEvent::Refused { peer, reason, .. } => Some((peer.to_string(), *reason)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, RefuseReason::NotAllowed);
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+    assert_closed(client).await;
+    let (summary, rest) = relay.finish().await;
+    assert_eq!((summary.connections, summary.refused), (0, 1));
+    assert!(
+        !rest.iter().any(|e| matches!(e, RelayEvent::Opened { .. })),
+        "{rest:?}"
+    );
+}
+
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn portfwd_rules_pick_by_source_and_fail_over() {
+    let echo = echo_target().await;
+    // A port nobody listens on: bind one, note it, close it.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let only_2 = SourceFilter {
+        net: IpNet::new([127, 0, 0, 2].into(), 32),
+        ports: 0..=u16::MAX,
+    };
+    let forward = Forward {
+        listen: ListenAddr::loopback(0),
+        rules: vec![Rule {
+            from: vec![only_2],
+            to: vec![Target::from(dead), Target::from(echo)],
+        }],
+        source: None,
+    };
+    let mut relay = Running::start(RelayConfig::new(vec![forward])).await;
+
+    let refused = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let reason = relay
+        .wait_for("refused", |e| match e {
+            RelayEvent::Refused { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, RefuseReason::NoRule);
+    assert_closed(refused).await;
+
+    // Twice from 127.0.0.2: the dead target comes first once, and the echo answers both times.
+    for _ in 0..2 {
+        let client = connect_from([127, 0, 0, 2], relay.tcp(0)).await;
+        assert_eq!(
+            within("echo", request_reply(client, b"ping")).await,
+            b"ping"
+        );
+        let to = relay
+            .wait_for("opened", |e| match e {
+                RelayEvent::Opened { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(to, echo.to_string());
+    }
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_target_closes_the_client() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut relay = Running::start(RelayConfig::new(vec![forward_to(dead)])).await;
+    let client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let error = relay
+        .wait_for("connect failed", |e| match e {
+            RelayEvent::ConnectFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        error.starts_with(&format!("connect to {dead}: ")),
+        "{error}"
+    );
+    assert_closed(client).await;
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn the_connection_limit_refuses_and_frees_slots() {
+    let target = echo_target().await;
+    let mut config = RelayConfig::new(vec![forward_to(target)]);
+    config.limits.max_connections = 2;
+    let mut relay = Running::start(config).await;
+    let opened = |e: &RelayEvent| matches!(e, RelayEvent::Opened { .. }).then_some(());
+
+    let mut first = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    relay.wait_for("first opened", opened).await;
+    let mut second = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    relay.wait_for("second opened", opened).await;
+    let third = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let reason = relay
+        .wait_for("third refused", |e| match e {
+            RelayEvent::Refused { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, RefuseReason::Limit);
+    assert_closed(third).await;
+
+    // The first two still work; closing one frees its slot.
+    for sock in [&mut first, &mut second] {
+        sock.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        within("echo", sock.read_exact(&mut b)).await.unwrap();
+    }
+    drop(first);
+    relay
+        .wait_for("first closed", |e| {
+            matches!(e, RelayEvent::Closed { .. }).then_some(())
+        })
+        .await;
+    let fourth = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    relay.wait_for("fourth opened", opened).await;
+    assert_eq!(
+        within("echo", request_reply(fourth, b"again")).await,
+        b"again"
+    );
+    let (summary, _) = relay.finish().await;
+    assert_eq!((summary.connections, summary.refused), (3, 1));
+}
+
+#[tokio::test]
+async fn unix_sockets_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = dir.path().join("front.sock");
+    let back = dir.path().join("back.sock");
+    // A TCP echo behind a Unix listener, and a Unix echo behind a TCP listener.
+    let tcp_echo = echo_target().await;
+    let unix_echo = UnixListener::bind(&back).unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = unix_echo.accept().await {
+            tokio::spawn(echo(sock));
+        }
+    });
+    let forwards = vec![
+        Forward::new(ListenAddr::Unix(front.clone()), Target::from(tcp_echo)),
+        Forward::new(ListenAddr::loopback(0), Target::Unix(back.clone())),
+    ];
+    for copy in [CopyMode::Buffered, CopyMode::Splice] {
+        let relay = Running::start(config(forwards.clone(), copy)).await;
+        let mode = std::fs::metadata(&front).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+        let data = random(2 << 20);
+        let via_unix = UnixStream::connect(&front).await.unwrap();
+        assert!(within("unix front", request_reply(via_unix, &data)).await == data);
+        let via_tcp = TcpStream::connect(relay.tcp(1)).await.unwrap();
+        assert!(within("unix back", request_reply(via_tcp, &data)).await == data);
+        relay.finish().await;
+        assert!(!front.exists(), "the socket file is removed on stop");
+    }
+}
+
+#[tokio::test]
+async fn unix_socket_files_are_replaced_only_when_stale_and_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.sock");
+    let forward = |path: &Path| {
+        Forward::new(
+            ListenAddr::Unix(path.to_path_buf()),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+    };
+
+    // Stale: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    let relay = Relay::bind(RelayConfig::new(vec![forward(&path)]))
+        .await
+        .expect("stale replaced");
+    drop(relay);
+    assert!(!path.exists());
+
+    // Live: someone listens there.
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let err = Relay::bind(RelayConfig::new(vec![forward(&path)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RelayError::InUse { .. }), "{err}");
+    drop(live);
+    std::fs::remove_file(&path).unwrap();
+
+    // Not a socket.
+    std::fs::write(&path, "data").unwrap();
+    let err = Relay::bind(RelayConfig::new(vec![forward(&path)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RelayError::NotASocket { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
+}
+
+#[tokio::test]
+async fn a_stop_closes_listeners_then_connections() {
+    let target = echo_target().await;
+    let mut relay = Running::start(RelayConfig::new(vec![forward_to(target)])).await;
+    let addr = relay.tcp(0);
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let mut b = [0u8; 5];
+    within("echo", client.read_exact(&mut b)).await.unwrap();
+    relay.stop();
+    let reason = relay
+        .wait_for("closed", |e| match e {
+            RelayEvent::Closed {
+                reason,
+                bytes_from_peer: 5,
+                bytes_to_peer: 5,
+                ..
+            } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, CloseReason::Shutdown);
+    let mut rest = Vec::new();
+    assert_eq!(
+        within("end of stream", client.read_to_end(&mut rest))
+            .await
+            .unwrap(),
+        0
+    );
+    let (summary, _) = relay.finish().await;
+    assert_eq!(summary.bytes_to_peers, 5);
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn the_grace_period_lets_connections_finish() {
+    let target = echo_target().await;
+    let mut config = RelayConfig::new(vec![forward_to(target)]);
+    config.limits.grace = Duration::from_secs(600);
+    let mut relay = Running::start(config).await;
+    let addr = relay.tcp(0);
+    let client = TcpStream::connect(addr).await.unwrap();
+    relay
+        .wait_for("opened", |e| {
+            matches!(e, RelayEvent::Opened { .. }).then_some(())
+        })
+        .await;
+    relay.stop();
+    let open = relay
+        .wait_for("stopping", |e| match e {
+            RelayEvent::Stopping { open } => Some(*open),
+            _ => None,
+        })
+        .await;
+    assert_eq!(open, 1);
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no new connections while stopping"
+    );
+    // The open connection still works, and its end lets the relay finish long before 600 s.
+    assert_eq!(
+        within("echo", request_reply(client, b"still here")).await,
+        b"still here"
+    );
+    let (summary, rest) = relay.finish().await;
+    assert_eq!(summary.connections, 1);
+    assert!(
+        rest.iter().any(|e| matches!(
+            e,
+            RelayEvent::Closed {
+                reason: CloseReason::Done,
+                ..
+            }
+        )),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let target = echo_target().await;
+    let mut config = RelayConfig::new(vec![forward_to(target)]);
+    config.limits.idle_timeout = Some(Duration::from_millis(200));
+    let mut relay = Running::start(config).await;
+    let mut client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let reason = relay
+        .wait_for("closed", |e| match e {
+            RelayEvent::Closed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, CloseReason::Idle);
+    let mut rest = Vec::new();
+    assert_eq!(
+        within("end of stream", client.read_to_end(&mut rest))
+            .await
+            .unwrap(),
+        0
+    );
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn dropping_the_run_future_stops_everything() {
+    let target = echo_target().await;
+    let relay = Relay::bind(RelayConfig::new(vec![forward_to(target)]))
+        .await
+        .unwrap();
+    let ListenAddr::Tcp { port, .. } = relay.listeners()[0].addr else {
+        panic!()
+    };
+    assert_ne!(port, 0, "the actual port is reported");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let run = tokio::spawn(relay.run(std::future::pending(), Some(tx)));
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    while !matches!(
+        within("opened", rx.recv()).await,
+        Some(RelayEvent::Opened { .. })
+    ) {}
+    run.abort();
+    let mut rest = Vec::new();
+    let read = within("end of stream", client.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line: what a caller over ssh sees.
+
+mod command {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    fn pvlaunch() -> Command {
+        Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+    }
+
+    fn stdout(child: &mut std::process::Child) -> BufReader<std::process::ChildStdout> {
+        BufReader::new(child.stdout.take().unwrap())
+    }
+
+    fn read_line(out: &mut BufReader<std::process::ChildStdout>) -> String {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line
+    }
+
+    fn terminate(child: &std::process::Child) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    }
+
+    #[tokio::test]
+    async fn prints_the_bound_port_and_stops_on_sigterm() {
+        let target = echo_target().await;
+        let mut child = pvlaunch()
+            .args([
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &target.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = read_line(&mut stdout(&mut child));
+        let rest = line.strip_prefix("listening on 127.0.0.1:").expect(&line);
+        let (port, to) = rest.trim_end().split_once(" -> ").unwrap();
+        assert_eq!(to, target.to_string());
+        let port: u16 = port.parse().unwrap();
+        let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        assert_eq!(
+            within("echo", request_reply(client, b"over the relay")).await,
+            b"over the relay"
+        );
+        terminate(&child);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("closed") && log.contains("bytes_from_peer=14"),
+            "{log}"
+        );
+    }
+
+    #[tokio::test]
+    async fn json_events_on_stdout() {
+        let target = echo_target().await;
+        let mut child = pvlaunch()
+            .args([
+                "--json",
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                &target.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = stdout(&mut child);
+        let line = read_line(&mut out);
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["event"], "listening");
+        let listen: SocketAddr = event["listen"].as_str().unwrap().parse().unwrap();
+        let client = TcpStream::connect(listen).await.unwrap();
+        assert_eq!(
+            within("echo", request_reply(client, b"json")).await,
+            b"json"
+        );
+        terminate(&child);
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
+        assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+        let mut kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, ["closed", "opened", "stopping"]);
+        let closed = events.iter().find(|e| e["event"] == "closed").unwrap();
+        assert_eq!(
+            (&closed["bytes_from_peer"], &closed["bytes_to_peer"]),
+            (&4.into(), &4.into())
+        );
+    }
+
+    #[test]
+    fn an_invalid_file_is_a_usage_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("fwd.cfg");
+        std::fs::write(
+            &cfg,
+            "tcp { 11111 { => client:11111 } }\nudp { 53 { => dns:53 } }\n",
+        )
+        .unwrap();
+        let out = pvlaunch()
+            .args(["relay", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("fwd.cfg:2:1: udp forwarding is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unpaired_listen_and_to() {
+        let out = pvlaunch()
+            .args(["relay", "--listen", "1", "--listen", "2", "--to", "a:1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("2 --listen but 1 --to"));
+    }
+}
