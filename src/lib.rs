@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod quote;
 
 use clap::CommandFactory;
 
