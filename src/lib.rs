@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod exit;
 pub mod quote;
+pub mod scheduler;
 
 use clap::CommandFactory;
 
