@@ -8,7 +8,9 @@
 //!   jobs, or `N/A`). `-t all` keeps ended jobs visible while the controller still holds them
 //!   (`MinJobAge`); after that squeue fails with `Invalid job id specified`: gone.
 //! - Finished: `sacct -j ID -X -n -P -o State,NodeList,ExitCode`: e.g. `FAILED|node1|1:0`,
-//!   `CANCELLED by 1000|node[1-2]|0:15` (exit code : signal).
+//!   `CANCELLED by 1000|node[1-2]|0:15` (exit code : signal). A site without accounting
+//!   (`Slurm accounting storage is disabled`) has no record: `None`, as for a job not yet
+//!   recorded.
 //! - Cancel: `scancel ID`.
 //!
 //! Directive values that are not plain words are written in double quotes with `\` and `"`
@@ -277,6 +279,10 @@ impl Scheduler for Slurm {
     }
 
     fn parse_finished(&self, out: &CommandOutput) -> Result<Option<JobState>, ParseError> {
+        if out.stderr.contains("accounting storage is disabled") {
+            // The site keeps no accounting: there is no record to be had.
+            return Ok(None);
+        }
         if !out.ok() {
             return Err(out.failed());
         }
@@ -638,6 +644,12 @@ mod tests {
             Slurm.parse_finished(&CommandOutput::success("\n")).unwrap(),
             None
         );
+        assert_eq!(
+            Slurm
+                .parse_finished(&fixture("slurm", "finished_accounting_disabled_recorded"))
+                .unwrap(),
+            None
+        );
         assert!(
             Slurm
                 .parse_finished(&CommandOutput::success("COMPLETED|node1"))
@@ -681,5 +693,97 @@ mod tests {
     #[test]
     fn every_fixture() {
         insta::assert_snapshot!(fixture_table("slurm", &Slurm));
+    }
+
+    /// Through a real sbatch: hostile values in directives and in the command reach the job as
+    /// literal text. Runs when `PVLAUNCH_TEST_SLURM` names a command prefix that runs Slurm's
+    /// commands on a test cluster sharing this machine's `/tmp` (e.g. an `nsenter` wrapper).
+    #[test]
+    #[ignore = "needs a Slurm test cluster: set PVLAUNCH_TEST_SLURM"]
+    fn live_slurm_keeps_hostile_values_literal() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        let prefix = std::env::var("PVLAUNCH_TEST_SLURM").expect("PVLAUNCH_TEST_SLURM");
+        let prefix: Vec<&str> = prefix.split_whitespace().collect();
+        let run = |cmd: Vec<String>, stdin: &str| -> CommandOutput {
+            let mut child = Command::new(prefix[0])
+                .args(&prefix[1..])
+                .args(&cmd)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap().into()
+        };
+
+        let dir = tempfile::Builder::new()
+            .prefix("pvlaunch sched ")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let hostile = [
+            "'; rm -rf ~ #",
+            "$(id)",
+            "`id`",
+            "a\"b",
+            "x\ny",
+            "*",
+            "~",
+            "é",
+            "",
+        ];
+        let name = "pv \"job\" #1 'q' \\z $(id)";
+        let mut command: Vec<String> = [
+            "sh",
+            "-c",
+            "printf '[%s]\\n' \"$SLURM_JOB_NAME\" \"$@\"",
+            "sh",
+        ]
+        .map(String::from)
+        .to_vec();
+        command.extend(hostile.map(String::from));
+        let spec = JobSpec {
+            nodes: 2,
+            output_path: Some(format!("{}/out \"%j\" #x.txt", dir.path().display())),
+            setup_lines: vec!["cd /tmp".into()],
+            command,
+            ..JobSpec::new(name)
+        };
+        let script = Slurm.render_script(&spec).unwrap();
+        let id = Slurm
+            .parse_submit(&run(Slurm.submit_command(), &script))
+            .unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Slurm
+                .parse_state(&run(Slurm.state_command(&id), ""))
+                .unwrap()
+            {
+                None | Some(JobState::Finished { .. }) => break,
+                Some(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Some(other) => panic!("job still {other:?}"),
+            }
+        }
+        let out = std::fs::read_to_string(dir.path().join(format!("out \"{id}\" #x.txt"))).unwrap();
+        let mut expected = format!("[{name}]\n");
+        for h in hostile {
+            expected.push_str(&format!("[{h}]\n"));
+        }
+        // The job's own lines come first; a test cluster's slurmstepd may add noise after them.
+        assert!(
+            out.starts_with(&expected),
+            "{out:?}\ndoes not start with\n{expected:?}"
+        );
     }
 }
