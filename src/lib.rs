@@ -10,7 +10,9 @@ pub mod events;
 pub mod exit;
 pub mod process;
 pub mod profile;
+pub mod quote;
 pub mod relay;
+pub mod scheduler;
 pub mod ssh;
 pub mod suggest;
 

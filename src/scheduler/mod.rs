@@ -1,0 +1,788 @@
+//! Batch schedulers as data: what to run on the login node, and what its output means.
+//!
+//! Nothing here runs a process. A [`Scheduler`] turns a [`JobSpec`] into a job script and
+//! gives, for each step of a job's life, the **argv** to run on the login node (submit, query
+//! the state, query the finished state, cancel) and a **pure parser** for what that command
+//! printed. The session runs the argv through its ssh connection (joined with
+//! [`crate::quote::join`]) and hands the result back as a [`CommandOutput`].
+//!
+//! One file per scheduler: [`Slurm`], [`Pbs`] (OpenPBS / PBS Pro and Torque), [`Lsf`], and
+//! [`Direct`] (no scheduler: run on the login node itself). [`hostlist`] expands the node
+//! lists they print.
+//!
+//! ```
+//! use pvlaunch::quote;
+//! use pvlaunch::scheduler::{CommandOutput, JobSpec, JobState, Kind};
+//!
+//! let slurm = Kind::Slurm.scheduler();
+//! let spec = JobSpec {
+//!     nodes: 2,
+//!     ranks_per_node: 4,
+//!     command: vec!["mpiexec".into(), "pvserver".into(), "--server-port=11111".into()],
+//!     ..JobSpec::new("pvserver")
+//! };
+//! let script = slurm.render_script(&spec).unwrap();
+//! assert!(script.contains("#SBATCH --nodes=2\n"));
+//!
+//! // The script goes on the submit command's stdin.
+//! let submit = quote::join(slurm.submit_command()).unwrap();
+//! assert_eq!(submit, "sbatch --parsable");
+//! let id = slurm.parse_submit(&CommandOutput::success("4242\n")).unwrap();
+//!
+//! let query = quote::join(slurm.state_command(&id)).unwrap();
+//! assert_eq!(query, "squeue -h -t all -j 4242 -o '%T|%N|%R|%S'");
+//! let state = slurm.parse_state(&CommandOutput::success("RUNNING|node[1-2]|node[1-2]|2026-05-04T10:00:00\n"));
+//! assert_eq!(
+//!     state.unwrap(),
+//!     Some(JobState::Running { nodes: vec!["node1".into(), "node2".into()] })
+//! );
+//! ```
+
+#![warn(missing_docs)]
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::quote::NulError;
+
+pub mod hostlist;
+mod lsf;
+mod none;
+mod pbs;
+mod slurm;
+
+pub use hostlist::HostlistError;
+pub use lsf::Lsf;
+pub use none::Direct;
+pub use pbs::{Pbs, PbsFlavor};
+pub use slurm::Slurm;
+
+/// The interpreter every rendered job script starts with.
+pub const SCRIPT_SHELL: &str = "/bin/bash";
+
+/// Which scheduler a cluster uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Slurm (`sbatch`, `squeue`, `sacct`, `scancel`).
+    Slurm,
+    /// OpenPBS / PBS Professional (`qsub`, `qstat -x`, `qdel`; `-l select=`).
+    Pbs,
+    /// Torque (`qsub`, `qstat`, `qdel`; `-l nodes=N:ppn=R`).
+    Torque,
+    /// IBM Spectrum LSF (`bsub`, `bjobs`, `bkill`).
+    Lsf,
+    /// No scheduler: the job runs on the login node itself, detached from the ssh session.
+    None,
+}
+
+impl Kind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [Kind; 5] = [Kind::Slurm, Kind::Pbs, Kind::Torque, Kind::Lsf, Kind::None];
+
+    /// The name used in profiles and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Slurm => "slurm",
+            Kind::Pbs => "pbs",
+            Kind::Torque => "torque",
+            Kind::Lsf => "lsf",
+            Kind::None => "none",
+        }
+    }
+
+    /// The scheduler adapter for this kind.
+    pub fn scheduler(self) -> Box<dyn Scheduler> {
+        match self {
+            Kind::Slurm => Box::new(Slurm),
+            Kind::Pbs => Box::new(Pbs::new(PbsFlavor::OpenPbs)),
+            Kind::Torque => Box::new(Pbs::new(PbsFlavor::Torque)),
+            Kind::Lsf => Box::new(Lsf),
+            Kind::None => Box::new(Direct),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A scheduler name that pvlaunch does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown scheduler {0:?} (expected one of: slurm, pbs, torque, lsf, none)")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "openpbs" | "pbspro" => Ok(Kind::Pbs),
+            _ => Kind::ALL
+                .into_iter()
+                .find(|k| k.name() == lower)
+                .ok_or_else(|| UnknownKind(s.to_owned())),
+        }
+    }
+}
+
+/// A wall-clock limit for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Walltime {
+    seconds: u64,
+}
+
+/// A wall-clock limit that is not `MINUTES`, `H:MM:SS` or `D-H:MM:SS`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "invalid wall time {0:?} (expected minutes like `90`, `H:MM:SS` like `1:30:00`, or `D-H:MM:SS`)"
+)]
+pub struct WalltimeError(pub String);
+
+impl Walltime {
+    /// A limit of `seconds` seconds.
+    pub fn from_secs(seconds: u64) -> Self {
+        Walltime { seconds }
+    }
+
+    /// The limit in seconds.
+    pub fn as_secs(self) -> u64 {
+        self.seconds
+    }
+
+    /// `HH:MM:SS`, hours not wrapped at 24 (`36:00:00`): Slurm's and PBS's form.
+    pub fn hms(self) -> String {
+        let s = self.seconds;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    }
+
+    /// `H:MM`, rounded up to whole minutes: LSF's `-W` form.
+    pub fn hm_ceil(self) -> String {
+        let m = self.seconds.div_ceil(60);
+        format!("{}:{:02}", m / 60, m % 60)
+    }
+}
+
+impl FromStr for Walltime {
+    type Err = WalltimeError;
+
+    /// `MINUTES`, `H:MM:SS` or `D-H:MM:SS`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || WalltimeError(s.to_owned());
+        let num = |p: &str| -> Result<u64, WalltimeError> {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            p.parse().map_err(|_| err())
+        };
+        let t = s.trim();
+        let (days, rest) = match t.split_once('-') {
+            Some((d, rest)) => (num(d)?, rest),
+            None => (0, t),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let seconds = match parts.as_slice() {
+            [m] if days == 0 => num(m)?.checked_mul(60).ok_or_else(err)?,
+            [h, m, sec] => {
+                let (h, m, sec) = (num(h)?, num(m)?, num(sec)?);
+                if m >= 60 || sec >= 60 {
+                    return Err(err());
+                }
+                h.checked_mul(3600)
+                    .and_then(|h| h.checked_add(m * 60 + sec))
+                    .ok_or_else(err)?
+            }
+            _ => return Err(err()),
+        };
+        let total = days
+            .checked_mul(86_400)
+            .and_then(|d| d.checked_add(seconds))
+            .ok_or_else(err)?;
+        if total == 0 {
+            return Err(err());
+        }
+        Ok(Walltime { seconds: total })
+    }
+}
+
+/// What to run, and with which resources: everything a job script is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobSpec {
+    /// The job's name in the queue.
+    pub name: String,
+    /// How many nodes.
+    pub nodes: u32,
+    /// MPI ranks per node.
+    pub ranks_per_node: u32,
+    /// Wall-clock limit; the site's default when `None`.
+    pub walltime: Option<Walltime>,
+    /// Slurm partition, PBS or LSF queue; the site's default when `None`.
+    pub queue: Option<String>,
+    /// Account / project to charge; the site's default when `None`.
+    pub account: Option<String>,
+    /// Where the job's stdout and stderr go (one file); the scheduler's default when `None`.
+    /// Written as given: Slurm expands `%j`, LSF `%J`; PBS takes it literally.
+    pub output_path: Option<String>,
+    /// Extra directive arguments from the site's profile, one per line, written after the
+    /// scheduler's own prefix as given (e.g. `--gres=gpu:1` becomes `#SBATCH --gres=gpu:1`).
+    pub extra_directives: Vec<String>,
+    /// The site's shell lines run before the command (`module load paraview`), verbatim.
+    pub setup_lines: Vec<String>,
+    /// The command's argv (`mpiexec -n 8 pvserver ...`); every element is quoted.
+    pub command: Vec<String>,
+}
+
+impl JobSpec {
+    /// A one-node, one-rank job named `name` with no command yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        JobSpec {
+            name: name.into(),
+            nodes: 1,
+            ranks_per_node: 1,
+            walltime: None,
+            queue: None,
+            account: None,
+            output_path: None,
+            extra_directives: Vec::new(),
+            setup_lines: Vec::new(),
+            command: Vec::new(),
+        }
+    }
+}
+
+/// A job id as the scheduler gave it, checked to be safe to put into a command.
+///
+/// Only the scheduler adapters make these ([`Scheduler::parse_submit`],
+/// [`Scheduler::job_id`]), each with its own rule: digits for Slurm (`digits;cluster` for a
+/// federated submission) and LSF, `digits[.server]` for PBS, a short alphanumeric token for
+/// [`Direct`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Build one after the caller has validated `id`.
+    fn checked(id: &str, valid: bool) -> Result<JobId, ParseError> {
+        if valid {
+            Ok(JobId(id.to_owned()))
+        } else {
+            Err(ParseError::InvalidJobId(id.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a job is in its life, as far as the scheduler says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting to start (pending, held, nodes being configured, ...).
+    Queued {
+        /// The scheduler's reason, e.g. `Priority`, `Resources`, a PBS comment.
+        reason: Option<String>,
+        /// The scheduler's estimate of the start time, as it printed it.
+        estimated_start: Option<String>,
+    },
+    /// Running on these nodes (the first one runs the batch script and rank 0).
+    Running {
+        /// Node names, expanded and in the scheduler's order.
+        nodes: Vec<String>,
+    },
+    /// The job's script has ended (or is ending: Slurm `COMPLETING`, PBS `E`).
+    Finished {
+        /// The scheduler's final state: `COMPLETED`, `FAILED`, `CANCELLED by 1000`,
+        /// `TIMEOUT`, `DONE`, `EXIT`, `FINISHED`, ...
+        state: String,
+        /// The exit code of the job's script, when known.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when known.
+        signal: Option<i32>,
+        /// The nodes it ran on, when known.
+        nodes: Vec<String>,
+    },
+    /// A state pvlaunch does not interpret (suspended, ...): the job still exists; poll again.
+    Unknown {
+        /// The scheduler's state, as it printed it.
+        state: String,
+    },
+}
+
+impl JobState {
+    /// Whether the job has ended (no need to poll its state again, only its details).
+    pub fn is_finished(&self) -> bool {
+        matches!(self, JobState::Finished { .. })
+    }
+}
+
+/// What a remote command printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandOutput {
+    /// The exit status; `None` when it was killed by a signal. Over ssh, 255 means ssh itself
+    /// failed.
+    pub status: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    /// A command that exited 0 after printing `stdout`.
+    pub fn success(stdout: impl Into<String>) -> Self {
+        CommandOutput {
+            status: Some(0),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    /// A command that exited with `status` after printing `stderr`.
+    pub fn failure(status: i32, stderr: impl Into<String>) -> Self {
+        CommandOutput {
+            status: Some(status),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// Whether the command exited 0.
+    pub fn ok(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// The error for a command that failed in a way the parser does not recognise.
+    fn failed(&self) -> ParseError {
+        ParseError::CommandFailed {
+            status: self.status,
+            stderr: self.stderr.trim().to_owned(),
+        }
+    }
+}
+
+impl From<std::process::Output> for CommandOutput {
+    fn from(out: std::process::Output) -> Self {
+        CommandOutput {
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// What a cancel command achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cancel {
+    /// The scheduler accepted the cancellation.
+    Requested,
+    /// The job had already ended or is unknown to the scheduler: nothing left to cancel.
+    AlreadyGone,
+}
+
+/// A job script that cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ScriptError {
+    /// A directive value with a line break would end the directive and start a new line.
+    #[error(
+        "{field} contains a line break, which would start a new line in the job script: {value:?}"
+    )]
+    LineBreak {
+        /// Which value (`queue`, `extra directive`, ...).
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A directive value this scheduler cannot parse back as one value.
+    #[error(
+        "{field} {value:?} cannot be written as a {kind} directive (hint: use only letters, digits and `_-.,:/@%+=`)"
+    )]
+    Unrepresentable {
+        /// The scheduler.
+        kind: Kind,
+        /// Which value.
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// An empty value where the scheduler needs one.
+    #[error("{field} is empty")]
+    Empty {
+        /// Which value.
+        field: &'static str,
+    },
+    /// Zero nodes or zero ranks per node.
+    #[error(
+        "a job needs at least one node and one rank per node (got {nodes} nodes, {ranks_per_node} ranks per node)"
+    )]
+    NoResources {
+        /// Requested nodes.
+        nodes: u32,
+        /// Requested ranks per node.
+        ranks_per_node: u32,
+    },
+    /// No command to run.
+    #[error("the job has no command to run")]
+    NoCommand,
+    /// A setting this scheduler has no way to honour.
+    #[error("{setting} is not supported with scheduler `{kind}` ({hint})")]
+    Unsupported {
+        /// The scheduler.
+        kind: Kind,
+        /// The setting.
+        setting: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A NUL byte in a value.
+    #[error(transparent)]
+    Nul(#[from] NulError),
+}
+
+/// Output that does not say what the parser expected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    /// The command failed, and not in a way that means "that job is gone".
+    #[error("the scheduler command failed (exit status {}): {stderr}", status.map_or_else(|| "signal".to_owned(), |s| s.to_string()))]
+    CommandFailed {
+        /// Its exit status.
+        status: Option<i32>,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// Output in a shape the parser does not know.
+    #[error("unexpected scheduler output ({what}): {output:?}")]
+    Unexpected {
+        /// What was expected.
+        what: &'static str,
+        /// The output.
+        output: String,
+    },
+    /// A job id that is not of the scheduler's form.
+    #[error("invalid job id {0:?}")]
+    InvalidJobId(String),
+    /// A node list that cannot be expanded.
+    #[error(transparent)]
+    Hostlist(#[from] HostlistError),
+}
+
+impl ParseError {
+    fn unexpected(what: &'static str, output: &str) -> Self {
+        ParseError::Unexpected {
+            what,
+            output: output.trim().to_owned(),
+        }
+    }
+}
+
+/// One batch scheduler: job scripts, the commands to run, and parsers for their output.
+///
+/// Every command is an argv for the login node; join it with [`crate::quote::join`] for ssh.
+/// Commands take the job script on **stdin** ([`Scheduler::submit_command`]); to submit a
+/// script file already on the login node, append `< path` (quoted) to the joined command.
+pub trait Scheduler: fmt::Debug + Send + Sync {
+    /// Which scheduler this is.
+    fn kind(&self) -> Kind;
+
+    /// The whole job script: shebang, directives, set-up lines, then the quoted command.
+    fn render_script(&self, spec: &JobSpec) -> Result<String, ScriptError>;
+
+    /// The command that submits the script given on its stdin and prints the job id.
+    fn submit_command(&self) -> Vec<String>;
+
+    /// The job id from the submit command's output.
+    fn parse_submit(&self, out: &CommandOutput) -> Result<JobId, ParseError>;
+
+    /// Check a job id given by hand (e.g. to follow a job submitted earlier).
+    fn job_id(&self, id: &str) -> Result<JobId, ParseError>;
+
+    /// The command that asks where the job is.
+    fn state_command(&self, id: &JobId) -> Vec<String>;
+
+    /// Where the job is; `None` when the scheduler no longer knows the job (left the queue:
+    /// ask [`Scheduler::finished_command`] what became of it).
+    fn parse_state(&self, out: &CommandOutput) -> Result<Option<JobState>, ParseError>;
+
+    /// The command that asks how an ended job ended (accounting / history).
+    fn finished_command(&self, id: &JobId) -> Vec<String>;
+
+    /// How the job ended (or where it is, if it has not ended after all); `None` when the
+    /// scheduler has no record of it (yet: accounting may lag a few seconds).
+    fn parse_finished(&self, out: &CommandOutput) -> Result<Option<JobState>, ParseError>;
+
+    /// The command that cancels the job.
+    fn cancel_command(&self, id: &JobId) -> Vec<String>;
+
+    /// Whether the cancel worked; a job that had already ended is not an error.
+    fn parse_cancel(&self, out: &CommandOutput) -> Result<Cancel, ParseError>;
+}
+
+/// Convert a list of `&str` into an argv.
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Reject values that would break out of their line (or cannot be passed at all).
+fn one_line<'a>(field: &'static str, value: &'a str) -> Result<&'a str, ScriptError> {
+    if value.contains('\0') {
+        return Err(NulError {
+            value: value.to_owned(),
+        }
+        .into());
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(ScriptError::LineBreak {
+            field,
+            value: value.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// Characters every scheduler reads back as part of one directive value, unquoted.
+fn is_plain(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '@' | '%' | '+' | '=')
+}
+
+/// A directive value for schedulers whose directive quoting pvlaunch does not rely on
+/// (PBS, LSF): plain characters only, otherwise a typed error.
+fn plain_value<'a>(
+    kind: Kind,
+    field: &'static str,
+    value: &'a str,
+) -> Result<&'a str, ScriptError> {
+    one_line(field, value)?;
+    if value.is_empty() {
+        return Err(ScriptError::Empty { field });
+    }
+    if !value.chars().all(is_plain) {
+        return Err(ScriptError::Unrepresentable {
+            kind,
+            field,
+            value: value.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// Checks shared by every scheduler before rendering.
+fn check_spec(spec: &JobSpec) -> Result<(), ScriptError> {
+    if spec.nodes == 0 || spec.ranks_per_node == 0 {
+        return Err(ScriptError::NoResources {
+            nodes: spec.nodes,
+            ranks_per_node: spec.ranks_per_node,
+        });
+    }
+    if spec.command.is_empty() {
+        return Err(ScriptError::NoCommand);
+    }
+    for d in &spec.extra_directives {
+        one_line("extra directive", d)?;
+    }
+    for line in &spec.setup_lines {
+        if line.contains('\0') {
+            return Err(NulError {
+                value: line.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The part after the directives: set-up lines verbatim, a blank line (so a set-up line
+/// ending in `\` cannot swallow the command), then the quoted command line.
+fn script_body(
+    out: &mut String,
+    spec: &JobSpec,
+    command_prefix: &[Cow<'_, str>],
+) -> Result<(), ScriptError> {
+    if !spec.setup_lines.is_empty() {
+        out.push_str("\n# set-up\n");
+        for line in &spec.setup_lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    let prefix = command_prefix.iter().map(|c| c.as_ref());
+    let command = spec.command.iter().map(String::as_str);
+    out.push_str(&crate::quote::join(prefix.chain(command))?);
+    out.push('\n');
+    Ok(())
+}
+
+/// Lines of `s`, trimmed, without empty ones.
+fn lines(s: &str) -> impl Iterator<Item = &str> {
+    s.lines().map(str::trim).filter(|l| !l.is_empty())
+}
+
+/// `Some(s)` unless `s` is empty or one of the placeholders schedulers print for "nothing".
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    match s {
+        "" | "-" | "N/A" | "(null)" | "None" | "Unknown" => None,
+        _ => Some(s.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.name().parse::<Kind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), kind.name());
+            assert_eq!(kind.scheduler().kind(), kind);
+        }
+        assert_eq!("PBSPro".parse::<Kind>().unwrap(), Kind::Pbs);
+        assert!("sge".parse::<Kind>().is_err());
+    }
+
+    #[test]
+    fn walltime_forms() {
+        let w = |s: &str| s.parse::<Walltime>().map(Walltime::as_secs);
+        assert_eq!(w("90"), Ok(5400));
+        assert_eq!(w("1:30:00"), Ok(5400));
+        assert_eq!(w("01:00:01"), Ok(3601));
+        assert_eq!(w("2-00:00:00"), Ok(172_800));
+        assert_eq!(w("48:00:00"), Ok(172_800));
+        for bad in [
+            "",
+            "0",
+            "1:30",
+            "1:60:00",
+            "1:00:60",
+            "-1",
+            "a",
+            "1-30",
+            "1:2:3:4",
+            "99999999999999999999",
+        ] {
+            assert!(w(bad).is_err(), "{bad:?}");
+        }
+        let t: Walltime = "36:00:30".parse().unwrap();
+        assert_eq!(t.hms(), "36:00:30");
+        assert_eq!(t.hm_ceil(), "36:01");
+        assert_eq!(Walltime::from_secs(60).hm_ceil(), "0:01");
+    }
+
+    #[test]
+    fn directive_values_cannot_add_lines() {
+        assert!(matches!(
+            one_line("queue", "a\nb"),
+            Err(ScriptError::LineBreak { .. })
+        ));
+        assert!(matches!(
+            one_line("queue", "a\rb"),
+            Err(ScriptError::LineBreak { .. })
+        ));
+        assert!(matches!(
+            one_line("queue", "a\0b"),
+            Err(ScriptError::Nul(_))
+        ));
+        assert!(matches!(
+            plain_value(Kind::Pbs, "queue", "a b"),
+            Err(ScriptError::Unrepresentable { .. })
+        ));
+        assert!(matches!(
+            plain_value(Kind::Pbs, "queue", ""),
+            Err(ScriptError::Empty { .. })
+        ));
+        assert_eq!(plain_value(Kind::Pbs, "queue", "work_q-1"), Ok("work_q-1"));
+    }
+
+    #[test]
+    fn job_state_serializes_with_a_tag() {
+        let s = serde_json::to_string(&JobState::Running {
+            nodes: vec!["n1".into()],
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"phase":"running","nodes":["n1"]}"#);
+    }
+}
+
+/// Recorded command outputs under `tests/fixtures/scheduler/<kind>/`.
+///
+/// A fixture `NAME` is `NAME.stdout`, optionally `NAME.stderr` and `NAME.status` (the exit
+/// status, 0 when absent). The name's first word says which parser reads it: `submit_`,
+/// `state_`, `finished_` or `cancel_`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeSet;
+    use std::fmt::Write as _;
+    use std::path::PathBuf;
+
+    use super::{CommandOutput, Scheduler};
+
+    fn dir(kind: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/scheduler")
+            .join(kind)
+    }
+
+    /// Load one fixture.
+    pub(crate) fn fixture(kind: &str, name: &str) -> CommandOutput {
+        let base = dir(kind).join(name);
+        let read = |ext: &str| std::fs::read_to_string(base.with_extension(ext)).ok();
+        let stdout = read("stdout");
+        let stderr = read("stderr");
+        assert!(
+            stdout.is_some() || stderr.is_some(),
+            "no fixture {name} in {}",
+            dir(kind).display()
+        );
+        let status = read("status").map_or(0, |s| s.trim().parse().expect("a number in .status"));
+        CommandOutput {
+            status: Some(status),
+            stdout: stdout.unwrap_or_default(),
+            stderr: stderr.unwrap_or_default(),
+        }
+    }
+
+    /// Every fixture of `kind` through its parser, one line each: a snapshot of what the
+    /// parsers make of all recorded outputs.
+    pub(crate) fn fixture_table(kind: &str, scheduler: &dyn Scheduler) -> String {
+        let names: BTreeSet<String> = std::fs::read_dir(dir(kind))
+            .expect("fixture folder")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                Some(path.file_stem()?.to_str()?.to_owned())
+            })
+            .collect();
+        let mut table = String::new();
+        for name in names {
+            let out = fixture(kind, &name);
+            let parsed = match name.split('_').next() {
+                Some("submit") => format!("{:?}", scheduler.parse_submit(&out)),
+                Some("state") => format!("{:?}", scheduler.parse_state(&out)),
+                Some("finished") => format!("{:?}", scheduler.parse_finished(&out)),
+                Some("cancel") => format!("{:?}", scheduler.parse_cancel(&out)),
+                _ => panic!(
+                    "fixture {name} does not start with submit_, state_, finished_ or cancel_"
+                ),
+            };
+            writeln!(table, "{name}: {parsed}").unwrap();
+        }
+        table
+    }
+}
