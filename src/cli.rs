@@ -63,6 +63,23 @@ pub enum Command {
   pvlaunch validate pvsc/*.pvsc --json")]
     Validate(ValidateArgs),
 
+    /// Open a ParaView session: submit pvserver as a batch job, build the tunnel, start the client.
+    ///
+    /// Runs until the ParaView connection closes, the job ends, or you stop it (Ctrl-C: a clean
+    /// stop that cancels the job and closes every forward; a second Ctrl-C stops at once).
+    /// Progress goes to stderr; --json prints NDJSON events on stdout; under ParaView's Connect
+    /// dialog (PV_* variables in the environment) plain lines go to stdout.
+    #[command(after_long_help = "Examples:
+  pvlaunch connect cluster-a                          start ParaView and connect it
+  pvlaunch connect cluster-a --set NODES=4 --dry-run  print every command, run nothing
+  pvlaunch connect cluster-a --client pvpython --script render.py
+  pvlaunch connect cluster-a --client wait --port 11111   a client you started yourself
+  pvlaunch --json connect cluster-a --client pvpython --script render.py | jq -c .event
+
+Exit codes: 0 session ended, 2 usage, 3 invalid profile, 4 ssh, 5 job failed, 6 site does not
+allow the recipe, 7 timeout, 8 client, 128+N signal N.")]
+    Connect(ConnectArgs),
+
     /// Forward TCP or Unix-socket connections, like portfwd (in the foreground).
     ///
     /// Each --listen is paired with the --to at the same position; --config reads portfwd's
@@ -106,6 +123,65 @@ pub struct ShowArgs {
     /// Treat an unknown $NAME$ in the command as an error instead of ParaView's bare NAME.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// Which local client `connect` starts or waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientChoice {
+    /// `none` under ParaView's Connect dialog, otherwise `paraview` if installed.
+    Auto,
+    /// Start the ParaView GUI, listening for the server.
+    Paraview,
+    /// Run a pvpython script (--script) connected to the server.
+    Pvpython,
+    /// Wait until a client you started listens on the port.
+    Wait,
+    /// ParaView started pvlaunch and already listens.
+    None,
+}
+
+/// The connection recipe, overriding the profile's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecipeChoice {
+    Auto,
+    Reverse,
+    Relay,
+    TwoHop,
+    ReverseTwoHop,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// Set an option, as ParaView's dialog would (repeatable).
+    #[arg(long = "set", value_name = "OPTION=VALUE")]
+    pub set: Vec<String>,
+
+    /// The local client.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub client: ClientChoice,
+
+    /// The pvpython script for --client pvpython.
+    #[arg(long, value_name = "FILE", required_if_eq("client", "pvpython"))]
+    pub script: Option<PathBuf>,
+
+    /// The port the local client listens on (default: the profile's).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Override the profile's recipe.
+    #[arg(long, value_enum)]
+    pub recipe: Option<RecipeChoice>,
+
+    /// Leave the job running when pvlaunch exits.
+    #[arg(long)]
+    pub keep_job: bool,
+
+    /// Print the plan (every command, port and timeout) and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,16 @@ pub enum Code {
     Usage,
     /// A profile file is malformed or invalid (`validate`, or any command reading it).
     InvalidProfile,
+    /// ssh failed: authentication, the connection, or the link dropped.
+    Ssh,
+    /// The job failed, or ended before pvserver connected.
+    Job,
+    /// The site does not allow the recipe (sshd refused or restricted the forward).
+    Site,
+    /// The job waited too long in the queue, or pvserver did not connect in time.
+    Timeout,
+    /// The local client could not be found or started, or it never listened.
+    Client,
     /// Killed or stopped by signal N.
     Signal(i32),
 }
@@ -24,6 +34,11 @@ impl Code {
             Code::Failure => 1,
             Code::Usage => 2,
             Code::InvalidProfile => 3,
+            Code::Ssh => 4,
+            Code::Job => 5,
+            Code::Site => 6,
+            Code::Timeout => 7,
+            Code::Client => 8,
             Code::Signal(n) => 128 + n,
         }
     }

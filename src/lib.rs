@@ -6,13 +6,16 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod connect;
 pub mod events;
 pub mod exit;
+pub mod plan;
 pub mod process;
 pub mod profile;
 pub mod quote;
 pub mod relay;
 pub mod scheduler;
+pub mod session;
 pub mod ssh;
 pub mod suggest;
 
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::List => commands::list(cli.profiles, cli.json),
         Command::Show(args) => commands::show(cli.profiles, cli.json, &args),
         Command::Validate(args) => commands::validate(&args.files, cli.json),
+        Command::Connect(args) => connect::connect(cli.profiles, cli.json, &args),
         Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
     }
 }

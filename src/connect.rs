@@ -1,0 +1,165 @@
+//! `pvlaunch connect`: profile -> plan -> session.
+
+use std::collections::BTreeMap;
+
+use color_eyre::Result;
+
+use crate::cli::{ClientChoice, ConnectArgs, RecipeChoice};
+use crate::client;
+use crate::commands::load_catalog;
+use crate::events::{Event, Reporter, Style};
+use crate::exit::Code;
+use crate::plan::{self, Overrides};
+use crate::profile::resolve::{self, Strictness};
+use crate::profile::settings::Recipe;
+use crate::profile::{self};
+use crate::ssh;
+
+pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArgs) -> Result<Code> {
+    let catalog = load_catalog(cli_files);
+    let entry = match catalog.get(&args.name) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Usage);
+        }
+    };
+    let mut ctx = profile::system_context();
+    let environment: BTreeMap<String, String> = ctx.environment.clone();
+    let resolved = match resolve::resolve(&entry.server, &args.set, &mut ctx, Strictness::default())
+    {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(Code::Usage);
+        }
+    };
+    let Some(settings) = &entry.server.pvlaunch else {
+        eprintln!(
+            "error: profile `{}` has no <PVLaunch> settings: pvlaunch does not know how to submit its job\n  hint: add a <PVLaunch> element (see docs/profile-format.md); `pvlaunch show {}` prints the command ParaView itself would run",
+            entry.server.name, entry.server.name
+        );
+        return Ok(Code::Usage);
+    };
+    let launch = match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
+        Ok(l) => l,
+        Err(problems) => {
+            for (_, at, message, hint) in problems {
+                eprintln!(
+                    "error: {at}: {message}{}",
+                    hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default()
+                );
+            }
+            return Ok(Code::InvalidProfile);
+        }
+    };
+    let request = match args.client {
+        ClientChoice::Auto => client::Request::Auto,
+        ClientChoice::Paraview => client::Request::Paraview,
+        ClientChoice::Pvpython => {
+            client::Request::Pvpython(args.script.clone().unwrap_or_default())
+        }
+        ClientChoice::Wait => client::Request::Wait,
+        ClientChoice::None => client::Request::None,
+    };
+    let mode = match client::decide(&request, &environment, |p| {
+        which::which(p).ok().map(|p| p.display().to_string())
+    }) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: {}", e.hint());
+            return Ok(Code::Client);
+        }
+    };
+    let style = if json {
+        Style::Json
+    } else if mode == client::Mode::None && client::started_by_paraview(&environment) {
+        Style::Plain
+    } else {
+        Style::Human
+    };
+    let private_dir = ssh::private_dir()?;
+    let target = ssh::Target {
+        program: "ssh".into(),
+        destination: launch.login_host.clone(),
+        user: launch.login_user.clone(),
+        port: launch.login_port,
+        jump_hosts: launch.jump_hosts.clone(),
+        control_path: ssh::control_path(private_dir.path()),
+        extra_options: vec![],
+    };
+    // Under ParaView, the port it listens on is in the environment.
+    let port = args.port.or_else(|| {
+        (mode == client::Mode::None)
+            .then(|| {
+                environment
+                    .get("PV_SERVER_PORT")
+                    .and_then(|p| p.parse().ok())
+            })
+            .flatten()
+    });
+    let overrides = Overrides {
+        client_port: port,
+        recipe: args.recipe.map(|r| match r {
+            RecipeChoice::Auto => Recipe::Auto,
+            RecipeChoice::Reverse => Recipe::Reverse,
+            RecipeChoice::Relay => Recipe::Relay,
+            RecipeChoice::TwoHop => Recipe::TwoHop,
+            RecipeChoice::ReverseTwoHop => Recipe::ReverseTwoHop,
+        }),
+        connect_id: resolved
+            .connect_id
+            .and_then(|id| u32::try_from(id).ok())
+            .map(profile::settings::ConnectId::Fixed),
+        keep_job: args.keep_job,
+    };
+    let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let plan = match plan::build(
+        &resolved,
+        &launch,
+        mode,
+        &overrides,
+        &target,
+        batch,
+        plan::Fresh::draw(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(match e {
+                plan::PlanError::RecipeUnavailable(_) | plan::PlanError::ForwardResource(_) => {
+                    Code::Usage
+                }
+                _ => Code::InvalidProfile,
+            });
+        }
+    };
+    if args.dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", plan.render());
+        }
+        return Ok(Code::Success);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut reporter = Reporter::new(style);
+    let code = runtime.block_on(crate::session::run(
+        plan,
+        launch,
+        target,
+        private_dir,
+        &mut reporter,
+    ));
+    if code != Code::Success && style == Style::Plain {
+        // ParaView shows stderr as errors: the reason belongs there.
+        if let Some(Event::Done { reason, .. }) = reporter.history.last() {
+            eprintln!("pvlaunch: {reason}");
+        }
+    }
+    Ok(code)
+}

@@ -1,0 +1,636 @@
+//! Runs a [`Plan`]: one coordinator that owns every resource and selects over signals, relay
+//! events, the job's state, the client and the ssh link. Cleanup runs on every path.
+//!
+//! Order of a session (reverse recipe): client listens -> ssh master -> local relay -> remote
+//! forward (checked to face the compute nodes) -> job submitted -> guard started on the login
+//! node -> wait (queued, running, pvserver connected) -> session -> cleanup (client, job,
+//! guard, relay, forward, master).
+
+use std::time::Duration;
+
+use tokio::process::Child;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::client::{self, Mode};
+use crate::events::{Event, Reporter};
+use crate::exit::Code;
+use crate::plan::{self, Plan};
+use crate::profile::settings::Launch;
+use crate::quote;
+use crate::relay::{self, Forward, ListenAddr, Relay, RelayConfig, RelayEvent};
+use crate::scheduler::{CommandOutput, JobId, JobState, Scheduler};
+use crate::ssh::{self, Master};
+
+/// How long a local client may take to start listening (the GUI loads plugins).
+pub const CLIENT_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The first pause between scheduler queries; it grows to [`POLL_MAX`].
+pub const POLL_MIN: Duration = Duration::from_secs(2);
+pub const POLL_MAX: Duration = Duration::from_secs(15);
+/// How often a running job is checked once pvserver is connected.
+pub const POLL_CONNECTED: Duration = Duration::from_secs(10);
+/// Lines of the job's output shown when it fails.
+pub const TAIL_LINES: usize = 20;
+
+/// Why a session ended: decides the exit code.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The ParaView connection closed or the client exited: a normal end.
+    Finished(String),
+    Failed {
+        code: Code,
+        message: String,
+        hint: Option<String>,
+    },
+    Signal(i32),
+}
+
+impl Outcome {
+    fn fail(code: Code, message: impl Into<String>, hint: Option<&str>) -> Outcome {
+        Outcome::Failed {
+            code,
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Outcome::Finished(_) => Code::Success,
+            Outcome::Failed { code, .. } => *code,
+            Outcome::Signal(n) => Code::Signal(*n),
+        }
+    }
+}
+
+/// Everything the session holds, so that cleanup can release it whatever happened.
+struct Held {
+    client: Option<Child>,
+    master: Option<Master>,
+    relay_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    relay_task: Option<tokio::task::JoinHandle<relay::RelaySummary>>,
+    job: Option<JobId>,
+    guard: Option<Child>,
+    private_dir: Option<tempfile::TempDir>,
+}
+
+/// Run a session; returns the exit code. `launch` carries the resolved settings.
+pub async fn run(
+    plan: Plan,
+    launch: Launch,
+    target: ssh::Target,
+    private_dir: tempfile::TempDir,
+    reporter: &mut Reporter,
+) -> Code {
+    let mut held = Held {
+        client: None,
+        master: None,
+        relay_stop: None,
+        relay_task: None,
+        job: None,
+        guard: None,
+        private_dir: Some(private_dir),
+    };
+    let scheduler = plan.scheduler.scheduler();
+    let mut signals = Signals::new();
+    let outcome = tokio::select! {
+        outcome = drive(&plan, &launch, target, scheduler.as_ref(), &mut held, reporter) => outcome,
+        n = signals.next() => Outcome::Signal(n),
+    };
+    // A second signal during cleanup skips the graceful steps.
+    let code = outcome.code();
+    match &outcome {
+        Outcome::Failed { message, hint, .. } => {
+            reporter.emit(Event::Error {
+                message: message.clone(),
+                hint: hint.clone(),
+            });
+        }
+        Outcome::Signal(n) => reporter.emit(Event::Warning {
+            message: format!("stopping on signal {n}: cleaning up (again to force)"),
+        }),
+        Outcome::Finished(_) => {}
+    }
+    tokio::select! {
+        _ = cleanup(&plan, scheduler.as_ref(), &mut held, reporter) => {}
+        n = signals.next() => {
+            reporter.emit(Event::Warning { message: format!("signal {n} again: stopping now") });
+            hard_stop(&mut held).await;
+        }
+    }
+    let reason = match &outcome {
+        Outcome::Finished(r) => r.clone(),
+        Outcome::Failed { message, .. } => message.clone(),
+        Outcome::Signal(n) => format!("stopped by signal {n}"),
+    };
+    reporter.emit(Event::Done {
+        exit_code: code.as_i32(),
+        reason,
+    });
+    code
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            int: signal(SignalKind::interrupt()).expect("signal handler"),
+            term: signal(SignalKind::terminate()).expect("signal handler"),
+            hup: signal(SignalKind::hangup()).expect("signal handler"),
+        }
+    }
+
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
+async fn drive(
+    plan: &Plan,
+    launch: &Launch,
+    target: ssh::Target,
+    scheduler: &dyn Scheduler,
+    held: &mut Held,
+    reporter: &mut Reporter,
+) -> Outcome {
+    reporter.emit(Event::Plan {
+        profile: plan.profile.clone(),
+        recipe: format!("{:?}", plan.recipe).to_lowercase(),
+        scheduler: plan.scheduler.to_string(),
+        login: plan.login.clone(),
+        client: plan.client.name().into(),
+    });
+
+    // 1. The client listens before anything can connect to it.
+    if let Some(argv) = &plan.client_argv {
+        let mut env = vec![
+            (
+                "PVLAUNCH_URL".to_string(),
+                client::url(true, plan.client_port),
+            ),
+            ("PVLAUNCH_PORT".to_string(), plan.client_port.to_string()),
+        ];
+        if let Some(id) = plan.connect_id {
+            env.push(("PVLAUNCH_CONNECT_ID".into(), id.to_string()));
+        }
+        match client::start(argv, &env) {
+            Ok(c) => held.client = Some(c),
+            Err(e) => return Outcome::fail(Code::Client, e.to_string(), Some(e.hint())),
+        }
+    }
+    if let Err(e) =
+        client::wait_listening(plan.client_port, held.client.as_mut(), CLIENT_START_TIMEOUT).await
+    {
+        let hint = match plan.client {
+            Mode::Wait => {
+                "start the ParaView client yourself: File > Connect, a server with resource csrc://localhost:PORT"
+            }
+            _ => "check that the client starts on its own",
+        };
+        return Outcome::fail(Code::Client, e, Some(hint));
+    }
+    reporter.emit(Event::ClientListening {
+        port: plan.client_port,
+        mode: plan.client.name().into(),
+    });
+
+    // 2. One ssh connection.
+    reporter.emit(Event::SshConnecting {
+        destination: plan.login.clone(),
+    });
+    let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let master = match Master::start(target, batch).await {
+        Ok(m) => held.master.insert(m),
+        Err(e) => {
+            return Outcome::fail(
+                Code::Ssh,
+                e.to_string(),
+                Some("check that `ssh HOST` works in a terminal (host alias, keys, known_hosts)"),
+            );
+        }
+    };
+    let login_host = match master.exec("hostname", None, ssh::COMMAND_TIMEOUT).await {
+        Ok(o) if o.success() && !o.stdout.trim().is_empty() => o.stdout.trim().to_string(),
+        Ok(o) => {
+            return Outcome::fail(
+                Code::Ssh,
+                format!("`hostname` on the login node failed: {}", o.stderr.trim()),
+                None,
+            );
+        }
+        Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
+    };
+    reporter.emit(Event::SshConnected {
+        destination: plan.login.clone(),
+        login_host: login_host.clone(),
+    });
+
+    // 3. pvlaunch's own relay between the forward and the client.
+    let to = match format!("127.0.0.1:{}", plan.client_port).parse() {
+        Ok(t) => t,
+        Err(_) => return Outcome::fail(Code::Failure, "bad client address", None),
+    };
+    let relay = match Relay::bind(RelayConfig::new(vec![Forward::new(
+        ListenAddr::loopback(0),
+        to,
+    )]))
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail(Code::Failure, format!("local relay: {e}"), None),
+    };
+    let relay_port = match relay.listeners().first().map(|l| l.addr.clone()) {
+        Some(ListenAddr::Tcp { port, .. }) => port,
+        _ => return Outcome::fail(Code::Failure, "local relay has no TCP listener", None),
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    held.relay_stop = Some(stop_tx);
+    held.relay_task = Some(tokio::spawn(relay.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        Some(events_tx),
+    )));
+
+    // 4. The remote forward, bound where compute nodes can reach it.
+    let remote_port = match master
+        .forward_remote(Some("0.0.0.0"), plan.remote_port, relay_port)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome::fail(
+                Code::Site,
+                e.to_string(),
+                Some(
+                    "the login node's sshd refuses remote forwards (AllowTcpForwarding); see docs/recipes.md",
+                ),
+            );
+        }
+    };
+    let bind = match master
+        .exec(
+            "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null",
+            None,
+            ssh::COMMAND_TIMEOUT,
+        )
+        .await
+    {
+        Ok(o) => client::parse_proc_net_tcp(&o.stdout)
+            .into_iter()
+            .find(|s| s.listening && s.port == remote_port)
+            .map(|s| s.address),
+        Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
+    };
+    let compute_facing = bind.is_some_and(|a| !a.is_loopback());
+    reporter.emit(Event::ForwardOpened {
+        remote_port,
+        bind_address: bind.map_or("unknown".into(), |a| a.to_string()),
+        compute_facing,
+    });
+    if !compute_facing {
+        return Outcome::fail(
+            Code::Site,
+            format!(
+                "the login node's sshd bound the forward to its loopback only (GatewayPorts no): compute nodes cannot reach {login_host}:{remote_port}"
+            ),
+            Some(
+                "ask the site for `GatewayPorts clientspecified`, or use the relay recipe (<Connection recipe=\"relay\"/>)",
+            ),
+        );
+    }
+
+    // 5. The job.
+    let mut spec = plan.job.clone();
+    spec.command = plan::pvserver_argv(
+        launch,
+        &login_host,
+        &remote_port.to_string(),
+        plan.connect_id,
+    );
+    let script = match scheduler.render_script(&spec) {
+        Ok(s) => s,
+        Err(e) => return Outcome::fail(Code::InvalidProfile, e.to_string(), None),
+    };
+    let submit = match quote::join(&plan.submit) {
+        Ok(s) => format!("mkdir -p {dir} && cd {dir} && {s}", dir = plan::REMOTE_DIR),
+        Err(e) => return Outcome::fail(Code::InvalidProfile, e.to_string(), None),
+    };
+    let out = match master
+        .exec(&submit, Some(script.as_bytes()), ssh::COMMAND_TIMEOUT)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
+    };
+    let job = match scheduler.parse_submit(&to_output(&out)) {
+        Ok(id) => id,
+        Err(e) => {
+            return Outcome::fail(
+                Code::Job,
+                format!("submitting the job failed: {e}"),
+                Some("run the submit command by hand on the login node to see why"),
+            );
+        }
+    };
+    held.job = Some(job.clone());
+    reporter.emit(Event::JobSubmitted {
+        job_id: job.to_string(),
+        scheduler: plan.scheduler.to_string(),
+    });
+
+    // 6. The guard: cancels the job if this session's ssh link drops (even on SIGKILL).
+    match start_guard(master, scheduler, &job) {
+        Ok(g) => held.guard = Some(g),
+        Err(e) => reporter.emit(Event::Warning {
+            message: format!("no guard on the login node: {e}"),
+        }),
+    }
+
+    // 7. Follow the job until pvserver connects, then until the session ends.
+    follow(plan, scheduler, &job, held, &mut events, reporter).await
+}
+
+fn to_output(o: &ssh::Output) -> CommandOutput {
+    CommandOutput {
+        status: o.code,
+        stdout: o.stdout.clone(),
+        stderr: o.stderr.clone(),
+    }
+}
+
+/// The remote guard: reads its stdin until the session ends; EOF (the link dropped) cancels
+/// the job, the line `keep` leaves it.
+fn start_guard(master: &Master, scheduler: &dyn Scheduler, job: &JobId) -> Result<Child, String> {
+    let cancel = quote::join(scheduler.cancel_command(job)).map_err(|e| e.to_string())?;
+    let guard = format!(
+        "while IFS= read -r line; do [ \"$line\" = keep ] && exit 0; done; {cancel} >/dev/null 2>&1"
+    );
+    let argv = master.target.remote_argv(&guard);
+    let mut cmd = crate::process::command(&argv, crate::process::Kind::Helper);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.spawn().map_err(|e| e.to_string())
+}
+
+async fn follow(
+    plan: &Plan,
+    scheduler: &dyn Scheduler,
+    job: &JobId,
+    held: &mut Held,
+    events: &mut mpsc::UnboundedReceiver<RelayEvent>,
+    reporter: &mut Reporter,
+) -> Outcome {
+    let queued_since = tokio::time::Instant::now();
+    let mut running_since: Option<tokio::time::Instant> = None;
+    let mut connected: Option<u64> = None;
+    let mut pause = POLL_MIN;
+    let mut next_poll = tokio::time::Instant::now();
+    let mut last_state: Option<JobState> = None;
+    loop {
+        let master_alive = held.master.as_mut().is_some_and(|m| m.alive());
+        if !master_alive {
+            return Outcome::fail(
+                Code::Ssh,
+                "the ssh connection to the login node dropped",
+                Some("the job is cancelled by the guard on the login node"),
+            );
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(RelayEvent::Opened { id, peer, .. }) if connected.is_none() => {
+                    connected = Some(id);
+                    reporter.emit(Event::ServerConnected { peer: peer.to_string() });
+                    next_poll = tokio::time::Instant::now() + POLL_CONNECTED;
+                }
+                Some(RelayEvent::Closed { id, bytes_from_peer, bytes_to_peer, duration, .. }) if Some(id) == connected => {
+                    reporter.emit(Event::SessionEnded {
+                        bytes_to_client: bytes_from_peer,
+                        bytes_to_server: bytes_to_peer,
+                        seconds: duration.as_secs_f64(),
+                    });
+                    return Outcome::Finished("the ParaView connection closed".into());
+                }
+                Some(_) => {}
+                None => return Outcome::fail(Code::Failure, "the local relay stopped", None),
+            },
+            status = wait_child(&mut held.client) => {
+                return Outcome::Finished(format!("the client exited ({status})"));
+            }
+            _ = tokio::time::sleep_until(next_poll) => {
+                let master = held.master.as_ref().expect("alive");
+                let state = match query_state(master, scheduler, job).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        reporter.emit(Event::Warning { message: format!("job query failed: {e}") });
+                        next_poll = tokio::time::Instant::now() + pause;
+                        continue;
+                    }
+                };
+                match &state {
+                    JobState::Queued { reason, estimated_start } => {
+                        if last_state.as_ref() != Some(&state) {
+                            reporter.emit(Event::JobQueued { job_id: job.to_string(), reason: reason.clone(), estimated_start: estimated_start.clone() });
+                        }
+                        if queued_since.elapsed() > plan.queue_timeout {
+                            return Outcome::fail(Code::Timeout, format!("job {job} still queued after {} s", plan.queue_timeout.as_secs()), Some("raise <Job queue-timeout>, or pick another partition"));
+                        }
+                        pause = (pause.mul_f32(1.5)).min(POLL_MAX);
+                    }
+                    JobState::Running { nodes } => {
+                        if running_since.is_none() {
+                            running_since = Some(tokio::time::Instant::now());
+                            reporter.emit(Event::JobRunning { job_id: job.to_string(), nodes: nodes.clone() });
+                        }
+                        if connected.is_none() && running_since.is_some_and(|t| t.elapsed() > plan.connect_timeout) {
+                            return Outcome::fail(Code::Timeout, format!("pvserver did not connect within {} s of the job starting", plan.connect_timeout.as_secs()), Some("see the job's output on the login node"));
+                        }
+                        pause = POLL_MIN.max(Duration::from_secs(3));
+                    }
+                    JobState::Finished { state: s, exit_code, .. } => {
+                        let tail = output_tail(held.master.as_ref().expect("alive"), plan).await;
+                        reporter.emit(Event::JobFinished { job_id: job.to_string(), state: s.clone(), exit_code: *exit_code, output_tail: tail });
+                        held.job = None;
+                        return if connected.is_some() {
+                            Outcome::Finished(format!("the job ended ({s})"))
+                        } else {
+                            Outcome::fail(Code::Job, format!("job {job} ended ({s}) before pvserver connected"), Some("the job's output above says why"))
+                        };
+                    }
+                    JobState::Unknown { state: s } => {
+                        if last_state.as_ref() != Some(&state) {
+                            reporter.emit(Event::Warning { message: format!("job {job} is in state {s}") });
+                        }
+                    }
+                }
+                last_state = Some(state);
+                next_poll = tokio::time::Instant::now() + if connected.is_some() { POLL_CONNECTED } else { pause };
+            }
+        }
+    }
+}
+
+async fn wait_child(child: &mut Option<Child>) -> String {
+    match child {
+        Some(c) => match c.wait().await {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn query_state(
+    master: &Master,
+    scheduler: &dyn Scheduler,
+    job: &JobId,
+) -> Result<JobState, String> {
+    let cmd = quote::join(scheduler.state_command(job)).map_err(|e| e.to_string())?;
+    let out = master
+        .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(state) = scheduler
+        .parse_state(&to_output(&out))
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(state);
+    }
+    // Out of the queue: ask accounting, which may lag a little.
+    for _ in 0..5 {
+        let cmd = quote::join(scheduler.finished_command(job)).map_err(|e| e.to_string())?;
+        let out = master
+            .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(state) = scheduler
+            .parse_finished(&to_output(&out))
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(JobState::Finished {
+        state: "UNKNOWN (left the queue)".into(),
+        exit_code: None,
+        signal: None,
+        nodes: vec![],
+    })
+}
+
+async fn output_tail(master: &Master, plan: &Plan) -> Vec<String> {
+    let path = format!(
+        "{}/{}",
+        plan::REMOTE_DIR,
+        plan::output_path(&plan.session_tag)
+    );
+    let Ok(q) = quote::quote(&path) else {
+        return vec![];
+    };
+    match master
+        .exec(
+            &format!("tail -n {TAIL_LINES} {q}"),
+            None,
+            ssh::COMMAND_TIMEOUT,
+        )
+        .await
+    {
+        Ok(o) if o.success() => crate::process::tail(&o.stdout, TAIL_LINES),
+        _ => vec![],
+    }
+}
+
+async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, reporter: &mut Reporter) {
+    if let Some(mut c) = held.client.take() {
+        crate::process::stop_group(&mut c, Duration::from_secs(5)).await;
+        reporter.emit(Event::Cleanup {
+            step: "client stopped".into(),
+            ok: true,
+            detail: None,
+        });
+    }
+    if let Some(job) = held.job.take() {
+        if plan.keep_job {
+            if let Some(g) = held.guard.as_mut()
+                && let Some(mut stdin) = g.stdin.take()
+            {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(b"keep\n").await;
+                let _ = stdin.shutdown().await;
+            }
+            reporter.emit(Event::Cleanup {
+                step: format!("job {job} kept (--keep-job)"),
+                ok: true,
+                detail: None,
+            });
+        } else {
+            let result = match (
+                held.master.as_ref(),
+                quote::join(scheduler.cancel_command(&job)),
+            ) {
+                (Some(m), Ok(cmd)) => match m.exec(&cmd, None, ssh::COMMAND_TIMEOUT).await {
+                    Ok(o) => scheduler
+                        .parse_cancel(&to_output(&o))
+                        .map(|c| format!("{c:?}"))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                (None, _) => Err("no ssh connection; the login node's guard cancels it".into()),
+                (_, Err(e)) => Err(e.to_string()),
+            };
+            reporter.emit(Event::Cleanup {
+                step: format!("job {job} cancelled"),
+                ok: result.is_ok(),
+                detail: result.err(),
+            });
+        }
+    }
+    if let Some(mut g) = held.guard.take() {
+        crate::process::stop(&mut g, Duration::from_secs(2)).await;
+    }
+    if let Some(stop) = held.relay_stop.take() {
+        let _ = stop.send(());
+        if let Some(task) = held.relay_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        reporter.emit(Event::Cleanup {
+            step: "local relay closed".into(),
+            ok: true,
+            detail: None,
+        });
+    }
+    if let Some(mut m) = held.master.take() {
+        m.stop().await;
+        reporter.emit(Event::Cleanup {
+            step: "ssh connection and forwards closed".into(),
+            ok: true,
+            detail: None,
+        });
+    }
+    held.private_dir.take();
+}
+
+/// Second signal: kill what is local now; the login node's guard cancels the job.
+async fn hard_stop(held: &mut Held) {
+    if let Some(mut c) = held.client.take() {
+        crate::process::stop_group(&mut c, Duration::from_millis(200)).await;
+    }
+    if let Some(mut g) = held.guard.take() {
+        let _ = g.start_kill();
+    }
+    if let Some(mut m) = held.master.take() {
+        m.stop().await;
+    }
+}
