@@ -72,7 +72,7 @@ pub enum Command {
     #[command(after_long_help = "Examples:
   pvlaunch connect cluster-a                          start ParaView and connect it
   pvlaunch connect cluster-a --set NODES=4 --dry-run  print every command, run nothing
-  pvlaunch connect cluster-a --client pvpython --script render.py
+  pvlaunch connect cluster-a --client pvpython --script render.py -- out.png
   pvlaunch connect cluster-a --client wait --port 11111   a client you started yourself
   pvlaunch --json connect cluster-a --client pvpython --script render.py | jq -c .event
 
@@ -166,6 +166,10 @@ pub struct ConnectArgs {
     /// The pvpython script for --client pvpython.
     #[arg(long, value_name = "FILE", required_if_eq("client", "pvpython"))]
     pub script: Option<PathBuf>,
+
+    /// Arguments for the pvpython script (after `--`).
+    #[arg(last = true, value_name = "SCRIPT_ARGS")]
+    pub script_args: Vec<String>,
 
     /// The port the local client listens on (default: the profile's).
     #[arg(long, value_name = "PORT")]

@@ -16,8 +16,8 @@ pub enum Request {
     Auto,
     /// Start the ParaView GUI.
     Paraview,
-    /// Run a pvpython script that uses the connection.
-    Pvpython(PathBuf),
+    /// Run a pvpython script (with its arguments) that uses the connection.
+    Pvpython(PathBuf, Vec<String>),
     /// Someone else starts a client; wait until it listens.
     Wait,
     /// ParaView started pvlaunch and already listens.
@@ -28,8 +28,14 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum Mode {
-    Paraview { program: String },
-    Pvpython { program: String, script: PathBuf },
+    Paraview {
+        program: String,
+    },
+    Pvpython {
+        program: String,
+        script: PathBuf,
+        args: Vec<String>,
+    },
     Wait,
     None,
 }
@@ -94,7 +100,7 @@ pub fn decide(
         Request::Auto | Request::Paraview => find("paraview")
             .map(|program| Mode::Paraview { program })
             .ok_or(ClientError::NoParaview),
-        Request::Pvpython(script) => {
+        Request::Pvpython(script, args) => {
             if !script.is_file() {
                 return Err(ClientError::NoScript(script.clone()));
             }
@@ -102,6 +108,7 @@ pub fn decide(
             Ok(Mode::Pvpython {
                 program,
                 script: script.clone(),
+                args: args.clone(),
             })
         }
         Request::Wait => Ok(Mode::Wait),
@@ -131,8 +138,9 @@ pub fn argv(mode: &Mode, url: &str, connect_id: Option<u32>) -> Option<Vec<Strin
     if let Some(id) = connect_id {
         a.push(format!("--connect-id={id}"));
     }
-    if let Mode::Pvpython { script, .. } = mode {
+    if let Mode::Pvpython { script, args, .. } = mode {
         a.push(script.display().to_string());
+        a.extend(args.iter().cloned());
     }
     Some(a)
 }

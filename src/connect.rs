@@ -58,9 +58,10 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     let request = match args.client {
         ClientChoice::Auto => client::Request::Auto,
         ClientChoice::Paraview => client::Request::Paraview,
-        ClientChoice::Pvpython => {
-            client::Request::Pvpython(args.script.clone().unwrap_or_default())
-        }
+        ClientChoice::Pvpython => client::Request::Pvpython(
+            args.script.clone().unwrap_or_default(),
+            args.script_args.clone(),
+        ),
         ClientChoice::Wait => client::Request::Wait,
         ClientChoice::None => client::Request::None,
     };

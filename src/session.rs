@@ -29,6 +29,8 @@ pub const POLL_MIN: Duration = Duration::from_secs(2);
 pub const POLL_MAX: Duration = Duration::from_secs(15);
 /// How often a running job is checked once pvserver is connected.
 pub const POLL_CONNECTED: Duration = Duration::from_secs(10);
+/// How long a client pvlaunch started may take to finish after the connection closed.
+pub const CLIENT_EXIT_GRACE: Duration = Duration::from_secs(30);
 /// Lines of the job's output shown when it fails.
 pub const TAIL_LINES: usize = 20;
 
@@ -178,6 +180,12 @@ async fn drive(
                 client::url(true, plan.client_port),
             ),
             ("PVLAUNCH_PORT".to_string(), plan.client_port.to_string()),
+            (
+                "PVLAUNCH_TIMEOUT".to_string(),
+                (plan.queue_timeout + plan.connect_timeout)
+                    .as_secs()
+                    .to_string(),
+            ),
         ];
         if let Some(id) = plan.connect_id {
             env.push(("PVLAUNCH_CONNECT_ID".into(), id.to_string()));
@@ -420,13 +428,27 @@ async fn follow(
                         bytes_to_server: bytes_to_peer,
                         seconds: duration.as_secs_f64(),
                     });
+                    // A client pvlaunch started (a pvpython script) finishes its own work.
+                    if let Some(c) = held.client.as_mut() {
+                        return match tokio::time::timeout(CLIENT_EXIT_GRACE, c.wait()).await {
+                            Ok(Ok(status)) => {
+                                held.client = None;
+                                client_outcome(status)
+                            }
+                            _ => Outcome::Finished("the ParaView connection closed".into()),
+                        };
+                    }
                     return Outcome::Finished("the ParaView connection closed".into());
                 }
                 Some(_) => {}
                 None => return Outcome::fail(Code::Failure, "the local relay stopped", None),
             },
             status = wait_child(&mut held.client) => {
-                return Outcome::Finished(format!("the client exited ({status})"));
+                held.client = None;
+                return match status {
+                    Ok(status) => client_outcome(status),
+                    Err(e) => Outcome::fail(Code::Client, format!("waiting for the client: {e}"), None),
+                };
             }
             _ = tokio::time::sleep_until(next_poll) => {
                 let master = held.master.as_ref().expect("alive");
@@ -481,13 +503,23 @@ async fn follow(
     }
 }
 
-async fn wait_child(child: &mut Option<Child>) -> String {
+async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
     match child {
-        Some(c) => match c.wait().await {
-            Ok(s) => s.to_string(),
-            Err(e) => e.to_string(),
-        },
+        Some(c) => c.wait().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A client that exits 0 ends the session normally; otherwise its status is the failure.
+fn client_outcome(status: std::process::ExitStatus) -> Outcome {
+    if status.success() {
+        Outcome::Finished("the client finished".into())
+    } else {
+        Outcome::fail(
+            Code::Client,
+            format!("the client exited with {status}"),
+            None,
+        )
     }
 }
 
