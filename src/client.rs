@@ -302,15 +302,16 @@ mod tests {
         let m = Mode::Pvpython {
             program: "pvpython".into(),
             script: "s.py".into(),
+            args: vec!["out.png".into()],
         };
         assert_eq!(
             argv(&m, &url(true, 5), Some(9)).unwrap(),
             vec![
                 "pvpython",
                 "--force-offscreen-rendering",
-                "--url=csrc://localhost:5",
                 "--connect-id=9",
-                "s.py"
+                "s.py",
+                "out.png"
             ]
         );
         assert_eq!(argv(&Mode::Wait, "x", None), None);
