@@ -128,13 +128,15 @@ pub fn url(reverse: bool, port: u16) -> String {
 /// The client's argv for a mode, or `None` when pvlaunch starts nothing.
 pub fn argv(mode: &Mode, url: &str, connect_id: Option<u32>) -> Option<Vec<String>> {
     let mut a = match mode {
-        Mode::Paraview { program } => vec![program.clone()],
+        // The GUI listens (or connects) by itself with --url.
+        Mode::Paraview { program } => vec![program.clone(), format!("--url={url}")],
+        // pvpython 5.11 ignores --url for reverse connections: the script connects, told
+        // where by PVLAUNCH_URL / PVLAUNCH_PORT in its environment.
         Mode::Pvpython { program, .. } => {
             vec![program.clone(), "--force-offscreen-rendering".into()]
         }
         Mode::Wait | Mode::None => return None,
     };
-    a.push(format!("--url={url}"));
     if let Some(id) = connect_id {
         a.push(format!("--connect-id={id}"));
     }
