@@ -615,11 +615,14 @@ fn script_body(
     command_prefix: &[Cow<'_, str>],
 ) -> Result<(), ScriptError> {
     if !spec.setup_lines.is_empty() {
-        out.push_str("\n# set-up\n");
+        // A failing set-up line (a missing module) ends the job with its status, instead of
+        // starting pvserver in a broken environment.
+        out.push_str("\n# set-up\nset -e\n");
         for line in &spec.setup_lines {
             out.push_str(line);
             out.push('\n');
         }
+        out.push_str("set +e\n");
     }
     out.push('\n');
     let prefix = command_prefix.iter().map(|c| c.as_ref());
