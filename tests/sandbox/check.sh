@@ -254,3 +254,28 @@ sb_health() {
   fi
   printf 'sandbox[%s]: healthy\n' "$SB_ID"
 }
+
+# --- reset: end whatever a (failed) test left running ----------------------------------------
+
+sb_reset() {
+  [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
+  local h pids n=0
+  sb_root login scancel -u "$SB_USER" 2>/dev/null || true
+  for h in "${SB_HOSTS[@]}"; do
+    # pids as the host's own pid namespace numbers them, so kill them from inside it
+    pids=$(sb_root "$h" ps -u "$SB_USER" -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)
+    pids=${pids# }
+    pids=${pids% }
+    if [[ -n $pids ]]; then
+      # shellcheck disable=SC2086 # a list of pids
+      sb_root "$h" kill -KILL $pids 2>/dev/null || true
+      n=$((n + $(wc -w <<<"$pids")))
+    fi
+  done
+  sb_wait "the queue to empty" 30 sb_queue_empty || true
+  sb_log "reset: killed $n process(es) of $SB_USER, cancelled its jobs"
+}
+
+sb_queue_empty() {
+  [[ -z $(sb_root login squeue -h 2>/dev/null) ]]
+}

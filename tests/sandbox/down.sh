@@ -50,6 +50,15 @@ sb_down_locked() {
 # The test user, its mount point and /run/sshd are shared by all instances: the last instance to
 # go removes what the sandbox created.
 sb_remove_shared_leftovers() {
+  [[ -d $SB_ROOT ]] || return 0
+  exec 8>"$SB_ROOT/.shared.lock"
+  flock -w 120 8 || return 0
+  sb_remove_shared_leftovers_locked
+  exec 8>&-
+  rmdir "$SB_ROOT" 2>/dev/null || true
+}
+
+sb_remove_shared_leftovers_locked() {
   [[ -z $(sb_instances) ]] || return 0
   local other
   other=$(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E '^pvsb-[a-z0-9]+-' || true)
@@ -65,8 +74,8 @@ sb_remove_shared_leftovers() {
   if [[ -e $SB_ROOT/.created-run-sshd ]]; then
     rmdir /run/sshd 2>/dev/null || true
   fi
-  rm -f "$SB_ROOT"/.created-user "$SB_ROOT"/.created-home "$SB_ROOT"/.created-run-sshd "$SB_ROOT"/apt.log
-  rmdir "$SB_ROOT" 2>/dev/null || true
+  rm -f "$SB_ROOT"/.created-user "$SB_ROOT"/.created-home "$SB_ROOT"/.created-run-sshd "$SB_ROOT"/apt.log \
+    "$SB_ROOT"/.shared.lock
 }
 
 # `down --all`: every instance with a state folder, and orphaned namespaces.

@@ -34,6 +34,7 @@ commands:
                                 HOST as the test user pvtest (--root: as root); no CMD: a shell
   health                        prove the site: ssh paths, firewall, a job, pvserver in a job
   leaks [--wait SECONDS]        list test-user processes, jobs and extra listening sockets
+  reset                         kill every test-user process and cancel every job
   sshd-set HOST [--defaults] [KEY=VALUE...]
                                 restart HOST's sshd with settings changed, e.g.
                                 GatewayPorts=clientspecified AllowTcpForwarding=no
@@ -120,6 +121,7 @@ main() {
     ;;
   health) sb_health ;;
   leaks) sb_leaks "$@" ;;
+  reset) sb_reset ;;
   sshd-set) sb_sshd_set "$@" ;;
   firewall) sb_firewall_set "$@" ;;
   pid)

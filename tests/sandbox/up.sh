@@ -126,7 +126,17 @@ sb_ensure_packages() {
   return "$rc"
 }
 
+# The user, its mount point and /run/sshd are shared by all instances. Under the shared lock the
+# state folder is made too, so a parallel `down` of the last other instance sees this one.
 sb_ensure_user() {
+  exec 8>"$SB_ROOT/.shared.lock"
+  flock -w 120 8
+  sb_ensure_user_locked
+  mkdir -p "$SB_DIR"
+  exec 8>&-
+}
+
+sb_ensure_user_locked() {
   if ! getent passwd "$SB_USER" >/dev/null; then
     useradd --no-create-home --home-dir "$SB_HOME" --shell /bin/bash --user-group \
       --comment "pvlaunch sandbox test user" "$SB_USER"
@@ -164,7 +174,7 @@ sb_make_state() {
   } >"$SB_DIR/etc/hosts"
   printf '# sandbox %s: no DNS inside\n' "$SB_ID" >"$SB_DIR/etc/resolv.conf"
   chmod 644 "$SB_DIR/etc/hosts" "$SB_DIR/etc/resolv.conf"
-  cp "$SB_LIB_DIR"/init.py "$SB_LIB_DIR"/probe.py "$SB_LIB_DIR"/reverse_client.py "$SB_DIR/share/"
+  cp "$SB_LIB_DIR"/{init.py,probe.py,reverse_client.py,recipe1-job.sh} "$SB_DIR/share/"
   chmod 755 "$SB_DIR/share"
   chmod 644 "$SB_DIR"/share/*
   for h in "${SB_HOSTS[@]}"; do
@@ -259,7 +269,7 @@ sb_make_homes() {
   for h in "$desk" "$cluster"; do
     cp -a /etc/skel/. "$h/" 2>/dev/null || true
     mkdir -p "$h/.ssh" "$h/bin" "$h/sandbox"
-    cp "$SB_DIR"/share/probe.py "$SB_DIR"/share/reverse_client.py "$h/sandbox/"
+    cp "$SB_DIR"/share/{probe.py,reverse_client.py,recipe1-job.sh} "$h/sandbox/"
   done
   ssh-keygen -q -t ed25519 -N '' -C "$SB_USER@sandbox-$SB_ID" -f "$desk/.ssh/id_ed25519"
   cp "$desk/.ssh/id_ed25519" "$desk/.ssh/id_ed25519.pub" "$cluster/.ssh/"
@@ -354,14 +364,13 @@ EOF
   chmod 644 "$s"/etc/*.conf
 }
 
+# Always cgroup/v1, even where /sys/fs/cgroup is cgroup2: with proctrack/linuxproc and task/none
+# the plugin is loaded but never touches a hierarchy, while cgroup/v2 would want systemd or its
+# own scope (measured: slurmd stops with "Hybrid mode is not supported" on a hybrid host).
+# Naming it also skips the autodetection that fails in a namespace with another /sys.
 sb_write_cgroup_conf() {
-  printf '# Sandbox %s: no systemd inside the hosts.\n' "$SB_ID"
-  if [[ $(stat -fc %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
-    printf 'CgroupPlugin=cgroup/v2\n'
-  else
-    printf 'CgroupPlugin=cgroup/v1\n'
-  fi
-  printf 'IgnoreSystemd=yes\n'
+  printf '# Sandbox %s: no systemd, no cgroup enforcement inside the hosts.\n' "$SB_ID"
+  printf 'CgroupPlugin=cgroup/v1\nIgnoreSystemd=yes\n'
 }
 
 sb_start_slurmctld() {
