@@ -138,7 +138,7 @@ fn firewall_matrix_allows_exactly_the_wiki_paths() {
         l.kill();
     }
     sb.assert_no_leaks();
-    eprintln!("firewall matrix: {:.1?}", t0.elapsed());
+    sandbox::report(&format!("firewall matrix: {:.1?}", t0.elapsed()));
 }
 
 /// The wiki's first recipe, typed by hand: pvpython on desk waits for a reverse connection,
@@ -207,12 +207,82 @@ fn reverse_connection_recipe_by_hand_reaches_both_ranks() {
     assert!(submit.stdout.contains("Client connected."), "{submit}");
     sb.run(Host::Desk, "rm -f recipe1-job.sh").assert_success();
     sb.assert_no_leaks();
-    eprintln!(
+    sandbox::report(&format!(
         "reverse recipe: client listening after {listening:.1?}, job done after {done:.1?}, \
-         total {:.1?}\n{}",
-        t0.elapsed(),
-        client.stdout.trim_end()
+         total {:.1?}",
+        t0.elapsed()
+    ));
+}
+
+/// login's sshd starts with OpenSSH's defaults and `sshd-set` restarts it with the settings the
+/// pvlaunch caveat tests need.
+#[test]
+fn login_sshd_starts_with_defaults_and_restarts_with_other_settings() {
+    let Some(sb) = sandbox::shared() else { return };
+    let mut site = sb.configure(SiteConfig::default());
+    let t0 = Instant::now();
+    let port = 12000;
+    let bound = |gateway: &str| {
+        let mut fwd = sb.spawn(
+            Host::Desk,
+            &format!(
+                "exec ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -N \
+                 -R 0.0.0.0:{port}:localhost:9 login"
+            ),
+        );
+        let ss = sandbox::wait_for(
+            &format!("the remote forward on login ({gateway})"),
+            Duration::from_secs(20),
+            || {
+                assert!(fwd.running(), "ssh -R ended: {}", fwd.stderr());
+                let out = sb.run_root(Host::Login, &format!("ss -Hltn 'sport = :{port}'"));
+                (!out.stdout.trim().is_empty()).then_some(out.stdout)
+            },
+        );
+        fwd.kill();
+        ss
+    };
+
+    // GatewayPorts no: a remote forward binds login's loopback whatever the client asks for.
+    let ss = bound("GatewayPorts no");
+    assert!(ss.contains(&format!("127.0.0.1:{port}")), "{ss}");
+    assert!(!ss.contains(&format!("0.0.0.0:{port}")), "{ss}");
+
+    site.set(SiteConfig::default().sshd(Host::Login, "GatewayPorts", "clientspecified"));
+    let ss = bound("GatewayPorts clientspecified");
+    assert!(ss.contains(&format!("0.0.0.0:{port}")), "{ss}");
+
+    site.set(SiteConfig::default().sshd(Host::Login, "AllowTcpForwarding", "no"));
+    let refused = sb
+        .run_timeout(
+            Host::Desk,
+            &format!(
+                "ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -R {port}:localhost:9 login true"
+            ),
+            Duration::from_secs(30),
+        )
+        .assert_failure();
+    assert!(
+        refused.stderr.contains("remote port forwarding failed"),
+        "{refused}"
     );
+
+    site.set(SiteConfig::default().sshd(Host::Login, "AllowStreamLocalForwarding", "no"));
+    let refused = sb
+        .run_timeout(
+            Host::Desk,
+            "ssh -o BatchMode=yes -o ExitOnForwardFailure=yes -R /tmp/pvtest.sock:localhost:9 login true",
+            Duration::from_secs(30),
+        )
+        .assert_failure();
+    assert!(
+        refused.stderr.contains("remote port forwarding failed"),
+        "{refused}"
+    );
+
+    site.set(SiteConfig::default());
+    sb.assert_no_leaks();
+    sandbox::report(&format!("login sshd settings: {:.1?}", t0.elapsed()));
 }
 
 /// `up`, `health` and `down` of an instance of its own; afterwards nothing of it remains.
@@ -227,8 +297,8 @@ fn up_health_down_leaves_nothing_behind() {
     let up = t0.elapsed();
 
     let health = sb.health();
-    eprintln!("{}", health.stdout.trim_end());
     assert!(health.success(), "{health}");
+    sandbox::report(health.stdout.trim_end());
     let inodes = netns_inodes(&id);
     assert_eq!(inodes.len(), 6, "five hosts and the bridge");
 
@@ -238,10 +308,10 @@ fn up_health_down_leaves_nothing_behind() {
     let down_time = t1.elapsed();
     let left = residue(&id, &inodes);
     assert!(left.is_empty(), "after down:\n{}", left.join("\n"));
-    eprintln!(
+    sandbox::report(&format!(
         "life cycle: up {up:.1?}, health {:.1?}, down {down_time:.1?}",
         health.elapsed
-    );
+    ));
 }
 
 /// A failing step stops `up`, names the step, shows the daemon's log and removes what was built.

@@ -156,6 +156,13 @@ impl fmt::Display for Output {
     }
 }
 
+/// Print a line straight to the test binary's stderr, past libtest's output capture, so timings
+/// show in CI logs even for passing tests.
+pub fn report(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{msg}");
+}
+
 /// POSIX shell quoting: `'...'` with embedded quotes escaped.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -568,8 +575,14 @@ impl Sandbox {
             "removing an old sandbox {id} failed:\n{down}"
         );
         let up = sandbox_cmd(id, &["up"], Duration::from_secs(1800));
-        eprintln!("{}", up.stderr.trim_end());
         assert!(up.success(), "sandbox {id} did not come up:\n{up}");
+        let steps: String = up
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("  "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        report(&format!("sandbox {id} up:\n{}", steps.trim_end()));
         Sandbox {
             id: id.to_string(),
             owned: true,
