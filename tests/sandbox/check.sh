@@ -74,7 +74,7 @@ sb_leaks_once() {
       [[ -n $line ]] || continue
       printf 'process %s: %s\n' "$h" "$line"
       found=1
-    done < <(sb_root "$h" ps -u "$SB_USER" -o pid=,stat=,args= 2>/dev/null | grep -v ' Z ' || true)
+    done < <(sb_root "$h" ps -u "$SB_USER" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/' || true)
     while IFS= read -r line; do
       [[ -n $line ]] || continue
       port=$(awk '{ print $5 }' <<<"$line")
