@@ -418,35 +418,47 @@ impl fmt::Debug for Sandbox {
     }
 }
 
-static SHARED: OnceLock<Option<Sandbox>> = OnceLock::new();
+/// `Err` keeps the first failure, so the other tests report it instead of trying again.
+static SHARED: OnceLock<Result<Option<Sandbox>, String>> = OnceLock::new();
 
 /// The instance shared by every test of this binary, up and healthy; `None` (after a loud
 /// SKIPPED line) when this machine cannot run it. Panics under `CI=true` instead of skipping,
 /// and when bringing it up fails.
+#[track_caller]
 pub fn shared() -> Option<&'static Sandbox> {
-    SHARED
-        .get_or_init(|| {
+    let state = SHARED.get_or_init(|| {
+        std::panic::catch_unwind(|| {
             if !prerequisites_or_skip("the sandbox cluster") {
                 return None;
             }
-            let sb = match std::env::var("PVLAUNCH_SANDBOX") {
+            Some(match std::env::var("PVLAUNCH_SANDBOX") {
                 Ok(id) if !id.is_empty() => Sandbox::reuse(&id),
                 _ => {
                     let sb = Sandbox::start_fresh(&instance_id('t'));
-                    if std::env::var("PVLAUNCH_SANDBOX_KEEP").as_deref() != Ok("1") {
-                        register_teardown(&sb.id);
-                    } else {
-                        eprintln!(
-                            "sandbox {id}: PVLAUNCH_SANDBOX_KEEP=1, left up; remove it with: scripts/sandbox --id {id} down",
+                    if std::env::var("PVLAUNCH_SANDBOX_KEEP").as_deref() == Ok("1") {
+                        report(&format!(
+                            "sandbox {id}: PVLAUNCH_SANDBOX_KEEP=1, left up; remove it with: \
+                             scripts/sandbox --id {id} down",
                             id = sb.id
-                        );
+                        ));
+                    } else {
+                        register_teardown(&sb.id);
                     }
                     sb
                 }
-            };
-            Some(sb)
+            })
         })
-        .as_ref()
+        .map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "bringing up the sandbox panicked".to_string())
+        })
+    });
+    match state {
+        Ok(sb) => sb.as_ref(),
+        Err(msg) => panic!("{msg}"),
+    }
 }
 
 /// Whether this machine can run a sandbox (root, network namespaces, nsenter/unshare). When it
