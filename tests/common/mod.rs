@@ -1,0 +1,4 @@
+//! Helpers shared by integration-test binaries. Each binary uses only part of them.
+#![allow(dead_code)]
+
+pub mod sandbox;

@@ -1,0 +1,92 @@
+# shellcheck shell=bash
+# nftables inside each host's network namespace.
+#
+# mode direct (default)                     mode gate
+#   desk  -> login:22, gate:22                desk -> gate:22 only
+#   login -> desk (any port)                  login -> desk blocked
+#   gate  -> login (any port)                 gate -> login (any port)
+#   node* -> login, node* (any port)          (same)
+#   login -> anything                         (same)
+#   desk <-> node* blocked, node* -> gate blocked
+# Forbidden connections are rejected where they start (fast, "No route to host") and dropped
+# where they arrive (in case the sender's rules are changed by a test).
+
+sb_nft_rules() {
+  local host=$1 mode=$2
+  local desk=${SB_ADDR[desk]} gate=${SB_ADDR[gate]} login=${SB_ADDR[login]}
+  local nodes="${SB_ADDR[node1]}, ${SB_ADDR[node2]}"
+  local in="" out=""
+  case $host in
+  desk)
+    if [[ $mode == direct ]]; then
+      in="ip saddr $login accept"
+      out="ip daddr { $login, $gate } tcp dport 22 accept"
+    else
+      out="ip daddr $gate tcp dport 22 accept"
+    fi
+    ;;
+  gate)
+    in="tcp dport 22 accept
+    ip saddr $login accept"
+    out="ip daddr $login accept"
+    ;;
+  login)
+    in="ip saddr { $gate, $nodes } accept"
+    if [[ $mode == direct ]]; then
+      in+="
+    ip saddr $desk tcp dport 22 accept"
+    fi
+    out="accept"
+    ;;
+  node1 | node2)
+    in="ip saddr { $login, $nodes } accept"
+    out="ip daddr { $login, $nodes } accept"
+    ;;
+  esac
+  cat <<EOF
+table inet pvsandbox {}
+delete table inet pvsandbox
+table inet pvsandbox {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iif "lo" accept
+    ct state established,related accept
+    ct state invalid drop
+    meta nfproto ipv6 drop
+    $in
+  }
+  chain output {
+    type filter hook output priority filter; policy accept;
+    oif "lo" accept
+    ct state established,related accept
+    meta nfproto ipv6 reject
+    $out
+    reject with icmpx type admin-prohibited
+  }
+}
+EOF
+}
+
+sb_apply_firewall() {
+  local host=$1 mode=$2 f=$SB_DIR/hosts/$1/nftables.conf
+  sb_nft_rules "$host" "$mode" >"$f"
+  sb_in_netns "$(sb_ns "$host")" nft -f "$f"
+}
+
+sb_apply_firewalls() {
+  local mode h
+  mode=$(cat "$SB_DIR/firewall-mode")
+  for h in "${SB_HOSTS[@]}"; do
+    sb_apply_firewall "$h" "$mode"
+  done
+}
+
+sb_firewall_set() {
+  local mode=${1:-}
+  [[ $mode == direct || $mode == gate ]] || sb_die "usage: firewall direct|gate"
+  sb_lock
+  [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
+  printf '%s\n' "$mode" >"$SB_DIR/firewall-mode"
+  sb_apply_firewalls
+  sb_log "firewall mode: $mode"
+}

@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# sshd on gate, login and the compute nodes: key-only login for the test user.
+# `sshd-set HOST KEY=VALUE...` rewrites one host's settings and restarts its sshd.
+
+# sb_sshd_value HOST KEY: the current value (override or default).
+sb_sshd_value() {
+  local host=$1 key=$2 f=$SB_DIR/hosts/$1/sshd-settings line
+  if [[ -r $f ]]; then
+    while IFS= read -r line; do
+      if [[ ${line%%=*} == "$key" ]]; then
+        printf '%s\n' "${line#*=}"
+        return 0
+      fi
+    done <"$f"
+  fi
+  printf '%s\n' "${SB_SSHD_DEFAULTS[$key]}"
+}
+
+sb_write_sshd_config() {
+  local host=$1 d=$SB_DIR/hosts/$1 k
+  {
+    cat <<EOF
+# sshd of sandbox host $host ($SB_ID). Change with: scripts/sandbox --id $SB_ID sshd-set $host KEY=VALUE
+Port 22
+AddressFamily inet
+ListenAddress 0.0.0.0
+HostKey $d/ssh/ssh_host_ed25519_key
+PidFile none
+UsePAM no
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthenticationMethods publickey
+AuthorizedKeysFile .ssh/authorized_keys
+AllowUsers $SB_USER
+StrictModes yes
+X11Forwarding no
+PrintMotd no
+PrintLastLog no
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+LogLevel VERBOSE
+EOF
+    for k in "${SB_SSHD_KEYS[@]}"; do
+      printf '%s %s\n' "$k" "$(sb_sshd_value "$host" "$k")"
+    done
+  } >"$d/sshd_config"
+  chmod 644 "$d/sshd_config"
+}
+
+sb_start_sshd() {
+  local host=$1 log=$SB_DIR/log/sshd-$1.log
+  SB_STEP_LOGS+=("$log")
+  sb_write_sshd_config "$host"
+  sb_root "$host" /usr/sbin/sshd -t -f "$SB_DIR/hosts/$host/sshd_config" >>"$log" 2>&1
+  sb_daemon "sshd-$host" "$host" "$log" /usr/sbin/sshd -D -e -f "$SB_DIR/hosts/$host/sshd_config"
+  sb_wait "sshd on $host listening on 22" 10 sb_listening "$host" 22
+}
+
+sb_start_all_sshd() {
+  local h
+  SB_STEP_LOGS=()
+  for h in "${SB_SSHD_HOSTS[@]}"; do
+    sb_start_sshd "$h"
+  done
+}
+
+# sb_sshd_set HOST [--defaults] [KEY=VALUE...]
+sb_sshd_set() {
+  local host=${1:-} arg key val
+  [[ -n $host ]] || sb_die "usage: sshd-set HOST [--defaults] [KEY=VALUE...]"
+  shift
+  local is_sshd_host=0 h
+  for h in "${SB_SSHD_HOSTS[@]}"; do [[ $h == "$host" ]] && is_sshd_host=1; done
+  ((is_sshd_host)) || sb_die "no sshd on '$host' (sshd runs on ${SB_SSHD_HOSTS[*]})"
+  sb_lock
+  [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
+  local f=$SB_DIR/hosts/$host/sshd-settings
+  local -A settings=()
+  local line
+  if [[ -r $f ]]; then
+    while IFS= read -r line; do settings[${line%%=*}]=${line#*=}; done <"$f"
+  fi
+  for arg in "$@"; do
+    if [[ $arg == --defaults ]]; then
+      settings=()
+      continue
+    fi
+    [[ $arg == *=* ]] || sb_die "expected KEY=VALUE, got '$arg'"
+    key=${arg%%=*}
+    val=${arg#*=}
+    [[ -v SB_SSHD_DEFAULTS[$key] ]] || sb_die "unknown sshd setting '$key' (known: ${SB_SSHD_KEYS[*]})"
+    [[ $val =~ ^[A-Za-z0-9:.,*_-]+$ ]] || sb_die "bad value '$val' for $key"
+    if [[ $val == "${SB_SSHD_DEFAULTS[$key]}" ]]; then
+      unset "settings[$key]"
+    else
+      settings[$key]=$val
+    fi
+  done
+  : >"$f.new"
+  for key in "${SB_SSHD_KEYS[@]}"; do
+    if [[ -v settings[$key] ]]; then
+      printf '%s=%s\n' "$key" "${settings[$key]}" >>"$f.new"
+    fi
+  done
+  mv "$f.new" "$f"
+  local t0
+  t0=$(sb_now)
+  sb_stop --grace 5 "sshd-$host"
+  sb_wait "port 22 on $host released" 10 sb_not_listening "$host" 22
+  SB_STEP_LOGS=()
+  if ! sb_start_sshd "$host"; then
+    sb_log "sshd on $host did not restart; log: $SB_DIR/log/sshd-$host.log"
+    tail -n 20 "$SB_DIR/log/sshd-$host.log" >&2
+    return 1
+  fi
+  printf 'sandbox[%s]: sshd on %s restarted in %ss with:' "$SB_ID" "$host" "$(sb_elapsed "$t0")" >&2
+  for key in "${SB_SSHD_KEYS[@]}"; do
+    printf ' %s=%s' "$key" "$(sb_sshd_value "$host" "$key")" >&2
+  done
+  printf '\n' >&2
+}
+
+sb_not_listening() {
+  ! sb_listening "$1" "$2"
+}
