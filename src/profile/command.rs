@@ -66,6 +66,28 @@ pub fn substitute(
     Err(SubstitutionLoop { name })
 }
 
+/// One pass of `$NAME$` substitution over the text as written: values are inserted verbatim and
+/// never scanned again (pvlaunch's own settings; ParaView's command uses [`substitute`]).
+pub fn substitute_once(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Substituted {
+    let mut out = String::with_capacity(text.len());
+    let mut unknown = BTreeSet::new();
+    let mut rest = text;
+    while let Some((start, end)) = first_reference(rest) {
+        out.push_str(&rest[..start]);
+        let name = &rest[start + 1..end - 1];
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => {
+                unknown.insert(name.to_string());
+                out.push_str(name);
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Substituted { text: out, unknown }
+}
+
 /// The span of the first match of the regular expression `\$([^$ ]*)\$`.
 fn first_reference(text: &str) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
@@ -168,6 +190,14 @@ mod tests {
         assert_eq!(substitute("$A$", |n| v.get(n).cloned()).unwrap().text, "x");
         let v = vars(&[("A", "$A$")]);
         assert!(substitute("$A$", |n| v.get(n).cloned()).is_err());
+    }
+
+    #[test]
+    fn single_pass_keeps_values_verbatim() {
+        let v = vars(&[("A", "$(id)$B$"), ("B", "x")]);
+        let s = substitute_once("pv$A$-$B$-$C$", |n| v.get(n).cloned());
+        assert_eq!(s.text, "pv$(id)$B$-x-C");
+        assert_eq!(s.unknown.iter().collect::<Vec<_>>(), vec!["C"]);
     }
 
     #[test]

@@ -678,45 +678,26 @@ impl Settings {
     ) -> Result<Launch, Vec<SettingsProblem>> {
         let mut problems = Vec::new();
         let mut sub = |v: &Value, extra: &[(&str, String)]| -> Value {
-            let found = super::command::substitute(&v.text, |n| {
+            let s = super::command::substitute_once(&v.text, |n| {
                 extra
                     .iter()
                     .find(|(k, _)| *k == n)
                     .map(|(_, v)| v.clone())
                     .or_else(|| lookup(n))
             });
-            match found {
-                Ok(s) if s.unknown.is_empty() => Value {
-                    text: s.text,
-                    offset: v.offset,
-                    at: v.at.clone(),
-                },
-                Ok(s) => {
-                    problems.push((
-                        v.offset,
-                        v.at.clone(),
-                        format!(
-                            "`{}` refers to {} with no value",
-                            v.text,
-                            s.unknown
-                                .iter()
-                                .map(|n| format!("${n}$"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        Some("use the name of an <Option>, a <Set>, or a PV_* variable".into()),
-                    ));
-                    Value {
-                        text: s.text,
-                        offset: v.offset,
-                        at: v.at.clone(),
-                    }
-                }
-                Err(e) => {
-                    problems.push((v.offset, v.at.clone(), e.to_string(), None));
-                    v.clone()
-                }
+            if !s.unknown.is_empty() {
+                problems.push((
+                    v.offset,
+                    v.at.clone(),
+                    format!(
+                        "`{}` refers to {} with no value",
+                        v.text,
+                        s.unknown.iter().map(|n| format!("${n}$")).collect::<Vec<_>>().join(", ")
+                    ),
+                    Some("use the name of an <Option>, a <Set>, or a PV_* variable".into()),
+                ));
             }
+            Value { text: s.text, offset: v.offset, at: v.at.clone() }
         };
         let nodes = sub(&self.job.nodes, &[]);
         let ranks = sub(&self.job.ranks_per_node, &[]);
