@@ -706,7 +706,12 @@ fn find_options_dialog(tools: &Tools, sandbox: &Sandbox) -> Option<String> {
     xdotool(
         tools,
         sandbox,
-        &["search", "--name", "^Connection Options for "],
+        &[
+            "search",
+            "--onlyvisible",
+            "--name",
+            "^Connection Options for ",
+        ],
     )?
     .lines()
     .next()
