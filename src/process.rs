@@ -1,6 +1,7 @@
 //! Supervision of child processes, with one written policy:
 //!
-//! - Every child gets a parent-death signal (SIGTERM), so nothing outlives pvlaunch, even when
+//! - Every child gets a parent-death signal (SIGTERM for ssh, SIGKILL for clients), so nothing
+//!   outlives pvlaunch, even when
 //!   pvlaunch itself is SIGKILLed (ParaView 6 does that when the user disconnects). The signal
 //!   is tied to the spawning thread, which is why sessions run on a current-thread runtime.
 //! - ssh children stay in pvlaunch's process group, because ssh may prompt on the terminal
@@ -31,10 +32,17 @@ pub fn command(argv: &[String], kind: Kind) -> Command {
     #[cfg(target_os = "linux")]
     {
         let ignore_interrupts = kind == Kind::Helper;
+        // ssh exits cleanly on SIGTERM (closing its channels, which the login node's guard
+        // notices); a client gets SIGKILL, because GUI toolkits may linger in their handlers.
+        let death_signal = if kind == Kind::Helper {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
         // SAFETY: only async-signal-safe calls (prctl, signal, getppid, _exit) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 if ignore_interrupts {

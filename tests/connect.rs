@@ -28,7 +28,10 @@ fn install(sb: &Sandbox) {
         std::fs::copy(root.join(from), home.join(to)).unwrap();
     }
     let status = std::process::Command::new("chown")
-        .args(["-R", &format!("{}:{}", sandbox::TEST_USER, sandbox::TEST_USER)])
+        .args([
+            "-R",
+            &format!("{}:{}", sandbox::TEST_USER, sandbox::TEST_USER),
+        ])
         .arg(&home)
         .status()
         .unwrap();
@@ -45,21 +48,31 @@ fn spawn_pvlaunch(sb: &Sandbox, args: &str) -> Background {
 }
 
 fn signal_pvlaunch(sb: &Sandbox, signal: &str) {
-    sb.run(Host::Desk, &format!("kill -{signal} $(cat pvlaunch.pid)")).assert_success();
+    sb.run(Host::Desk, &format!("kill -{signal} $(cat pvlaunch.pid)"))
+        .assert_success();
 }
 
 fn queue(sb: &Sandbox) -> String {
-    sb.run(Host::Login, "squeue -h -o '%i %T %j'").assert_success().stdout
+    sb.run(Host::Login, "squeue -h -o '%i %T %j'")
+        .assert_success()
+        .stdout
 }
 
 #[track_caller]
 fn assert_job_gone_soon(sb: &Sandbox) {
     let gone = sandbox::try_wait_for(JOB_GONE, || queue(sb).trim().is_empty().then_some(()));
-    assert!(gone.is_some(), "a job is still queued {JOB_GONE:?} after pvlaunch stopped:\n{}", queue(sb));
+    assert!(
+        gone.is_some(),
+        "a job is still queued {JOB_GONE:?} after pvlaunch stopped:\n{}",
+        queue(sb)
+    );
 }
 
 fn events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn has_event(stdout: &str, name: &str) -> bool {
@@ -77,18 +90,40 @@ fn reverse_recipe_session_reads_data_from_both_ranks() {
         SESSION_TIMEOUT,
     );
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("demo: data from server ranks 0 1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("demo: data from server ranks 0 1"),
+        "{}",
+        out.stdout
+    );
     let evs = events(&out.stdout);
     let names: Vec<&str> = evs.iter().filter_map(|e| e["event"].as_str()).collect();
-    for expected in ["plan", "client_listening", "ssh_connected", "forward_opened", "job_submitted", "server_connected", "session_ended", "done"] {
-        assert!(names.contains(&expected), "no {expected} event in {names:?}");
+    for expected in [
+        "plan",
+        "client_listening",
+        "ssh_connected",
+        "forward_opened",
+        "job_submitted",
+        "server_connected",
+        "session_ended",
+        "done",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "no {expected} event in {names:?}"
+        );
     }
     let forward = evs.iter().find(|e| e["event"] == "forward_opened").unwrap();
     assert_eq!(forward["compute_facing"], true);
     let ended = evs.iter().find(|e| e["event"] == "session_ended").unwrap();
-    assert!(ended["bytes_to_client"].as_u64().unwrap() > 10_000, "pvserver sent data: {ended}");
+    assert!(
+        ended["bytes_to_client"].as_u64().unwrap() > 10_000,
+        "pvserver sent data: {ended}"
+    );
     let png = std::fs::read(sb.desk_home().join("demo.png")).expect("the PNG exists on desk");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "a PNG was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 1000,
+        "a PNG was written"
+    );
     sb.assert_no_leaks();
 }
 
@@ -104,9 +139,21 @@ fn gateway_ports_no_fails_fast_and_points_to_the_relay() {
     );
     assert_eq!(out.code, Some(6), "{out:?}");
     assert!(out.stderr.contains("GatewayPorts no"), "{}", out.stderr);
-    assert!(out.stderr.contains("relay"), "the hint names the relay recipe: {}", out.stderr);
-    assert!(!out.stderr.contains("submitted"), "nothing was submitted: {}", out.stderr);
-    assert!(out.elapsed < Duration::from_secs(30), "fails fast: {:?}", out.elapsed);
+    assert!(
+        out.stderr.contains("relay"),
+        "the hint names the relay recipe: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("submitted"),
+        "nothing was submitted: {}",
+        out.stderr
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(30),
+        "fails fast: {:?}",
+        out.elapsed
+    );
     sb.assert_no_leaks();
 }
 
@@ -121,9 +168,21 @@ fn a_job_that_fails_at_once_ends_the_command_with_its_output() {
         SESSION_TIMEOUT,
     );
     assert_eq!(out.code, Some(5), "{out:?}");
-    assert!(out.stderr.contains("ended") && out.stderr.contains("before pvserver connected"), "{}", out.stderr);
-    assert!(out.stderr.contains("loading the environment"), "the job's output tail is shown: {}", out.stderr);
-    assert!(out.stderr.contains("module"), "the failing line's error is shown: {}", out.stderr);
+    assert!(
+        out.stderr.contains("ended") && out.stderr.contains("before pvserver connected"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("loading the environment"),
+        "the job's output tail is shown: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("module"),
+        "the failing line's error is shown: {}",
+        out.stderr
+    );
     sb.assert_no_leaks();
 }
 
@@ -131,9 +190,15 @@ fn interrupt_in_phase(profile: &str, wait_for: &str, signal: &str, client: &str)
     let Some(sb) = sandbox::shared() else { return };
     let _site = sb.configure(gateway_ports_open());
     install(sb);
-    let mut bg = spawn_pvlaunch(sb, &format!("connect {profile} --client pvpython --script {client}"));
+    let mut bg = spawn_pvlaunch(
+        sb,
+        &format!("connect {profile} --client pvpython --script {client}"),
+    );
     bg.wait_for_output(wait_for, SESSION_TIMEOUT);
-    assert!(!queue(sb).trim().is_empty(), "the job is in the queue before the signal");
+    assert!(
+        !queue(sb).trim().is_empty(),
+        "the job is in the queue before the signal"
+    );
     signal_pvlaunch(sb, signal);
     let out = bg.wait(Duration::from_secs(60));
     let expected = match signal {
@@ -185,23 +250,40 @@ fn hostile_option_values_reach_the_job_as_literal_text() {
     let mark = r#"x'"$(touch${IFS}pwned1)`touch${IFS}pwned2`;*|&>pwned3"#;
     let mut bg = spawn_pvlaunch(
         sb,
-        &format!("connect hostile --set {} --client pvpython --script hold.py", shell_quote(&format!("MARK={mark}"))),
+        &format!(
+            "connect hostile --set {} --client pvpython --script hold.py",
+            shell_quote(&format!("MARK={mark}"))
+        ),
     );
     bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
     // The job's name, as Slurm stored it.
-    let names = sb.run(Host::Login, "squeue -h -o '%j'").assert_success().stdout;
+    let names = sb
+        .run(Host::Login, "squeue -h -o '%j'")
+        .assert_success()
+        .stdout;
     assert_eq!(names.trim(), format!("pv{mark}"), "the job name is literal");
     // pvserver's own argv on the compute node.
     let args = sb
-        .run_root(Host::Node1, "for p in $(pgrep -u pvtest -x pvserver); do tr '\\0' '\\n' < /proc/$p/cmdline; done")
+        .run_root(
+            Host::Node1,
+            "for p in $(pgrep -u pvtest -x pvserver); do tr '\\0' '\\n' < /proc/$p/cmdline; done",
+        )
         .assert_success()
         .stdout;
-    assert!(args.lines().any(|l| l == format!("--hostname={mark}")), "pvserver got the value as one argument:\n{args}");
+    assert!(
+        args.lines().any(|l| l == format!("--hostname={mark}")),
+        "pvserver got the value as one argument:\n{args}"
+    );
     signal_pvlaunch(sb, "INT");
     let out = bg.wait(Duration::from_secs(60));
     assert_eq!(out.code, Some(130), "{out:?}");
     for host in [Host::Desk, Host::Login, Host::Node1] {
-        let found = sb.run_root(host, "ls /home/pvtest/pwned* /tmp/pwned* 2>/dev/null | wc -l").stdout;
+        let found = sb
+            .run_root(
+                host,
+                "ls /home/pvtest/pwned* /tmp/pwned* 2>/dev/null | wc -l",
+            )
+            .stdout;
         assert_eq!(found.trim(), "0", "no command in the value ran on {host:?}");
     }
     assert_job_gone_soon(sb);
@@ -217,7 +299,10 @@ fn the_paraview_gui_connects_under_xvfb() {
     bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
     // The GUI received the server: ParaView prints the connection on its terminal, and the
     // screenshot is kept for a person to look at.
-    let shot = sb.run(Host::Desk, "xwd -root -silent -display :0 > paraview-gui.xwd && wc -c < paraview-gui.xwd");
+    let shot = sb.run(
+        Host::Desk,
+        "xwd -root -silent -display :0 > paraview-gui.xwd && wc -c < paraview-gui.xwd",
+    );
     if shot.success() {
         let dest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("paraview-gui.xwd");
         let _ = std::fs::copy(sb.desk_home().join("paraview-gui.xwd"), &dest);
@@ -228,7 +313,10 @@ fn the_paraview_gui_connects_under_xvfb() {
     let out = bg.wait(Duration::from_secs(60));
     assert_eq!(out.code, Some(130), "{out:?}");
     let evs = events(&out.stdout);
-    let listening = evs.iter().find(|e| e["event"] == "client_listening").expect("the GUI listened");
+    let listening = evs
+        .iter()
+        .find(|e| e["event"] == "client_listening")
+        .expect("the GUI listened");
     assert_eq!(listening["mode"], "paraview");
     assert!(has_event(&out.stdout, "server_connected"));
     assert_job_gone_soon(sb);

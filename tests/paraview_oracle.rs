@@ -91,20 +91,7 @@ struct KnownVariableDifference {
     reason: &'static str,
 }
 
-const VARIABLE_DIFFERENCES: &[KnownVariableDifference] = &[
-    KnownVariableDifference {
-        server: None,
-        variable: "PV_APPLICATION_NAME",
-        reason: "pvlaunch assumes `paraview`; the client's application name is `ParaView` \
-                 (5.11 and 6.x)",
-    },
-    KnownVariableDifference {
-        server: Some("probe: ssh reverse with every knob"),
-        variable: "PV_SSH_PF_SERVER_PORT",
-        reason: "pvlaunch uses <PortForwarding local>; 5.11 exports the resource's port \
-                 (11115) and 6.x exports -1 unless an option sets it",
-    },
-];
+const VARIABLE_DIFFERENCES: &[KnownVariableDifference] = &[];
 
 fn version_difference(server: &str) -> Option<&'static KnownVersionDifference> {
     VERSION_DIFFERENCES.iter().find(|k| k.server == server)

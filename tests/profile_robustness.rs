@@ -15,7 +15,7 @@ fn context() -> Context {
         version: Version::parse("6.0.1").unwrap(),
         platform: "Linux".into(),
         application_dir: String::new(),
-        application_name: "paraview".into(),
+        application_name: "ParaView".into(),
         noise: Box::new(|| 0.5),
         find_program: Box::new(|_| None),
     }

@@ -16,7 +16,7 @@ fn ctx(noise: f64) -> Context {
         version: Version::parse("5.11.0").unwrap(),
         platform: "Linux".into(),
         application_dir: "/usr/bin".into(),
-        application_name: "paraview".into(),
+        application_name: "ParaView".into(),
         noise: Box::new(move || noise),
         find_program: Box::new(|name| (name == "ssh").then(|| "/usr/bin/ssh".to_string())),
     }
@@ -266,7 +266,7 @@ fn ssh_command_wraps_the_exec() {
             "6666:localhost:5555",
             "alice@cluster.example",
             "/opt/start.sh",
-            "6666"
+            "5555"
         ]
     );
     let s = server(

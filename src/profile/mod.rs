@@ -174,7 +174,7 @@ pub fn system_context() -> Context {
         application_name: environment
             .get("PV_APPLICATION_NAME")
             .cloned()
-            .unwrap_or_else(|| "paraview".into()),
+            .unwrap_or_else(|| "ParaView".into()),
         environment,
         noise: Box::new(rand::random::<f64>),
         find_program: Box::new(|name| which::which(name).ok().map(|p| p.display().to_string())),

@@ -183,7 +183,7 @@ pub fn resolve(
         all.insert(k.to_string(), v.clone());
         shown.insert(k.to_string(), Variable { value: v, origin });
     };
-    for (k, v) in predefined(server, &resource, ctx) {
+    for (k, v) in predefined(&resource, ctx) {
         put(&mut all, &mut shown, &k, v, Origin::Predefined);
     }
 
@@ -365,15 +365,11 @@ pub fn resolve(
     })
 }
 
-fn predefined(server: &Server, r: &Resource, ctx: &Context) -> Vec<(String, String)> {
+fn predefined(r: &Resource, ctx: &Context) -> Vec<(String, String)> {
     let port = |p: Option<u16>| p.map_or("-1".to_string(), |p| p.to_string());
-    let pf_port = match server.command().and_then(|c| c.ssh.as_ref()) {
-        Some(SshConfig {
-            port_forwarding: Some(Some(local)),
-            ..
-        }) => local.clone(),
-        _ => port(r.server_port()),
-    };
+    // ParaView 5.11 exports the resource's port here even when <PortForwarding local> is set
+    // (measured; see docs/paraview-compat.md).
+    let pf_port = port(r.server_port());
     let v = &ctx.version;
     vec![
         ("PV_CLIENT_HOST".into(), ctx.client_host.clone()),

@@ -692,12 +692,20 @@ impl Settings {
                     format!(
                         "`{}` refers to {} with no value",
                         v.text,
-                        s.unknown.iter().map(|n| format!("${n}$")).collect::<Vec<_>>().join(", ")
+                        s.unknown
+                            .iter()
+                            .map(|n| format!("${n}$"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     Some("use the name of an <Option>, a <Set>, or a PV_* variable".into()),
                 ));
             }
-            Value { text: s.text, offset: v.offset, at: v.at.clone() }
+            Value {
+                text: s.text,
+                offset: v.offset,
+                at: v.at.clone(),
+            }
         };
         let nodes = sub(&self.job.nodes, &[]);
         let ranks = sub(&self.job.ranks_per_node, &[]);
