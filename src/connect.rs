@@ -37,11 +37,7 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         }
     };
     let Some(settings) = &entry.server.pvlaunch else {
-        eprintln!(
-            "error: profile `{}` has no <PVLaunch> settings: pvlaunch does not know how to submit its job\n  hint: add a <PVLaunch> element (see docs/profile-format.md); `pvlaunch show {}` prints the command ParaView itself would run",
-            entry.server.name, entry.server.name
-        );
-        return Ok(Code::Usage);
+        return plain(&resolved, &environment, json, args);
     };
     let launch = match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
         Ok(l) => l,
@@ -55,32 +51,12 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
             return Ok(Code::InvalidProfile);
         }
     };
-    let request = match args.client {
-        ClientChoice::Auto => client::Request::Auto,
-        ClientChoice::Paraview => client::Request::Paraview,
-        ClientChoice::Pvpython => client::Request::Pvpython(
-            args.script.clone().unwrap_or_default(),
-            args.script_args.clone(),
-        ),
-        ClientChoice::Wait => client::Request::Wait,
-        ClientChoice::None => client::Request::None,
-    };
-    let mode = match client::decide(&request, &environment, |p| {
-        which::which(p).ok().map(|p| p.display().to_string())
-    }) {
+    let request = client_request(args);
+    let mode = match decide_mode(&request, &environment) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}\n  hint: {}", e.hint());
-            return Ok(Code::Client);
-        }
+        Err(code) => return Ok(code),
     };
-    let style = if json {
-        Style::Json
-    } else if mode == client::Mode::None && client::started_by_paraview(&environment) {
-        Style::Plain
-    } else {
-        Style::Human
-    };
+    let style = style_for(json, &mode, &environment);
     let private_dir = ssh::private_dir()?;
     let target = ssh::Target {
         program: "ssh".into(),
@@ -163,4 +139,101 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         }
     }
     Ok(code)
+}
+
+fn client_request(args: &ConnectArgs) -> client::Request {
+    match args.client {
+        ClientChoice::Auto => client::Request::Auto,
+        ClientChoice::Paraview => client::Request::Paraview,
+        ClientChoice::Pvpython => client::Request::Pvpython(
+            args.script.clone().unwrap_or_default(),
+            args.script_args.clone(),
+        ),
+        ClientChoice::Wait => client::Request::Wait,
+        ClientChoice::None => client::Request::None,
+    }
+}
+
+fn decide_mode(
+    request: &client::Request,
+    environment: &BTreeMap<String, String>,
+) -> Result<client::Mode, Code> {
+    client::decide(request, environment, |p| {
+        which::which(p).ok().map(|p| p.display().to_string())
+    })
+    .map_err(|e| {
+        eprintln!("error: {e}\n  hint: {}", e.hint());
+        Code::Client
+    })
+}
+
+fn style_for(json: bool, mode: &client::Mode, environment: &BTreeMap<String, String>) -> Style {
+    if json {
+        Style::Json
+    } else if *mode == client::Mode::None && client::started_by_paraview(environment) {
+        Style::Plain
+    } else {
+        Style::Human
+    }
+}
+
+/// A server without `<PVLaunch>`: run its command as ParaView would.
+fn plain(
+    resolved: &crate::profile::resolve::Resolved,
+    environment: &BTreeMap<String, String>,
+    json: bool,
+    args: &ConnectArgs,
+) -> Result<Code> {
+    let mode = match decide_mode(&client_request(args), environment) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    if args.dry_run {
+        let url = match &resolved.endpoint {
+            crate::profile::resource::Endpoint::Connect { host, port } => {
+                format!("cs://{host}:{port}")
+            }
+            crate::profile::resource::Endpoint::Listen { port } => client::url(true, *port),
+            other => other.to_string(),
+        };
+        let client_argv = client::argv(
+            &mode,
+            &url,
+            resolved.connect_id.and_then(|i| u32::try_from(i).ok()),
+        );
+        let plan = serde_json::json!({
+            "profile": resolved.name,
+            "kind": "plain ParaView server (no <PVLaunch> settings): its command runs as ParaView runs it",
+            "endpoint": resolved.endpoint,
+            "client": mode,
+            "client_argv": client_argv,
+            "command": resolved.command,
+        });
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "plan for {} (a plain ParaView server: its command runs as ParaView runs it)",
+                resolved.name
+            );
+            println!("  endpoint  {}", resolved.endpoint);
+            if let Some(a) = &client_argv {
+                println!("  client    {}", crate::quote::join(a).unwrap_or_default());
+            }
+            if let Some(c) = &resolved.command {
+                println!(
+                    "  command   {} (delay {} s)",
+                    crate::quote::join(&c.argv).unwrap_or_default(),
+                    c.delay
+                );
+            }
+        }
+        return Ok(Code::Success);
+    }
+    let style = style_for(json, &mode, environment);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut reporter = Reporter::new(style);
+    Ok(runtime.block_on(crate::plain::run(resolved, &mode, &mut reporter)))
 }

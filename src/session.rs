@@ -132,14 +132,14 @@ pub async fn run(
     code
 }
 
-struct Signals {
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> Signals {
+    pub(crate) fn new() -> Signals {
         Signals {
             int: signal(SignalKind::interrupt()).expect("signal handler"),
             term: signal(SignalKind::terminate()).expect("signal handler"),
@@ -147,7 +147,7 @@ impl Signals {
         }
     }
 
-    async fn next(&mut self) -> i32 {
+    pub(crate) async fn next(&mut self) -> i32 {
         tokio::select! {
             _ = self.int.recv() => libc::SIGINT,
             _ = self.term.recv() => libc::SIGTERM,

@@ -24,6 +24,8 @@ fn install(sb: &Sandbox) {
         ("tests/fixtures/e2e/variants.pvsc", "variants.pvsc"),
         ("scripts/demo-render.py", "demo-render.py"),
         ("tests/fixtures/e2e/hold.py", "hold.py"),
+        ("tests/fixtures/e2e/fetch.py", "fetch.py"),
+        ("tests/fixtures/e2e/plain.pvsc", "plain.pvsc"),
     ] {
         std::fs::copy(root.join(from), home.join(to)).unwrap();
     }
@@ -320,5 +322,23 @@ fn the_paraview_gui_connects_under_xvfb() {
     assert_eq!(listening["mode"], "paraview");
     assert!(has_event(&out.stdout, "server_connected"));
     assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+/// A site's own `.pvsc` without pvlaunch settings: its command runs exactly as ParaView runs it
+/// (here a local 2-rank pvserver that connects back), with the client listening first.
+#[test]
+fn a_plain_pvsc_server_runs_its_command_as_paraview_would() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install(sb);
+    let out = sb.run_timeout(
+        Host::Desk,
+        "bin/pvlaunch -f plain.pvsc --json connect plain-local --client pvpython --script fetch.py",
+        SESSION_TIMEOUT,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{}", out.stdout);
+    assert!(has_event(&out.stdout, "client_listening"));
     sb.assert_no_leaks();
 }
