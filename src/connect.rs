@@ -86,10 +86,7 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
             RecipeChoice::TwoHop => Recipe::TwoHop,
             RecipeChoice::ReverseTwoHop => Recipe::ReverseTwoHop,
         }),
-        connect_id: resolved
-            .connect_id
-            .and_then(|id| u32::try_from(id).ok())
-            .map(profile::settings::ConnectId::Fixed),
+        connect_id: connect_id_override(&mode, &environment, resolved.connect_id),
         keep_job: args.keep_job,
     };
     let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -236,4 +233,35 @@ fn plain(
         .build()?;
     let mut reporter = Reporter::new(style);
     Ok(runtime.block_on(crate::plain::run(resolved, &mode, &mut reporter)))
+}
+
+/// The connect-id when something else decides it. A client pvlaunch does not start cannot learn
+/// a random id: under ParaView the id is ParaView's own (`PV_CONNECT_ID` in the environment or
+/// the file), and with `--client wait` the file's, or none at all.
+fn connect_id_override(
+    mode: &client::Mode,
+    environment: &BTreeMap<String, String>,
+    declared: Option<i64>,
+) -> Option<profile::settings::ConnectId> {
+    use profile::settings::ConnectId;
+    let fixed = |id: i64| {
+        u32::try_from(id)
+            .ok()
+            .filter(|&i| i > 0)
+            .map(ConnectId::Fixed)
+    };
+    match mode {
+        client::Mode::Paraview { .. } | client::Mode::Pvpython { .. } => declared.and_then(fixed),
+        client::Mode::Wait | client::Mode::None => {
+            let from_paraview = environment
+                .get("PV_CONNECT_ID")
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            Some(
+                from_paraview
+                    .or(declared)
+                    .and_then(fixed)
+                    .unwrap_or(ConnectId::None),
+            )
+        }
+    }
 }

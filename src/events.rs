@@ -40,6 +40,12 @@ pub enum Event {
         bind_address: String,
         compute_facing: bool,
     },
+    /// The relay on the login node listens where compute nodes reach it.
+    RelayStarted {
+        host: String,
+        port: u16,
+        allowed: Vec<String>,
+    },
     /// `auto` decided which recipe to use.
     RecipeChosen {
         recipe: String,
@@ -164,6 +170,18 @@ impl Event {
                 }
             ),
             Event::RecipeChosen { recipe, reason } => format!("recipe {recipe}: {reason}"),
+            Event::RelayStarted {
+                host,
+                port,
+                allowed,
+            } => format!(
+                "relay listening on {host}:{port}{}",
+                if allowed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (accepts {})", allowed.join(", "))
+                }
+            ),
             Event::JobSubmitted { job_id, scheduler } => {
                 format!("submitted {scheduler} job {job_id}")
             }

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod process;
 pub mod profile;
 pub mod quote;
+pub mod recipe;
 pub mod relay;
 pub mod scheduler;
 pub mod session;

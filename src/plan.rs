@@ -42,6 +42,8 @@ pub struct Plan {
     pub keep_job: bool,
     /// A random tag for this session's files on the login node.
     pub session_tag: String,
+    /// The pvlaunch program on the login node for the relay recipe (found or copied if unset).
+    pub relay_program: Option<String>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -129,8 +131,7 @@ pub fn build(
 ) -> Result<Plan, PlanError> {
     let recipe = overrides.recipe.unwrap_or(launch.recipe);
     match recipe {
-        Recipe::Auto | Recipe::Reverse => {}
-        Recipe::Relay => return Err(PlanError::RecipeUnavailable("relay")),
+        Recipe::Auto | Recipe::Reverse | Recipe::Relay => {}
         Recipe::TwoHop => return Err(PlanError::RecipeUnavailable("two-hop")),
         Recipe::ReverseTwoHop => return Err(PlanError::RecipeUnavailable("reverse-two-hop")),
     }
@@ -193,6 +194,7 @@ pub fn build(
         connect_timeout: Duration::from_secs(launch.connect_timeout_secs),
         keep_job: overrides.keep_job,
         session_tag: fresh.tag,
+        relay_program: launch.relay_program.clone(),
     })
 }
 

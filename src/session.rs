@@ -31,6 +31,9 @@ pub const POLL_MAX: Duration = Duration::from_secs(15);
 pub const POLL_CONNECTED: Duration = Duration::from_secs(10);
 /// How long a client pvlaunch started may take to finish after the connection closed.
 pub const CLIENT_EXIT_GRACE: Duration = Duration::from_secs(30);
+/// A ParaView session moves far more than this; a connection that closes with less, within
+/// two seconds, was refused in the handshake (connect-id or version mismatch).
+pub const HANDSHAKE_BYTES: u64 = 4096;
 /// Lines of the job's output shown when it fails.
 pub const TAIL_LINES: usize = 20;
 
@@ -48,7 +51,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn fail(code: Code, message: impl Into<String>, hint: Option<&str>) -> Outcome {
+    pub fn fail(code: Code, message: impl Into<String>, hint: Option<&str>) -> Outcome {
         Outcome::Failed {
             code,
             message: message.into(),
@@ -73,6 +76,8 @@ struct Held {
     relay_task: Option<tokio::task::JoinHandle<relay::RelaySummary>>,
     job: Option<JobId>,
     guard: Option<Child>,
+    /// Helpers on the login node (the relay's ssh session).
+    remote: Vec<Child>,
     private_dir: Option<tempfile::TempDir>,
 }
 
@@ -91,6 +96,7 @@ pub async fn run(
         relay_task: None,
         job: None,
         guard: None,
+        remote: Vec::new(),
         private_dir: Some(private_dir),
     };
     let scheduler = plan.scheduler.scheduler();
@@ -270,60 +276,26 @@ async fn drive(
         Some(events_tx),
     )));
 
-    // 4. The remote forward, bound where compute nodes can reach it.
-    let remote_port = match master
-        .forward_remote(Some("0.0.0.0"), plan.remote_port, relay_port)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => {
-            return Outcome::fail(
-                Code::Site,
-                e.to_string(),
-                Some(
-                    "the login node's sshd refuses remote forwards (AllowTcpForwarding); see docs/recipes.md",
-                ),
-            );
-        }
+    // 4. The path from the compute nodes to pvlaunch's relay (the recipe's part).
+    let mut ctx = crate::recipe::Ctx {
+        plan,
+        master,
+        login_host: &login_host,
+        local_port: relay_port,
+        reporter,
+        remote: &mut held.remote,
     };
-    let bind = match master
-        .exec(
-            "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null",
-            None,
-            ssh::COMMAND_TIMEOUT,
-        )
-        .await
-    {
-        Ok(o) => client::parse_proc_net_tcp(&o.stdout)
-            .into_iter()
-            .find(|s| s.listening && s.port == remote_port)
-            .map(|s| s.address),
-        Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
+    let reach = match crate::recipe::prepare(&mut ctx).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
     };
-    let compute_facing = bind.is_some_and(|a| !a.is_loopback());
-    reporter.emit(Event::ForwardOpened {
-        remote_port,
-        bind_address: bind.map_or("unknown".into(), |a| a.to_string()),
-        compute_facing,
-    });
-    if !compute_facing {
-        return Outcome::fail(
-            Code::Site,
-            format!(
-                "the login node's sshd bound the forward to its loopback only (GatewayPorts no): compute nodes cannot reach {login_host}:{remote_port}"
-            ),
-            Some(
-                "ask the site for `GatewayPorts clientspecified`, or use the relay recipe (<Connection recipe=\"relay\"/>)",
-            ),
-        );
-    }
 
     // 5. The job.
     let mut spec = plan.job.clone();
     spec.command = plan::pvserver_argv(
         launch,
-        &login_host,
-        &remote_port.to_string(),
+        &reach.client_host,
+        &reach.port.to_string(),
         plan.connect_id,
     );
     let script = match scheduler.render_script(&spec) {
@@ -428,6 +400,13 @@ async fn follow(
                         bytes_to_server: bytes_to_peer,
                         seconds: duration.as_secs_f64(),
                     });
+                    if bytes_from_peer < HANDSHAKE_BYTES && duration < Duration::from_secs(2) {
+                        return Outcome::fail(
+                            Code::Client,
+                            "the client closed the connection during the handshake",
+                            Some("client and server must match on ParaView's major.minor version and on the connect-id"),
+                        );
+                    }
                     // A client pvlaunch started (a pvpython script) finishes its own work.
                     if let Some(c) = held.client.as_mut() {
                         return match tokio::time::timeout(CLIENT_EXIT_GRACE, c.wait()).await {
@@ -631,6 +610,15 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
     }
     if let Some(mut g) = held.guard.take() {
         crate::process::stop(&mut g, Duration::from_secs(2)).await;
+    }
+    for mut r in held.remote.drain(..) {
+        // Closing its ssh session ends the login node's relay (--stop-on-stdin-eof).
+        crate::process::stop(&mut r, Duration::from_secs(2)).await;
+        reporter.emit(Event::Cleanup {
+            step: "relay on the login node stopped".into(),
+            ok: true,
+            detail: None,
+        });
     }
     if let Some(stop) = held.relay_stop.take() {
         let _ = stop.send(());

@@ -342,3 +342,95 @@ fn a_plain_pvsc_server_runs_its_command_as_paraview_would() {
     assert!(has_event(&out.stdout, "client_listening"));
     sb.assert_no_leaks();
 }
+
+/// The wiki's third recipe by hand, with `pvlaunch relay` in portfwd's place: a loopback-only
+/// forward on login (`GatewayPorts no`), the relay reading a portfwd file, pvserver in a Slurm
+/// job connecting to `login:PORT`.
+#[test]
+fn relay_by_hand_with_a_portfwd_file() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install(sb);
+    let bin = sb.cluster_home().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_pvlaunch"), bin.join("pvlaunch")).unwrap();
+    std::process::Command::new("chown")
+        .args(["-R", "pvtest:pvtest"])
+        .arg(&bin)
+        .status()
+        .unwrap();
+    sb.write_file(
+        Host::Login,
+        "fwd.cfg",
+        "# portfwd's syntax: compute nodes -> login:11144 -> the ssh tunnel on login:11133\nlisten-on 0.0.0.0\ntcp { 11144 { node1, node2 => localhost:11133 } }\n",
+    );
+    let mut client = sb.spawn(
+        Host::Desk,
+        "PVLAUNCH_URL=csrc://localhost:11133 PVLAUNCH_TIMEOUT=120 exec pvpython fetch.py",
+    );
+    sandbox::wait_for("the client listens", Duration::from_secs(60), || {
+        sb.listening(Host::Desk, 11133).then_some(())
+    });
+    let mut tunnel = sb.spawn(
+        Host::Desk,
+        "exec ssh -N -o ExitOnForwardFailure=yes -R 11133:localhost:11133 login",
+    );
+    sandbox::wait_for("the forward on login", Duration::from_secs(30), || {
+        sb.listening(Host::Login, 11133).then_some(())
+    });
+    let mut relay = sb.spawn(Host::Login, "exec bin/pvlaunch relay --config fwd.cfg");
+    relay.wait_for_output("listening on", Duration::from_secs(30));
+    sb.run_stdin(
+        Host::Login,
+        "sbatch --parsable",
+        b"#!/bin/bash\n#SBATCH --ntasks=2 --time=5\nmpiexec -n 2 pvserver --reverse-connection --client-host=login --server-port=11144\n",
+    )
+    .assert_success();
+    let out = client.wait(SESSION_TIMEOUT);
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out:?}");
+    let _ = tunnel.running();
+    drop(relay);
+    drop(tunnel);
+    sb.run(Host::Login, "scancel -u pvtest").assert_success();
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+/// `GatewayPorts no` and `recipe auto`: pvlaunch keeps the loopback forward, copies itself to
+/// the login node (it is not installed there) and runs its relay in front of the forward.
+#[test]
+fn auto_chooses_the_relay_when_gateway_ports_is_no() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install(sb);
+    let out = sb.run_timeout(
+        Host::Desk,
+        "bin/pvlaunch -f sandbox.pvsc --json connect sandbox --recipe auto --client pvpython --script fetch.py",
+        SESSION_TIMEOUT,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{}", out.stdout);
+    let evs = events(&out.stdout);
+    let chosen = evs
+        .iter()
+        .find(|e| e["event"] == "recipe_chosen")
+        .expect("auto says what it chose");
+    assert_eq!(chosen["recipe"], "relay");
+    assert!(
+        chosen["reason"]
+            .as_str()
+            .unwrap()
+            .contains("GatewayPorts no")
+    );
+    let relay = evs
+        .iter()
+        .find(|e| e["event"] == "relay_started")
+        .expect("a relay on login");
+    assert_eq!(relay["allowed"], serde_json::json!(["node1", "node2"]));
+    // The relay is gone with the session.
+    let left = sb
+        .run_root(Host::Login, "pgrep -u pvtest -f 'pvlaunch.* relay' || true")
+        .stdout;
+    assert!(left.trim().is_empty(), "relay left on login: {left}");
+    sb.assert_no_leaks();
+}

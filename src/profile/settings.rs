@@ -88,6 +88,8 @@ pub struct Connection {
     pub connect_timeout: Value,
     /// `random`, `none`, or a number.
     pub connect_id: Value,
+    /// The pvlaunch program on the login node, for the relay recipe.
+    pub relay_program: Option<Value>,
 }
 
 pub const SCHEDULERS: [&str; 4] = ["slurm", "pbs", "lsf", "none"];
@@ -160,6 +162,7 @@ const SPECS: &[Spec] = &[
             "remote-port",
             "connect-timeout",
             "connect-id",
+            "relay-program",
         ],
         required: &[],
         children: &[],
@@ -322,6 +325,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             remote_port: get_or(connection, "remote-port", "0", at),
             connect_timeout: get_or(connection, "connect-timeout", "300", at),
             connect_id: get_or(connection, "connect-id", "random", at),
+            relay_program: get(connection, "relay-program"),
         },
     };
     // Literal values (no `$NAME$`) are checked now; templates once the options are known.
@@ -424,6 +428,9 @@ impl Settings {
             check_number(t, "connect timeout (seconds)", 1, 86_400 * 7)
         });
         check(&self.connection.connect_id, check_connect_id);
+        if let Some(v) = &self.connection.relay_program {
+            check(v, check_program);
+        }
     }
 }
 
@@ -661,6 +668,8 @@ pub struct Launch {
     pub remote_port: u16,
     pub connect_timeout_secs: u64,
     pub connect_id: ConnectId,
+    /// The pvlaunch program on the login node (relay recipe); found or copied when `None`.
+    pub relay_program: Option<String>,
 }
 
 impl Launch {
@@ -746,6 +755,7 @@ impl Settings {
                 remote_port: sub(&self.connection.remote_port, &[]),
                 connect_timeout: sub(&self.connection.connect_timeout, &[]),
                 connect_id: sub(&self.connection.connect_id, &[]),
+                relay_program: self.connection.relay_program.as_ref().map(|v| sub(v, &[])),
             },
         };
         let mut checks = Vec::new();
@@ -805,6 +815,7 @@ impl Settings {
                 "none" => ConnectId::None,
                 n => ConnectId::Fixed(n.parse().expect("checked")),
             },
+            relay_program: opt_text(&s.connection.relay_program),
         })
     }
 }

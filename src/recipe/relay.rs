@@ -1,0 +1,257 @@
+//! The wiki's third recipe: the forward stays on the login node's loopback, and a relay on the
+//! login node (`pvlaunch relay`, the portfwd replacement) listens where compute nodes reach it.
+//! The relay runs in its own ssh session with `--stop-on-stdin-eof`: it lives exactly as long
+//! as the session that started it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{Ctx, Reach};
+use crate::events::Event;
+use crate::exit::Code;
+use crate::process::{self, Kind};
+use crate::quote;
+use crate::scheduler::Kind as SchedulerKind;
+use crate::session::Outcome;
+use crate::ssh;
+
+/// How long the remote relay may take to report its port.
+pub const RELAY_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where a copied pvlaunch lives on the login node, relative to the home directory.
+pub const REMOTE_BIN_DIR: &str = ".cache/pvlaunch/bin";
+
+/// Start the relay on the login node in front of the loopback forward `forward_port`.
+pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Outcome> {
+    let program = remote_pvlaunch(ctx).await?;
+    let mut argv = vec![
+        program,
+        "--json".to_string(),
+        "relay".into(),
+        "--listen".into(),
+        "*:0".into(),
+        "--to".into(),
+        format!("127.0.0.1:{forward_port}"),
+        "--stop-on-stdin-eof".into(),
+    ];
+    let nodes = cluster_nodes(ctx).await;
+    if nodes.is_empty() {
+        ctx.reporter.emit(Event::Warning {
+            message: "the relay on the login node accepts any source (the cluster's node list is unknown)".into(),
+        });
+    }
+    for n in &nodes {
+        argv.push("--allow".into());
+        argv.push(n.clone());
+    }
+    let command =
+        quote::join(&argv).map_err(|e| Outcome::fail(Code::InvalidProfile, e.to_string(), None))?;
+    let ssh_argv = ctx.master.target.remote_argv(&command);
+    let mut cmd = process::command(&ssh_argv, Kind::Helper);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    ctx.remote.push(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let port = tokio::time::timeout(RELAY_START_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(port) = listening_port(&line) {
+                return Some(port);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(port) = port else {
+        let mut err = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                err.push_str(&l);
+                err.push('\n');
+            }
+        })
+        .await;
+        return Err(Outcome::fail(
+            Code::Site,
+            format!(
+                "the relay on the login node did not start: {}",
+                process::tail(&err, 3).join(" / ")
+            ),
+            Some(
+                "run `pvlaunch relay --listen '*:0' --to 127.0.0.1:1` on the login node to see why",
+            ),
+        ));
+    };
+    // Keep draining its events so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        let mut r = BufReader::new(stderr).lines();
+        while let Ok(Some(_)) = r.next_line().await {}
+    });
+    ctx.reporter.emit(Event::RelayStarted {
+        host: ctx.login_host.to_string(),
+        port,
+        allowed: nodes,
+    });
+    Ok(Reach {
+        client_host: ctx.login_host.to_string(),
+        port,
+    })
+}
+
+/// The port in the relay's `listening` event (`{"event":"listening","listen":"0.0.0.0:4711"}`).
+pub fn listening_port(line: &str) -> Option<u16> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["event"] != "listening" {
+        return None;
+    }
+    v["listen"].as_str()?.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The cluster's compute nodes, for the relay's allow-list (Slurm: `sinfo`).
+async fn cluster_nodes(ctx: &Ctx<'_>) -> Vec<String> {
+    if ctx.plan.scheduler != SchedulerKind::Slurm {
+        return Vec::new();
+    }
+    match ctx
+        .master
+        .exec("sinfo -h -N -o %N", None, ssh::COMMAND_TIMEOUT)
+        .await
+    {
+        Ok(o) if o.success() => {
+            let mut nodes: Vec<String> = o
+                .stdout
+                .split_whitespace()
+                .filter(|n| {
+                    n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+                })
+                .map(str::to_string)
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            nodes
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The pvlaunch program on the login node: the profile's, the one on PATH, a copy made
+/// earlier, or a fresh copy of this very binary when the login node runs the same OS and
+/// architecture (checked by SHA-256 after the upload).
+async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Outcome> {
+    if let Some(p) = &ctx.plan.relay_program {
+        return Ok(p.clone());
+    }
+    let probe = "command -v pvlaunch || true; echo ---; uname -sm";
+    let out = ctx
+        .master
+        .exec(probe, None, ssh::COMMAND_TIMEOUT)
+        .await
+        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+    let (found, uname) = out.stdout.split_once("---").unwrap_or(("", ""));
+    if let Some(path) = found.lines().map(str::trim).find(|l| l.starts_with('/')) {
+        return Ok(path.to_string());
+    }
+    let local = local_uname();
+    if uname.trim() != local {
+        return Err(Outcome::fail(
+            Code::Site,
+            format!(
+                "pvlaunch is not installed on the login node, and this build ({local}) does not run there ({})",
+                uname.trim()
+            ),
+            Some(
+                "install pvlaunch on the login node (cargo install --path .), or name it: <Connection relay-program=\"/path/to/pvlaunch\"/>",
+            ),
+        ));
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| Outcome::fail(Code::Failure, e.to_string(), None))?;
+    let bytes =
+        std::fs::read(&exe).map_err(|e| Outcome::fail(Code::Failure, e.to_string(), None))?;
+    let sum = format!("{:x}", Sha256::digest(&bytes));
+    let name = format!("pvlaunch-{}-{}", env!("CARGO_PKG_VERSION"), &sum[..16]);
+    let path = format!("{REMOTE_BIN_DIR}/{name}");
+    let q = |s: &str| quote::quote(s).map(|c| c.into_owned()).unwrap_or_default();
+    // Already there from an earlier session, intact?
+    let check = format!("sha256sum {} 2>/dev/null", q(&path));
+    if let Ok(o) = ctx.master.exec(&check, None, ssh::COMMAND_TIMEOUT).await
+        && o.stdout.split_whitespace().next() == Some(sum.as_str())
+    {
+        return Ok(format!("./{path}"));
+    }
+    ctx.reporter.emit(Event::Warning {
+        message: format!(
+            "pvlaunch is not installed on the login node: copying this one ({:.1} MiB) to ~/{path}",
+            bytes.len() as f64 / 1_048_576.0
+        ),
+    });
+    let tmp = format!("{path}.part");
+    let upload = format!(
+        "mkdir -p {dir} && cat > {tmp} && chmod 700 {tmp} && sha256sum {tmp}",
+        dir = q(REMOTE_BIN_DIR),
+        tmp = q(&tmp)
+    );
+    let out = ctx
+        .master
+        .exec(&upload, Some(&bytes), Duration::from_secs(300))
+        .await
+        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+    if out.stdout.split_whitespace().next() != Some(sum.as_str()) {
+        return Err(Outcome::fail(
+            Code::Site,
+            format!(
+                "copying pvlaunch to the login node failed (checksum mismatch): {}",
+                out.stderr.trim()
+            ),
+            Some("check the quota of your home directory on the login node"),
+        ));
+    }
+    let mv = format!("mv -f {} {}", q(&tmp), q(&path));
+    ctx.master
+        .exec(&mv, None, ssh::COMMAND_TIMEOUT)
+        .await
+        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+    Ok(format!("./{path}"))
+}
+
+/// `uname -sm` of this machine, as the login node would print it.
+fn local_uname() -> String {
+    let os = match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        other => other,
+    };
+    format!("{os} {}", std::env::consts::ARCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_port_from_the_listening_event() {
+        assert_eq!(
+            listening_port(
+                r#"{"event":"listening","listen":"0.0.0.0:41234","to":["127.0.0.1:1"]}"#
+            ),
+            Some(41234)
+        );
+        assert_eq!(
+            listening_port(r#"{"event":"opened","listen":"0.0.0.0:1"}"#),
+            None
+        );
+        assert_eq!(listening_port("listening on 0.0.0.0:5 -> x"), None);
+    }
+}

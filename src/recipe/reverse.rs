@@ -1,0 +1,78 @@
+//! The wiki's first recipe: a remote forward on the login node, reached by pvserver directly.
+
+use super::Ctx;
+use crate::client;
+use crate::events::Event;
+use crate::exit::Code;
+use crate::session::Outcome;
+use crate::ssh;
+
+/// The forward sshd opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub port: u16,
+    /// Bound to an address compute nodes reach (not loopback).
+    pub compute_facing: bool,
+}
+
+/// Ask for `-R 0.0.0.0:PORT:localhost:LOCAL` and read where sshd really bound it.
+pub async fn open(ctx: &mut Ctx<'_>) -> Result<Forward, Outcome> {
+    let port = forward(ctx, Some("0.0.0.0")).await?;
+    let out = ctx
+        .master
+        .exec(
+            "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null",
+            None,
+            ssh::COMMAND_TIMEOUT,
+        )
+        .await
+        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+    let bind = client::parse_proc_net_tcp(&out.stdout)
+        .into_iter()
+        .find(|s| s.listening && s.port == port)
+        .map(|s| s.address);
+    let compute_facing = bind.is_some_and(|a| !a.is_loopback());
+    ctx.reporter.emit(Event::ForwardOpened {
+        remote_port: port,
+        bind_address: bind.map_or("unknown".into(), |a| a.to_string()),
+        compute_facing,
+    });
+    Ok(Forward {
+        port,
+        compute_facing,
+    })
+}
+
+/// A forward on the login node's loopback only (for the relay in front of it).
+pub async fn open_loopback(ctx: &mut Ctx<'_>) -> Result<u16, Outcome> {
+    let port = forward(ctx, Some("127.0.0.1")).await?;
+    ctx.reporter.emit(Event::ForwardOpened {
+        remote_port: port,
+        bind_address: "127.0.0.1".into(),
+        compute_facing: false,
+    });
+    Ok(port)
+}
+
+async fn forward(ctx: &mut Ctx<'_>, bind: Option<&str>) -> Result<u16, Outcome> {
+    ctx.master.forward_remote(bind, ctx.plan.remote_port, ctx.local_port).await.map_err(|e| {
+        Outcome::fail(
+            Code::Site,
+            e.to_string(),
+            Some("the login node's sshd refuses remote forwards (AllowTcpForwarding); see docs/recipes.md"),
+        )
+    })
+}
+
+/// The failure of the reverse recipe under `GatewayPorts no`.
+pub fn loopback_only(login_host: &str, port: u16) -> Outcome {
+    Outcome::fail(
+        Code::Site,
+        format!(
+            "the login node's sshd bound the forward to its loopback only (GatewayPorts no): compute nodes cannot reach {login_host}:{port}"
+        ),
+        Some(
+            "ask the site for `GatewayPorts clientspecified`, or use the relay recipe (<Connection recipe=\"relay\"/> or recipe=\"auto\")",
+        ),
+    )
+}
