@@ -364,7 +364,7 @@ fn relay_by_hand_with_a_portfwd_file() {
         "fwd.cfg",
         "# portfwd's syntax: compute nodes -> login:11144 -> the ssh tunnel on login:11133\nlisten-on 0.0.0.0\ntcp { 11144 { node1, node2 => localhost:11133 } }\n",
     );
-    let mut client = sb.spawn(
+    let client = sb.spawn(
         Host::Desk,
         "PVLAUNCH_URL=csrc://localhost:11133 PVLAUNCH_TIMEOUT=120 exec pvpython fetch.py",
     );
