@@ -103,7 +103,7 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(match e {
-                plan::PlanError::RecipeUnavailable(_) | plan::PlanError::ForwardResource(_) => {
+                plan::PlanError::ForwardResource(_) | plan::PlanError::ReverseResource(_) => {
                     Code::Usage
                 }
                 _ => Code::InvalidProfile,

@@ -64,7 +64,18 @@ pub enum Event {
         job_id: String,
         nodes: Vec<String>,
     },
-    /// pvserver reached the client through the tunnel.
+    /// Two-hop: pvserver listens on a compute node (`host` as pvserver printed it).
+    ServerListening {
+        host: String,
+        port: u16,
+    },
+    /// Two-hop: the tunnel to pvserver is open; the client connects to `url`.
+    TunnelOpened {
+        node: String,
+        port: u16,
+        url: String,
+    },
+    /// pvserver reached the client through the tunnel (two-hop: the client reached pvserver).
     ServerConnected {
         peer: String,
     },
@@ -128,6 +139,12 @@ impl Event {
                     nodes.join(",")
                 )
             }
+            Event::ServerListening { host, port } => {
+                format!("pvserver listens on {host}:{port}: opening the tunnel")
+            }
+            Event::TunnelOpened { url, .. } => {
+                format!("waiting for the client to connect to {url}")
+            }
             Event::ServerConnected { .. } => {
                 "connected: ParaView session running (Ctrl-C ends it)".into()
             }
@@ -186,6 +203,14 @@ impl Event {
                 format!("submitted {scheduler} job {job_id}")
             }
             Event::JobQueued { .. } | Event::JobRunning { .. } => self.phase().unwrap_or_default(),
+            Event::ServerListening { host, port } => {
+                format!("pvserver accepts connections on {host}:{port}")
+            }
+            Event::TunnelOpened { node, port, url } => {
+                format!(
+                    "tunnel open to {node}:{port} through the login node: connect the client to {url}"
+                )
+            }
             Event::ServerConnected { peer } => format!("pvserver connected (through {peer})"),
             Event::SessionEnded {
                 bytes_to_client,

@@ -1,26 +1,60 @@
-//! How pvserver on a compute node reaches the client: one file per recipe. Each prepares the
-//! path before the job is submitted and says where pvserver must connect ([`Reach`]).
+//! How pvserver on a compute node and the client find each other: one file per recipe. Each
+//! prepares the path before the job is submitted and says what the job's pvserver does
+//! ([`Reach`]): connect back (reverse, relay, reverse-two-hop) or listen (two-hop, whose
+//! tunnel the session opens once the job runs).
 //!
-//! `auto` opens the reverse forward; when sshd keeps it on the login node's loopback
-//! (`GatewayPorts no`), it keeps that forward and puts the relay in front of it.
+//! `auto` takes two-hop for a `cs://` resource (the plan decides that). Otherwise it opens the
+//! reverse forward; when sshd keeps it on the login node's loopback (`GatewayPorts no`), it
+//! keeps that forward and puts the relay in front of it; when no relay can run on the login
+//! node, the job opens its own hop to it (reverse-two-hop).
 
 pub mod relay;
 pub mod reverse;
+pub mod reverse_two_hop;
+pub mod two_hop;
 
 use tokio::process::Child;
 
 use crate::events::{Event, Reporter};
 use crate::exit::Code;
-use crate::plan::Plan;
-use crate::profile::settings::Recipe;
+use crate::plan::{self, Plan, ServerEnd};
+use crate::profile::settings::{Launch, Recipe};
 use crate::session::Outcome;
 use crate::ssh::Master;
 
-/// Where the job's pvserver connects to.
+/// What the job's pvserver does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reach {
-    pub client_host: String,
-    pub port: u16,
+pub enum Reach {
+    /// Connect back to `client_host:port` (reverse, relay).
+    Reverse { client_host: String, port: u16 },
+    /// Listen on `port` (0: pvserver picks one and prints it); the session forwards to it
+    /// (two-hop).
+    Listen { port: u16 },
+    /// Open an ssh hop from the compute node to `login_host`, whose loopback `port` is the
+    /// forward to the client, and connect back through it (reverse-two-hop).
+    Hop { login_host: String, port: u16 },
+}
+
+impl Reach {
+    /// The job's command.
+    pub fn job_command(&self, launch: &Launch, connect_id: Option<u32>) -> Vec<String> {
+        match self {
+            Reach::Reverse { client_host, port } => plan::pvserver_argv(
+                launch,
+                ServerEnd::Reverse {
+                    client_host,
+                    port: &port.to_string(),
+                },
+                connect_id,
+            ),
+            Reach::Listen { port } => {
+                plan::pvserver_argv(launch, ServerEnd::Listen { port: *port }, connect_id)
+            }
+            Reach::Hop { login_host, port } => {
+                plan::hop_command(launch, login_host, &port.to_string(), connect_id)
+            }
+        }
+    }
 }
 
 /// What a recipe may need from the session.
@@ -43,7 +77,7 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Outcome> {
             reverse::Forward {
                 port,
                 compute_facing: true,
-            } => Ok(Reach {
+            } => Ok(Reach::Reverse {
                 client_host: ctx.login_host.to_string(),
                 port,
             }),
@@ -58,7 +92,7 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Outcome> {
                     recipe: "reverse".into(),
                     reason: "sshd binds remote forwards where compute nodes reach them".into(),
                 });
-                Ok(Reach {
+                Ok(Reach::Reverse {
                     client_host: ctx.login_host.to_string(),
                     port,
                 })
@@ -71,17 +105,121 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Outcome> {
                         ctx.login_host
                     ),
                 });
-                relay::start(ctx, port).await
+                match relay::start(ctx, port).await {
+                    // No relay on this login node: the job opens its own hop instead.
+                    Err(Outcome::Failed {
+                        code: Code::Site,
+                        message,
+                        ..
+                    }) => {
+                        ctx.reporter.emit(Event::Warning { message });
+                        ctx.reporter.emit(Event::RecipeChosen {
+                            recipe: "reverse-two-hop".into(),
+                            reason: format!(
+                                "no relay on {host}: the job opens its own ssh hop from the compute node back to {host}'s loopback forward",
+                                host = ctx.login_host
+                            ),
+                        });
+                        Ok(Reach::Hop {
+                            login_host: ctx.login_host.to_string(),
+                            port,
+                        })
+                    }
+                    other => other,
+                }
             }
         },
         Recipe::Relay => {
             let port = reverse::open_loopback(ctx).await?;
             relay::start(ctx, port).await
         }
-        Recipe::TwoHop | Recipe::ReverseTwoHop => Err(Outcome::fail(
-            Code::Usage,
-            "this recipe is not available in this version of pvlaunch",
-            None,
-        )),
+        Recipe::TwoHop => two_hop::prepare(ctx).await,
+        Recipe::ReverseTwoHop => reverse_two_hop::prepare(ctx).await,
+    }
+}
+
+/// Why pvserver refused a client in the handshake, as its log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    ConnectId,
+    Version,
+    RenderingBackend,
+    Dropped,
+}
+
+impl Refusal {
+    /// The session's message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::ConnectId => {
+                "the ParaView handshake failed: client and pvserver have different connect-ids"
+            }
+            Refusal::Version => {
+                "the ParaView handshake failed: client and pvserver are different ParaView versions"
+            }
+            Refusal::RenderingBackend => {
+                "the ParaView handshake failed: client and pvserver use different rendering backends"
+            }
+            Refusal::Dropped => {
+                "the ParaView handshake failed: the connection dropped during the handshake"
+            }
+        }
+    }
+
+    pub fn hint(self) -> &'static str {
+        match self {
+            Refusal::ConnectId => {
+                "the client must use the session's connect-id (PVLAUNCH_CONNECT_ID, or --connect-id=N for paraview and pvpython); <Connection connect-id=\"none\"/> turns it off"
+            }
+            Refusal::Version | Refusal::RenderingBackend => {
+                "use a client of the same ParaView major.minor version and build as pvserver on the cluster (<PVServer exec> or the <Setup> lines choose it)"
+            }
+            Refusal::Dropped => "see the job's output on the login node",
+        }
+    }
+}
+
+/// The handshake failure pvserver logged last, if any.
+pub fn handshake_refusal(output: &str) -> Option<Refusal> {
+    output.lines().rev().find_map(|l| {
+        if l.contains("different connection id") || l.contains("connection ids do not match") {
+            Some(Refusal::ConnectId)
+        } else if l.contains("different ParaView version")
+            || l.contains("GetVersion()")
+            || l.contains("returns different values on the two connecting processes")
+        {
+            Some(Refusal::Version)
+        } else if l.contains("different rendering backend") {
+            Some(Refusal::RenderingBackend)
+        } else if l.contains("dropped during the handshake") {
+            Some(Refusal::Dropped)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_refusals_from_pvserver_5_11() {
+        let id = "(   6.355s) [pvserver.0 ]vtkTCPNetworkAccessMana:572    ERR| vtkTCPNetworkAccessManager (0x56): Client and server connection ids do not match\n\
+                  (   6.355s) [pvserver.0 ]vtkTCPNetworkAccessMana:343   WARN| vtkTCPNetworkAccessManager (0x56): \n Connection failed during handshake. The server has a different \n connection id than the client.\n";
+        assert_eq!(handshake_refusal(id), Some(Refusal::ConnectId));
+        let version = " Connection failed during handshake.  The server has a different ParaView version than the client.\n";
+        assert_eq!(handshake_refusal(version), Some(Refusal::Version));
+        let comm = "Connection failed during handshake. vtkSocketCommunicator::GetVersion()\n returns different values on the two connecting processes\n";
+        assert_eq!(handshake_refusal(comm), Some(Refusal::Version));
+        assert_eq!(
+            handshake_refusal(" The server has a different rendering backend from the client."),
+            Some(Refusal::RenderingBackend)
+        );
+        assert_eq!(
+            handshake_refusal("Accepting connection(s): node1:1\nClient connected.\n"),
+            None
+        );
+        assert!(Refusal::ConnectId.hint().contains("connect-id"));
     }
 }

@@ -103,7 +103,7 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Outcom
         port,
         allowed: nodes,
     });
-    Ok(Reach {
+    Ok(Reach::Reverse {
         client_host: ctx.login_host.to_string(),
         port,
     })

@@ -714,6 +714,39 @@ mod tests {
         assert_eq!(plain_value(Kind::Pbs, "queue", "work_q-1"), Ok("work_q-1"));
     }
 
+    /// The two-hop recipe forwards to the first node the scheduler names: every scheduler's
+    /// way of writing two nodes gives `node1` first, ranges expanded.
+    #[test]
+    fn running_jobs_name_their_nodes_in_order_with_ranges_expanded() {
+        let two = Some(JobState::Running {
+            nodes: vec!["node1".into(), "node2".into()],
+        });
+        let state = |kind: Kind, stdout: &str| {
+            kind.scheduler()
+                .parse_state(&CommandOutput::success(stdout))
+                .unwrap()
+        };
+        assert_eq!(state(Kind::Slurm, "RUNNING|node[1-2]|node[1-2]|N/A\n"), two);
+        assert_eq!(
+            state(Kind::Slurm, "RUNNING|node1,node2|node1,node2|N/A\n"),
+            two
+        );
+        assert_eq!(
+            state(Kind::Slurm, "RUNNING|gpu[08-10]|gpu[08-10]|N/A\n"),
+            Some(JobState::Running {
+                nodes: vec!["gpu08".into(), "gpu09".into(), "gpu10".into()]
+            })
+        );
+        let pbs = |exec_host: &str| {
+            format!("Job Id: 42.pbs01\n    job_state = R\n    exec_host = {exec_host}\n")
+        };
+        assert_eq!(state(Kind::Pbs, &pbs("node1/0*2+node2/0*2")), two);
+        assert_eq!(state(Kind::Torque, &pbs("node1/0-1+node2/0-1")), two);
+        assert_eq!(state(Kind::Torque, &pbs("node1/0+node1/1+node2/0")), two);
+        assert_eq!(state(Kind::Lsf, "42|RUN|2*node1:2*node2|-|-\n"), two);
+        assert_eq!(state(Kind::Lsf, "42|RUN|node1:node1:node2|-|-\n"), two);
+    }
+
     #[test]
     fn job_state_serializes_with_a_tag() {
         let s = serde_json::to_string(&JobState::Running {
