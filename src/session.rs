@@ -560,11 +560,18 @@ impl Follow<'_> {
                             {
                                 return reverse_two_hop::failed(&why, self.login_host);
                             }
-                            let what = if plan.forward() && tunnel.is_none() {
+                            let mut what = if plan.forward() && tunnel.is_none() {
                                 two_hop::never_listened(job.as_str(), s)
                             } else {
                                 format!("job {job} ended ({s}) before pvserver connected")
                             };
+                            let master = held.master.as_ref().expect("alive");
+                            if let Ok(Some(out)) = two_hop::read_output(master, plan).await
+                                && let Some(e) = crate::recipe::first_error(&out)
+                            {
+                                what.push_str(": ");
+                                what.push_str(&e);
+                            }
                             return Outcome::fail(Code::Job, what, Some("the job's output above says why"));
                         }
                         JobState::Unknown { state: s } => {

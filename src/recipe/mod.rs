@@ -199,9 +199,56 @@ pub fn handshake_refusal(output: &str) -> Option<Refusal> {
     })
 }
 
+/// The first line of a job's output that reports an error (pvserver's refusal of an argument,
+/// a missing program or module, a line of ParaView's log at level ERR), trimmed of colour.
+pub fn first_error(output: &str) -> Option<String> {
+    const MARKS: [&str; 6] = [
+        "ERR|",
+        "was not expected",
+        "command not found",
+        "No such file or directory",
+        "error:",
+        "Error:",
+    ];
+    output
+        .lines()
+        .find(|l| MARKS.iter().any(|m| l.contains(m)))
+        .map(|l| {
+            let l = l.replace("\u{1b}[0m", "").replace("\u{1b}[31m", "");
+            let l = l.trim();
+            // ParaView's log prefix: `(   0.3s) [pvserver.0 ]file:line   ERR| message`
+            l.rsplit_once("ERR| ")
+                .map_or(l, |(_, m)| m)
+                .trim()
+                .to_string()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_error_of_a_job() {
+        let out = "The following argument was not expected: --no-such-option\nUsage: pvserver [OPTIONS]\n\n[General Guidelines]\nerror: later\n";
+        assert_eq!(
+            first_error(out).unwrap(),
+            "The following argument was not expected: --no-such-option"
+        );
+        let log = "\u{1b}[0m\u{1b}[31m(   0.315s) [pvserver.0      ]vtkSocketCommunicator.c:786    ERR| vtkSocketCommunicator (0x55): Could not receive tag. 1\u{1b}[0m\n";
+        assert_eq!(
+            first_error(log).unwrap(),
+            "vtkSocketCommunicator (0x55): Could not receive tag. 1"
+        );
+        assert_eq!(
+            first_error(
+                "loading\n/var/spool/slurmd/job1/slurm_script: line 9: module: command not found\n"
+            )
+            .unwrap(),
+            "/var/spool/slurmd/job1/slurm_script: line 9: module: command not found"
+        );
+        assert_eq!(first_error("Waiting for client...\nExiting...\n"), None);
+    }
 
     #[test]
     fn handshake_refusals_from_pvserver_5_11() {
