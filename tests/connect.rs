@@ -434,3 +434,489 @@ fn auto_chooses_the_relay_when_gateway_ports_is_no() {
     assert!(left.trim().is_empty(), "relay left on login: {left}");
     sb.assert_no_leaks();
 }
+
+// --- two hops: the client connects through the login node, or the job opens its own hop ------
+
+/// Everything `install` puts on desk, and the two-hop profiles.
+fn install_two_hop(sb: &Sandbox) {
+    install(sb);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let to = sb.desk_home().join("two-hop.pvsc");
+    std::fs::copy(root.join("tests/fixtures/e2e/two-hop.pvsc"), &to).unwrap();
+    std::process::Command::new("chown")
+        .arg(format!("{}:{}", sandbox::TEST_USER, sandbox::TEST_USER))
+        .arg(&to)
+        .status()
+        .unwrap();
+}
+
+/// A whole session with the pvpython client that reads data from every rank.
+fn two_hop_fetch(sb: &Sandbox, args: &str) -> sandbox::Output {
+    let out = sb.run_timeout(
+        Host::Desk,
+        &format!(
+            "bin/pvlaunch -f two-hop.pvsc --json connect {args} --client pvpython --script fetch.py"
+        ),
+        SESSION_TIMEOUT,
+    );
+    sandbox::report(&format!(
+        "connect {args}: exit {:?} after {:.1?}",
+        out.code, out.elapsed
+    ));
+    out
+}
+
+fn event<'a>(evs: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    evs.iter()
+        .find(|e| e["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} event in {evs:#?}"))
+}
+
+/// The forward recipe's events, in order, and data from both ranks through the tunnel to node1.
+#[track_caller]
+fn assert_forward_session(out: &sandbox::Output) {
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    let evs = events(&out.stdout);
+    let names: Vec<&str> = evs.iter().filter_map(|e| e["event"].as_str()).collect();
+    let order = [
+        "plan",
+        "ssh_connected",
+        "job_submitted",
+        "job_running",
+        "server_listening",
+        "tunnel_opened",
+        "server_connected",
+        "session_ended",
+        "done",
+    ];
+    let mut at = 0;
+    for name in order {
+        at += names[at..]
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("no {name} after {:?} in {names:?}", &names[..at]));
+    }
+    assert!(
+        !names.contains(&"client_listening") && !names.contains(&"forward_opened"),
+        "the client connects, nothing is forwarded back: {names:?}"
+    );
+    assert_eq!(event(&evs, "plan")["recipe"], "two-hop");
+    let listening = event(&evs, "server_listening");
+    assert_eq!(listening["host"], "node1");
+    let port = listening["port"].as_u64().unwrap();
+    assert!(port > 0, "pvserver picked a port: {listening}");
+    let tunnel = event(&evs, "tunnel_opened");
+    assert_eq!(tunnel["node"], "node1");
+    assert_eq!(tunnel["port"].as_u64(), Some(port));
+    assert!(
+        tunnel["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("cs://localhost:"),
+        "{tunnel}"
+    );
+    let ended = event(&evs, "session_ended");
+    assert!(
+        ended["bytes_to_client"].as_u64().unwrap() > 10_000,
+        "pvserver sent data: {ended}"
+    );
+}
+
+/// `Accepted publickey` lines in a host's sshd log: one per authentication.
+fn logins(sb: &Sandbox, host: Host) -> usize {
+    let log = sb.state_dir().join(format!("log/sshd-{host}.log"));
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Accepted publickey for pvtest"))
+        .count()
+}
+
+#[test]
+fn two_hop_forward_session_reads_data_from_both_ranks() {
+    let Some(sb) = sandbox::shared() else { return };
+    // Nothing from GatewayPorts: OpenSSH's defaults.
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let out = two_hop_fetch(sb, "two-hop");
+    assert_forward_session(&out);
+    sb.assert_no_leaks();
+}
+
+/// desk reaches only gate; the profile names it (`ssh -J gate`). One authentication on each
+/// hop for the whole session.
+#[test]
+fn two_hop_through_the_gateway_named_in_the_profile() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().firewall(sandbox::Firewall::Gate));
+    install_two_hop(sb);
+    sb.run(
+        Host::Desk,
+        "ssh -o BatchMode=yes -o ConnectTimeout=5 login true",
+    )
+    .assert_failure();
+    let (gate, login) = (logins(sb, Host::Gate), logins(sb, Host::Login));
+    let out = two_hop_fetch(sb, "two-hop-gate");
+    assert_forward_session(&out);
+    assert_eq!(logins(sb, Host::Gate) - gate, 1, "one login on gate");
+    assert_eq!(logins(sb, Host::Login) - login, 1, "one login on login");
+    sb.assert_no_leaks();
+}
+
+/// Removes a file from desk's home when dropped (also when the test fails).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A host alias with ProxyJump in the user's own ~/.ssh/config: pvlaunch keeps it working, for
+/// the forward recipe (chosen by auto for the cs:// resource) and the reverse two-hop one.
+#[test]
+fn two_hop_and_reverse_two_hop_through_a_proxyjump_alias_in_ssh_config() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().firewall(sandbox::Firewall::Gate));
+    install_two_hop(sb);
+    let config = sb.desk_home().join(".ssh/config");
+    assert!(!config.exists(), "desk has no ssh config of its own");
+    sb.write_file(
+        Host::Desk,
+        ".ssh/config",
+        "Host cluster\n  HostName login\n  ProxyJump gate\n",
+    );
+    let _config = RemoveOnDrop(config);
+    sb.run(Host::Desk, "chmod 600 .ssh/config").assert_success();
+
+    let (gate, login) = (logins(sb, Host::Gate), logins(sb, Host::Login));
+    let out = two_hop_fetch(sb, "two-hop-alias");
+    assert_forward_session(&out);
+    let evs = events(&out.stdout);
+    let chosen = event(&evs, "recipe_chosen");
+    assert_eq!(chosen["recipe"], "two-hop", "{chosen}");
+    assert_eq!(event(&evs, "ssh_connected")["login_host"], "login");
+    assert_eq!(logins(sb, Host::Gate) - gate, 1, "one login on gate");
+    assert_eq!(logins(sb, Host::Login) - login, 1, "one login on login");
+    sb.assert_no_leaks();
+
+    // The reverse two-hop recipe through the same alias: the job's hop is inside the site.
+    let (gate, login) = (logins(sb, Host::Gate), logins(sb, Host::Login));
+    let out = two_hop_fetch(sb, "two-hop-alias --recipe reverse-two-hop");
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    assert_eq!(logins(sb, Host::Gate) - gate, 1, "one login on gate");
+    assert_eq!(
+        logins(sb, Host::Login) - login,
+        2,
+        "one login from desk, one by the job's hop from node1"
+    );
+    sb.assert_no_leaks();
+}
+
+/// The job's output file of the newest session, as the login node sees it.
+fn newest_job_output(sb: &Sandbox) -> String {
+    sb.run(
+        Host::Login,
+        "cat \"$(ls -t .cache/pvlaunch/pvserver-*.out | head -n 1)\"",
+    )
+    .assert_success()
+    .stdout
+}
+
+/// `GatewayPorts no` and no pvlaunch on the login node: the forward stays on login's loopback
+/// and the job's own ssh from node1 reaches it.
+#[test]
+fn reverse_two_hop_with_gateway_ports_no_and_no_relay() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    // No pvlaunch anywhere in the cluster's home (other tests put one there).
+    sb.run(Host::Login, "rm -rf bin/pvlaunch .cache/pvlaunch/bin")
+        .assert_success();
+    let out = two_hop_fetch(sb, "reverse-two-hop");
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    let evs = events(&out.stdout);
+    assert_eq!(event(&evs, "plan")["recipe"], "reverse-two-hop");
+    let forward = event(&evs, "forward_opened");
+    assert_eq!(forward["compute_facing"], false, "{forward}");
+    assert_eq!(forward["bind_address"], "127.0.0.1");
+    assert!(
+        !has_event(&out.stdout, "relay_started"),
+        "no relay: {}",
+        out.stdout
+    );
+    let job = newest_job_output(sb);
+    let port = forward["remote_port"].as_u64().unwrap();
+    assert!(
+        job.contains("pvlaunch-hop: open: node1:")
+            && job.contains(&format!("login:localhost:{port}")),
+        "the job opened its hop to the forward:\n{job}"
+    );
+    assert!(job.contains("Client connected."), "{job}");
+    sb.assert_no_leaks();
+}
+
+/// `auto` where no relay can run on the login node (here: the profile names a relay program
+/// that does not exist): the job opens its own hop instead.
+#[test]
+fn auto_falls_back_to_the_jobs_own_hop_when_no_relay_runs() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let out = two_hop_fetch(sb, "auto-no-relay");
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    let chosen: Vec<String> = events(&out.stdout)
+        .iter()
+        .filter(|e| e["event"] == "recipe_chosen")
+        .map(|e| e["recipe"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chosen, ["relay", "reverse-two-hop"], "{}", out.stdout);
+    assert!(has_event(&out.stdout, "warning"));
+    sb.assert_no_leaks();
+}
+
+/// Moves the cluster's private key away until dropped: compute nodes can no longer ssh to
+/// login, while desk (its own key) still can.
+struct HideClusterKey(std::path::PathBuf);
+
+impl HideClusterKey {
+    fn new(sb: &Sandbox) -> HideClusterKey {
+        let key = sb.cluster_home().join(".ssh/id_ed25519");
+        std::fs::rename(&key, key.with_extension("hidden")).unwrap();
+        HideClusterKey(key)
+    }
+}
+
+impl Drop for HideClusterKey {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(self.0.with_extension("hidden"), &self.0);
+    }
+}
+
+#[test]
+fn reverse_two_hop_says_when_the_compute_node_cannot_ssh_to_login() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let key = HideClusterKey::new(sb);
+    let out = sb.run_timeout(
+        Host::Desk,
+        "bin/pvlaunch -f two-hop.pvsc connect reverse-two-hop --client pvpython --script hold.py",
+        SESSION_TIMEOUT,
+    );
+    drop(key);
+    assert_eq!(out.code, Some(6), "{out}");
+    assert!(
+        out.stderr.contains(
+            "could not open its ssh hop back to the login node: node1 cannot ssh to login"
+        ),
+        "{out}"
+    );
+    assert!(out.stderr.contains("Permission denied"), "{out}");
+    assert!(out.stderr.contains("known_hosts"), "the hint: {out}");
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn two_hop_job_whose_pvserver_fails_ends_with_its_output() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let out = sb.run_timeout(
+        Host::Desk,
+        "bin/pvlaunch -f two-hop.pvsc connect two-hop-bad-pvserver --client pvpython --script fetch.py",
+        SESSION_TIMEOUT,
+    );
+    assert_eq!(out.code, Some(5), "{out}");
+    assert!(
+        out.stderr.contains("before pvserver listened"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("The following argument was not expected: --no-such-option"),
+        "pvserver's own error: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("last lines of the job's output"),
+        "the output tail: {}",
+        out.stderr
+    );
+    sb.assert_no_leaks();
+}
+
+/// A client started by hand with a connect-id the session does not use (`--client wait` uses
+/// none unless the profile declares one): pvlaunch says so, from pvserver's log.
+#[test]
+fn two_hop_names_a_connect_id_mismatch() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let mut bg = sb.spawn(
+        Host::Desk,
+        "exec bin/pvlaunch -f two-hop.pvsc --json connect two-hop --client wait",
+    );
+    bg.wait_for_output("\"tunnel_opened\"", SESSION_TIMEOUT);
+    let url = events(&bg.stdout())
+        .iter()
+        .find(|e| e["event"] == "tunnel_opened")
+        .and_then(|e| e["url"].as_str().map(str::to_string))
+        .unwrap();
+    let client = sb.run_timeout(
+        Host::Desk,
+        &format!("PVLAUNCH_URL={url} PVLAUNCH_TIMEOUT=20 pvpython --connect-id=17 fetch.py"),
+        Duration::from_secs(60),
+    );
+    assert!(!client.success(), "{client}");
+    let out = bg.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(8), "{out}");
+    let done = events(&out.stdout).pop().unwrap();
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("different connect-ids (pvserver expects none)"),
+        "{done}"
+    );
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+fn interrupt_two_hop(profile: &str, signal: &str, code: i32) {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let mut bg = sb.spawn(
+        Host::Desk,
+        &format!("echo $$ > pvlaunch.pid; exec bin/pvlaunch -f two-hop.pvsc --json connect {profile} --client pvpython --script hold.py"),
+    );
+    bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
+    assert!(!queue(sb).trim().is_empty(), "the job runs");
+    signal_pvlaunch(sb, signal);
+    let out = bg.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(code), "{out}");
+    assert!(has_event(&out.stdout, "cleanup"), "{}", out.stdout);
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn ctrl_c_during_a_two_hop_session_cancels_the_job() {
+    interrupt_two_hop("two-hop", "INT", 130);
+}
+
+/// The job's own ssh on node1 ends with the job (the leak check looks at every host).
+#[test]
+fn sigterm_during_a_reverse_two_hop_session_stops_the_jobs_hop() {
+    interrupt_two_hop("reverse-two-hop", "TERM", 143);
+}
+
+/// The plans, without a cluster.
+fn dry_run(args: &[&str]) -> std::process::Output {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::process::Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+        .current_dir(root)
+        .env_remove("PV_CONNECTION_URI")
+        .env_remove("PV_CONNECTION_SCHEME")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_hop_plans_show_the_listening_pvserver_and_the_hop() {
+    let out = dry_run(&[
+        "-f",
+        "pvsc/cluster-two-hop.pvsc",
+        "connect",
+        "cluster-two-hop",
+        "--client",
+        "none",
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("(two-hop recipe, lsf job)"), "{text}");
+    assert!(text.contains("-J gateway.example.org"), "{text}");
+    assert!(text.contains("pvserver --server-port=0"), "{text}");
+    assert!(text.contains("Accepting connection(s)"), "{text}");
+    assert!(
+        text.contains("connects to cs://localhost:11111"),
+        "ParaView connects to its resource's port: {text}"
+    );
+
+    let out = dry_run(&[
+        "-f",
+        "tests/fixtures/e2e/two-hop.pvsc",
+        "connect",
+        "reverse-two-hop",
+        "--client",
+        "wait",
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("sh -c 'login=$1 fwd=$2"), "{text}");
+    assert!(
+        text.contains("sh '<login-host>' '<port chosen by sshd>' mpiexec -n 2 pvserver --reverse-connection --client-host=localhost"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_resource_that_contradicts_the_recipe_under_paraview_is_a_usage_error() {
+    // ParaView listens (csrc://) but two-hop needs it to connect.
+    let out = dry_run(&[
+        "-f",
+        "pvsc/sandbox.pvsc",
+        "connect",
+        "sandbox",
+        "--recipe",
+        "two-hop",
+        "--client",
+        "none",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("csrc://"),
+        "{out:?}"
+    );
+    // ParaView connects (cs://) but a reverse recipe needs it to listen.
+    let out = dry_run(&[
+        "-f",
+        "pvsc/cluster-two-hop.pvsc",
+        "connect",
+        "cluster-two-hop",
+        "--recipe",
+        "reverse",
+        "--client",
+        "none",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("two-hop"),
+        "{out:?}"
+    );
+    // A client pvlaunch starts is told the URL: any recipe goes.
+    let out = dry_run(&[
+        "-f",
+        "tests/fixtures/e2e/two-hop.pvsc",
+        "connect",
+        "two-hop",
+        "--recipe",
+        "reverse-two-hop",
+        "--client",
+        "wait",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}
