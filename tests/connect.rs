@@ -920,3 +920,26 @@ fn a_resource_that_contradicts_the_recipe_under_paraview_is_a_usage_error() {
     ]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// The GUI as the two-hop client: `paraview --url=cs://localhost:PORT` connects through the
+/// tunnel.
+#[test]
+fn the_paraview_gui_connects_through_a_two_hop_tunnel() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let mut bg = sb.spawn(
+        Host::Desk,
+        "echo $$ > pvlaunch.pid; exec bin/pvlaunch -f two-hop.pvsc --json connect two-hop --client paraview",
+    );
+    bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
+    std::thread::sleep(Duration::from_secs(2));
+    signal_pvlaunch(sb, "INT");
+    let out = bg.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(130), "{out:?}");
+    let evs = events(&out.stdout);
+    assert_eq!(event(&evs, "plan")["client"], "paraview");
+    assert!(has_event(&out.stdout, "tunnel_opened"));
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}

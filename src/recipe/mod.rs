@@ -185,6 +185,8 @@ pub fn handshake_refusal(output: &str) -> Option<Refusal> {
         if l.contains("different connection id") || l.contains("connection ids do not match") {
             Some(Refusal::ConnectId)
         } else if l.contains("different ParaView version")
+            || l.contains("likely a different version of ParaView")
+            || l.contains("likely different versions of ParaView")
             || l.contains("GetVersion()")
             || l.contains("returns different values on the two connecting processes")
         {
@@ -257,6 +259,10 @@ mod tests {
         assert_eq!(handshake_refusal(id), Some(Refusal::ConnectId));
         let version = " Connection failed during handshake.  The server has a different ParaView version than the client.\n";
         assert_eq!(handshake_refusal(version), Some(Refusal::Version));
+        let version = "ERR| vtkTCPNetworkAccessManager (0x1): Client and server are different ParaView versions. Client reports version: 5.10 but server is version 5.11\n";
+        assert_eq!(handshake_refusal(version), Some(Refusal::Version));
+        let unparsed = "ERR| Client Handshake didn't parse.  The client is likely a different version of ParaView.\n";
+        assert_eq!(handshake_refusal(unparsed), Some(Refusal::Version));
         let comm = "Connection failed during handshake. vtkSocketCommunicator::GetVersion()\n returns different values on the two connecting processes\n";
         assert_eq!(handshake_refusal(comm), Some(Refusal::Version));
         assert_eq!(
