@@ -29,6 +29,15 @@ fn install(sb: &Sandbox) {
     ] {
         std::fs::copy(root.join(from), home.join(to)).unwrap();
     }
+    // A first start of the GUI shows a modal welcome dialog that would hold the connection
+    // back; a person closes it once, the test says "do not show again" up front.
+    let config = home.join(".config/ParaView");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("ParaView5.11.0.ini"),
+        "[General]\nGeneralSettings.ShowWelcomeDialog=0\n",
+    )
+    .unwrap();
     let status = std::process::Command::new("chown")
         .args([
             "-R",
@@ -301,16 +310,16 @@ fn the_paraview_gui_connects_under_xvfb() {
     bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
     // The GUI received the server: ParaView prints the connection on its terminal, and the
     // screenshot is kept for a person to look at.
+    // Let the GUI draw the connected session, then keep a screenshot for a person to look at.
+    std::thread::sleep(Duration::from_secs(15));
     let shot = sb.run(
         Host::Desk,
-        "xwd -root -silent -display :0 > paraview-gui.xwd && wc -c < paraview-gui.xwd",
+        "xwd -root -silent -display :0 | xwdtopnm 2>/dev/null | pnmtopng > paraview-gui.png",
     );
-    if shot.success() {
-        let dest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("paraview-gui.xwd");
-        let _ = std::fs::copy(sb.desk_home().join("paraview-gui.xwd"), &dest);
-        eprintln!("screenshot of the GUI session: {}", dest.display());
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(shot.success(), "screenshot: {shot:?}");
+    let dest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("paraview-gui.png");
+    std::fs::copy(sb.desk_home().join("paraview-gui.png"), &dest).unwrap();
+    eprintln!("screenshot of the GUI session: {}", dest.display());
     signal_pvlaunch(sb, "INT");
     let out = bg.wait(Duration::from_secs(60));
     assert_eq!(out.code, Some(130), "{out:?}");
