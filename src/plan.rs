@@ -277,3 +277,146 @@ impl Plan {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::diag::Source;
+    use crate::profile::parse::parse_source;
+    use crate::profile::resolve::{self, Context, Strictness};
+
+    const PROFILE: &str = r#"<Servers><Server name="c" resource="csrc://localhost:11111">
+        <CommandStartup><Options>
+          <Option name="N"><Range type="int" min="1" max="8" default="2"/></Option>
+          <Option name="Q"><String default="viz debug"/></Option>
+        </Options></CommandStartup>
+        <PVLaunch version="1">
+          <Login host="cluster" user="alice" jump="gate"/>
+          <Job scheduler="slurm" nodes="$N$" ranks-per-node="4" walltime="30" partition="viz" account="p1">
+            <Setup line="module load paraview"/>
+          </Job>
+          <PVServer exec="pvserver" launcher="srun -n $PVLAUNCH_RANKS$"><Arg value="--title=$Q$"/></PVServer>
+          <Connection recipe="auto" remote-port="0" connect-id="random" connect-timeout="60"/>
+        </PVLaunch></Server></Servers>"#;
+
+    fn plan(sets: &[&str], overrides: Overrides) -> Result<Plan, PlanError> {
+        let report = parse_source(Source::new("t.pvsc", PROFILE));
+        assert!(
+            report.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            report.diagnostics
+        );
+        let server = &report.servers[0];
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let resolved = resolve::resolve(
+            server,
+            &sets,
+            &mut Context::fixed("5.11.0", 0.5),
+            Strictness::default(),
+        )
+        .unwrap();
+        let launch = server
+            .pvlaunch
+            .as_ref()
+            .unwrap()
+            .resolve(|n| resolved.lookup(n).map(str::to_string))
+            .unwrap();
+        let target = ssh::Target {
+            program: "ssh".into(),
+            destination: launch.login_host.clone(),
+            user: launch.login_user.clone(),
+            port: None,
+            jump_hosts: launch.jump_hosts.clone(),
+            control_path: "/tmp/x/cm".into(),
+            extra_options: vec![],
+        };
+        let mode = Mode::Pvpython {
+            program: "pvpython".into(),
+            script: "s.py".into(),
+            args: vec![],
+        };
+        build(
+            &resolved,
+            &launch,
+            mode,
+            &overrides,
+            &target,
+            true,
+            Fresh {
+                connect_id: 77,
+                tag: "t1".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn the_plan_carries_every_command_and_value() {
+        let p = plan(&["N=3"], Overrides::default()).unwrap();
+        assert_eq!(p.recipe, Recipe::Auto);
+        assert_eq!(p.login, "alice@cluster");
+        assert_eq!(p.client_port, 11111);
+        assert_eq!(p.connect_id, Some(77));
+        assert_eq!(p.job.nodes, 3);
+        assert_eq!(p.job.output_path.as_deref(), Some("pvserver-t1.out"));
+        assert_eq!(
+            p.job.command,
+            vec![
+                "srun",
+                "-n",
+                "12",
+                "pvserver",
+                "--reverse-connection",
+                "--client-host=<login-host>",
+                "--server-port=<port chosen by sshd>",
+                "--connect-id=77",
+                "--title=viz debug"
+            ]
+        );
+        assert!(
+            p.job_script.contains("#SBATCH --nodes=3"),
+            "{}",
+            p.job_script
+        );
+        assert!(
+            p.job_script.contains("'--title=viz debug'"),
+            "one word, quoted: {}",
+            p.job_script
+        );
+        assert!(p.ssh_master.join(" ").contains("-J gate"));
+        assert!(p.ssh_master.contains(&"BatchMode=yes".to_string()));
+        assert_eq!(p.submit, vec!["sbatch", "--parsable"]);
+        assert_eq!(p.queue_timeout, Duration::from_secs(86400));
+        assert_eq!(p.connect_timeout, Duration::from_secs(60));
+        let text = p.render();
+        assert!(text.contains("cancel the job"), "{text}");
+    }
+
+    #[test]
+    fn overrides_win_and_unavailable_recipes_say_so() {
+        let p = plan(
+            &[],
+            Overrides {
+                client_port: Some(22222),
+                connect_id: Some(ConnectId::None),
+                keep_job: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (p.client_port, p.connect_id, p.keep_job),
+            (22222, None, true)
+        );
+        assert!(!p.job.command.iter().any(|a| a.starts_with("--connect-id")));
+        assert!(p.render().contains("keep the job"));
+        let e = plan(
+            &[],
+            Overrides {
+                recipe: Some(Recipe::TwoHop),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, PlanError::RecipeUnavailable("two-hop")), "{e}");
+    }
+}

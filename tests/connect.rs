@@ -443,3 +443,27 @@ fn auto_chooses_the_relay_when_gateway_ports_is_no() {
     assert!(left.trim().is_empty(), "relay left on login: {left}");
     sb.assert_no_leaks();
 }
+
+/// `--keep-job`: pvlaunch leaves, the job stays (and the guard does not cancel it either).
+#[test]
+fn keep_job_leaves_the_job_running() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    let mut bg = spawn_pvlaunch(
+        sb,
+        "connect stuck --keep-job --client pvpython --script hold.py",
+    );
+    bg.wait_for_output("\"job_running\"", SESSION_TIMEOUT);
+    signal_pvlaunch(sb, "INT");
+    let out = bg.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(130), "{out:?}");
+    assert!(out.stdout.contains("kept (--keep-job)"), "{}", out.stdout);
+    // Longer than the guard needs to cancel a job: it is still there.
+    std::thread::sleep(Duration::from_secs(5));
+    let q = queue(sb);
+    assert!(q.contains("RUNNING"), "the job still runs:\n{q}");
+    sb.run(Host::Login, "scancel -u pvtest").assert_success();
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
