@@ -467,3 +467,55 @@ fn keep_job_leaves_the_job_running() {
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }
+
+/// The profile's own `<CommandStartup>` run by the real ParaView GUI: ParaView shows the options
+/// dialog, listens, and runs `pvlaunch connect sandbox --set=RANKS=...` with its `PV_*` variables
+/// in the environment; pvlaunch sees it runs under ParaView (client `none`, ParaView's port) and
+/// pvserver's connection reaches the GUI. Closing ParaView kills pvlaunch outright (as ParaView 6
+/// does on disconnect): the login node's guard still cancels the job.
+#[test]
+fn paraview_runs_pvlaunch_from_the_pvsc() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    // ParaView runs `pvlaunch connect sandbox`: pvlaunch finds the profile where profiles live
+    // (its config folder here; ParaView's own servers.pvsc when imported with Load Servers).
+    sb.run(
+        Host::Desk,
+        "mkdir -p .config/pvlaunch && cp sandbox.pvsc .config/pvlaunch/",
+    )
+    .assert_success();
+    let gui = sb.spawn(
+        Host::Desk,
+        "PATH=$HOME/bin:$PATH paraview --servers-file=sandbox.pvsc --server=sandbox > gui-pvsc.log 2>&1 & \
+         for i in $(seq 300); do \
+           w=$(xdotool search --name 'Connection Options' 2>/dev/null | head -1); \
+           if [ -n \"$w\" ]; then xdotool windowfocus \"$w\"; xdotool key Return; echo accepted; break; fi; \
+           sleep 0.2; \
+         done; wait",
+    );
+    let connected = sandbox::try_wait_for(SESSION_TIMEOUT, || {
+        let log = sb
+            .run(
+                Host::Login,
+                "cat $(ls -t .cache/pvlaunch/pvserver-*.out 2>/dev/null | head -1) 2>/dev/null",
+            )
+            .stdout;
+        log.contains("Client connected.").then_some(log)
+    });
+    let log = sb
+        .read_file(Host::Desk, "/home/pvtest/gui-pvsc.log")
+        .unwrap_or_default();
+    assert!(
+        connected.is_some(),
+        "pvserver never reached ParaView; ParaView's log:\n{log}\nqueue:\n{}",
+        queue(sb)
+    );
+    assert!(
+        !queue(sb).trim().is_empty(),
+        "the job runs while ParaView is connected"
+    );
+    drop(gui); // ParaView closes; pvlaunch is killed with it
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
