@@ -54,6 +54,8 @@ pub enum Event {
     JobSubmitted {
         job_id: String,
         scheduler: String,
+        /// The job's output file on the login node, relative to the home directory.
+        output: String,
     },
     JobQueued {
         job_id: String,
@@ -134,10 +136,7 @@ impl Event {
                 s
             }
             Event::JobRunning { job_id, nodes } => {
-                format!(
-                    "job {job_id} running on {}: waiting for pvserver",
-                    nodes.join(",")
-                )
+                format!("job {job_id} running on {}", nodes.join(","))
             }
             Event::ServerListening { host, port } => {
                 format!("pvserver listens on {host}:{port}: opening the tunnel")
@@ -199,8 +198,12 @@ impl Event {
                     format!(" (accepts {})", allowed.join(", "))
                 }
             ),
-            Event::JobSubmitted { job_id, scheduler } => {
-                format!("submitted {scheduler} job {job_id}")
+            Event::JobSubmitted {
+                job_id,
+                scheduler,
+                output,
+            } => {
+                format!("submitted {scheduler} job {job_id} (output: ~/{output})")
             }
             Event::JobQueued { .. } | Event::JobRunning { .. } => self.phase().unwrap_or_default(),
             Event::ServerListening { host, port } => {

@@ -472,3 +472,268 @@ pub fn recipe_name(r: Recipe) -> &'static str {
         Recipe::ReverseTwoHop => "reverse-two-hop",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::diag::Source;
+    use crate::profile::parse::parse_source;
+    use crate::profile::resolve::{self, Context, Strictness};
+
+    const PROFILE: &str = r#"<Servers><Server name="c" resource="csrc://localhost:11111">
+        <CommandStartup><Options>
+          <Option name="N"><Range type="int" min="1" max="8" default="2"/></Option>
+          <Option name="Q"><String default="viz debug"/></Option>
+        </Options></CommandStartup>
+        <PVLaunch version="1">
+          <Login host="cluster" user="alice" jump="gate"/>
+          <Job scheduler="slurm" nodes="$N$" ranks-per-node="4" walltime="30" partition="viz" account="p1">
+            <Setup line="module load paraview"/>
+          </Job>
+          <PVServer exec="pvserver" launcher="srun -n $PVLAUNCH_RANKS$"><Arg value="--title=$Q$"/></PVServer>
+          <Connection recipe="auto" remote-port="0" connect-id="random" connect-timeout="60"/>
+        </PVLaunch></Server></Servers>"#;
+
+    fn plan(sets: &[&str], overrides: Overrides) -> Result<Plan, PlanError> {
+        plan_of(PROFILE, sets, overrides, pvpython())
+    }
+
+    fn pvpython() -> Mode {
+        Mode::Pvpython {
+            program: "pvpython".into(),
+            script: "s.py".into(),
+            args: vec![],
+        }
+    }
+
+    fn plan_of(
+        profile: &str,
+        sets: &[&str],
+        overrides: Overrides,
+        mode: Mode,
+    ) -> Result<Plan, PlanError> {
+        let report = parse_source(Source::new("t.pvsc", profile));
+        assert!(
+            report.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            report.diagnostics
+        );
+        let server = &report.servers[0];
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let resolved = resolve::resolve(
+            server,
+            &sets,
+            &mut Context::fixed("5.11.0", 0.5),
+            Strictness::default(),
+        )
+        .unwrap();
+        let launch = server
+            .pvlaunch
+            .as_ref()
+            .unwrap()
+            .resolve(|n| resolved.lookup(n).map(str::to_string))
+            .unwrap();
+        let target = ssh::Target {
+            program: "ssh".into(),
+            destination: launch.login_host.clone(),
+            user: launch.login_user.clone(),
+            port: None,
+            jump_hosts: launch.jump_hosts.clone(),
+            control_path: "/tmp/x/cm".into(),
+            extra_options: vec![],
+        };
+        build(
+            &resolved,
+            &launch,
+            mode,
+            &overrides,
+            &target,
+            true,
+            Fresh {
+                connect_id: 77,
+                tag: "t1".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn the_plan_carries_every_command_and_value() {
+        let p = plan(&["N=3"], Overrides::default()).unwrap();
+        assert_eq!(p.recipe, Recipe::Auto);
+        assert_eq!(p.login, "alice@cluster");
+        assert_eq!(p.client_port, 11111);
+        assert_eq!(p.connect_id, Some(77));
+        assert_eq!(p.job.nodes, 3);
+        assert_eq!(p.job.output_path.as_deref(), Some("pvserver-t1.out"));
+        assert_eq!(
+            p.job.command,
+            vec![
+                "srun",
+                "-n",
+                "12",
+                "pvserver",
+                "--reverse-connection",
+                "--client-host=<login-host>",
+                "--server-port=<port chosen by sshd>",
+                "--connect-id=77",
+                "--title=viz debug"
+            ]
+        );
+        assert!(
+            p.job_script.contains("#SBATCH --nodes=3"),
+            "{}",
+            p.job_script
+        );
+        assert!(
+            p.job_script.contains("'--title=viz debug'"),
+            "one word, quoted: {}",
+            p.job_script
+        );
+        assert!(p.ssh_master.join(" ").contains("-J gate"));
+        assert!(p.ssh_master.contains(&"BatchMode=yes".to_string()));
+        assert_eq!(p.submit, vec!["sbatch", "--parsable"]);
+        assert_eq!(p.queue_timeout, Duration::from_secs(86400));
+        assert_eq!(p.connect_timeout, Duration::from_secs(60));
+        let text = p.render();
+        assert!(text.contains("cancel the job"), "{text}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let p = plan(
+            &[],
+            Overrides {
+                client_port: Some(22222),
+                connect_id: Some(ConnectId::None),
+                keep_job: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (p.client_port, p.connect_id, p.keep_job),
+            (22222, None, true)
+        );
+        assert!(!p.job.command.iter().any(|a| a.starts_with("--connect-id")));
+        assert!(p.render().contains("keep the job"));
+    }
+
+    #[test]
+    fn two_hop_runs_a_listening_pvserver_and_the_client_learns_its_port_later() {
+        let p = plan(
+            &[],
+            Overrides {
+                recipe: Some(Recipe::TwoHop),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(p.forward());
+        assert_eq!(
+            p.job.command,
+            vec![
+                "srun",
+                "-n",
+                "8",
+                "pvserver",
+                "--server-port=0",
+                "--connect-id=77",
+                "--title=viz debug"
+            ]
+        );
+        // pvlaunch starts the client: any free port, known once the tunnel is open.
+        assert_eq!(p.client_port, 0);
+        let argv = p.client_argv.clone().unwrap();
+        assert_eq!(
+            argv[..3],
+            ["pvpython", "--force-offscreen-rendering", "--connect-id=77"]
+        );
+        let text = p.render();
+        assert!(text.contains("Accepting connection(s)"), "{text}");
+        assert!(text.contains("local forward 127.0.0.1"), "{text}");
+        assert!(!text.contains("listens on localhost"), "{text}");
+        assert_eq!(
+            p.client_argv_for("cs://localhost:4000").unwrap()[..3],
+            argv[..3]
+        );
+        // An explicit client port is kept.
+        let p = plan(
+            &[],
+            Overrides {
+                recipe: Some(Recipe::TwoHop),
+                client_port: Some(5000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.client_port, 5000);
+    }
+
+    #[test]
+    fn reverse_two_hop_wraps_pvserver_in_the_hop_script() {
+        let p = plan(
+            &[],
+            Overrides {
+                recipe: Some(Recipe::ReverseTwoHop),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let c = &p.job.command;
+        assert_eq!(c[..2], ["sh", "-c"]);
+        assert_eq!(
+            c[3..],
+            [
+                "sh",
+                LOGIN_HOST_PLACEHOLDER,
+                PORT_PLACEHOLDER,
+                "srun",
+                "-n",
+                "8",
+                "pvserver",
+                "--reverse-connection",
+                "--client-host=localhost",
+                "--connect-id=77",
+                "--title=viz debug"
+            ]
+        );
+        assert_eq!(
+            p.client_port, 11111,
+            "the client listens on the resource's port"
+        );
+    }
+
+    #[test]
+    fn auto_takes_two_hop_for_a_cs_resource_and_paraview_must_agree_with_the_recipe() {
+        let cs = PROFILE.replace("csrc://localhost:11111", "cs://localhost:11111");
+        let p = plan_of(&cs, &[], Overrides::default(), pvpython()).unwrap();
+        assert_eq!(p.recipe, Recipe::TwoHop);
+        assert!(p.auto_reason.as_deref().unwrap().contains("cs://"));
+        // Under ParaView (client none) it connects to the resource's port.
+        let p = plan_of(&cs, &[], Overrides::default(), Mode::None).unwrap();
+        assert_eq!((p.recipe, p.client_port), (Recipe::TwoHop, 11111));
+        let reverse = Overrides {
+            recipe: Some(Recipe::Reverse),
+            ..Default::default()
+        };
+        assert!(matches!(
+            plan_of(&cs, &[], reverse.clone(), Mode::None),
+            Err(PlanError::ForwardResource(_))
+        ));
+        // A client pvlaunch starts is told where to listen: fine.
+        assert!(plan_of(&cs, &[], reverse, pvpython()).is_ok());
+        let two_hop = Overrides {
+            recipe: Some(Recipe::TwoHop),
+            ..Default::default()
+        };
+        assert!(matches!(
+            plan_of(PROFILE, &[], two_hop, Mode::None),
+            Err(PlanError::ReverseResource(_))
+        ));
+        // A csrc:// resource under auto stays reverse (decided against the site).
+        assert_eq!(
+            plan(&[], Overrides::default()).unwrap().recipe,
+            Recipe::Auto
+        );
+    }
+}

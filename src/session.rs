@@ -319,6 +319,11 @@ async fn drive(
     reporter.emit(Event::JobSubmitted {
         job_id: job.to_string(),
         scheduler: plan.scheduler.to_string(),
+        output: format!(
+            "{}/{}",
+            plan::REMOTE_DIR,
+            plan::output_path(&plan.session_tag)
+        ),
     });
 
     // 6. The guard: cancels the job if this session's ssh link drops (even on SIGKILL).

@@ -29,6 +29,15 @@ fn install(sb: &Sandbox) {
     ] {
         std::fs::copy(root.join(from), home.join(to)).unwrap();
     }
+    // A first start of the GUI shows a modal welcome dialog that would hold the connection
+    // back; a person closes it once, the test says "do not show again" up front.
+    let config = home.join(".config/ParaView");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("ParaView5.11.0.ini"),
+        "[General]\nGeneralSettings.ShowWelcomeDialog=0\n",
+    )
+    .unwrap();
     let status = std::process::Command::new("chown")
         .args([
             "-R",
@@ -301,16 +310,16 @@ fn the_paraview_gui_connects_under_xvfb() {
     bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
     // The GUI received the server: ParaView prints the connection on its terminal, and the
     // screenshot is kept for a person to look at.
+    // Let the GUI draw the connected session, then keep a screenshot for a person to look at.
+    std::thread::sleep(Duration::from_secs(15));
     let shot = sb.run(
         Host::Desk,
-        "xwd -root -silent -display :0 > paraview-gui.xwd && wc -c < paraview-gui.xwd",
+        "xwd -root -silent -display :0 | xwdtopnm 2>/dev/null | pnmtopng > paraview-gui.png",
     );
-    if shot.success() {
-        let dest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("paraview-gui.xwd");
-        let _ = std::fs::copy(sb.desk_home().join("paraview-gui.xwd"), &dest);
-        eprintln!("screenshot of the GUI session: {}", dest.display());
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(shot.success(), "screenshot: {shot:?}");
+    let dest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("paraview-gui.png");
+    std::fs::copy(sb.desk_home().join("paraview-gui.png"), &dest).unwrap();
+    eprintln!("screenshot of the GUI session: {}", dest.display());
     signal_pvlaunch(sb, "INT");
     let out = bg.wait(Duration::from_secs(60));
     assert_eq!(out.code, Some(130), "{out:?}");
@@ -940,6 +949,82 @@ fn the_paraview_gui_connects_through_a_two_hop_tunnel() {
     let evs = events(&out.stdout);
     assert_eq!(event(&evs, "plan")["client"], "paraview");
     assert!(has_event(&out.stdout, "tunnel_opened"));
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+/// `--keep-job`: pvlaunch leaves, the job stays (and the guard does not cancel it either).
+#[test]
+fn keep_job_leaves_the_job_running() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    let mut bg = spawn_pvlaunch(
+        sb,
+        "connect stuck --keep-job --client pvpython --script hold.py",
+    );
+    bg.wait_for_output("\"job_running\"", SESSION_TIMEOUT);
+    signal_pvlaunch(sb, "INT");
+    let out = bg.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(130), "{out:?}");
+    assert!(out.stdout.contains("kept (--keep-job)"), "{}", out.stdout);
+    // Longer than the guard needs to cancel a job: it is still there.
+    std::thread::sleep(Duration::from_secs(5));
+    let q = queue(sb);
+    assert!(q.contains("RUNNING"), "the job still runs:\n{q}");
+    sb.run(Host::Login, "scancel -u pvtest").assert_success();
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+/// The profile's own `<CommandStartup>` run by the real ParaView GUI: ParaView shows the options
+/// dialog, listens, and runs `pvlaunch connect sandbox --set=RANKS=...` with its `PV_*` variables
+/// in the environment; pvlaunch sees it runs under ParaView (client `none`, ParaView's port) and
+/// pvserver's connection reaches the GUI. Closing ParaView kills pvlaunch outright (as ParaView 6
+/// does on disconnect): the login node's guard still cancels the job.
+#[test]
+fn paraview_runs_pvlaunch_from_the_pvsc() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    // ParaView runs `pvlaunch connect sandbox`: pvlaunch finds the profile where profiles live
+    // (its config folder here; ParaView's own servers.pvsc when imported with Load Servers).
+    sb.run(
+        Host::Desk,
+        "mkdir -p .config/pvlaunch && cp sandbox.pvsc .config/pvlaunch/",
+    )
+    .assert_success();
+    let gui = sb.spawn(
+        Host::Desk,
+        "PATH=$HOME/bin:$PATH paraview --servers-file=sandbox.pvsc --server=sandbox > gui-pvsc.log 2>&1 & \
+         for i in $(seq 300); do \
+           w=$(xdotool search --name 'Connection Options' 2>/dev/null | head -1); \
+           if [ -n \"$w\" ]; then xdotool windowfocus \"$w\"; xdotool key Return; echo accepted; break; fi; \
+           sleep 0.2; \
+         done; wait",
+    );
+    let connected = sandbox::try_wait_for(SESSION_TIMEOUT, || {
+        let log = sb
+            .run(
+                Host::Login,
+                "cat $(ls -t .cache/pvlaunch/pvserver-*.out 2>/dev/null | head -1) 2>/dev/null",
+            )
+            .stdout;
+        log.contains("Client connected.").then_some(log)
+    });
+    let log = sb
+        .read_file(Host::Desk, "/home/pvtest/gui-pvsc.log")
+        .unwrap_or_default();
+    assert!(
+        connected.is_some(),
+        "pvserver never reached ParaView; ParaView's log:\n{log}\nqueue:\n{}",
+        queue(sb)
+    );
+    assert!(
+        !queue(sb).trim().is_empty(),
+        "the job runs while ParaView is connected"
+    );
+    drop(gui); // ParaView closes; pvlaunch is killed with it
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }

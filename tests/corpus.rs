@@ -4,10 +4,9 @@
 //! The corpus lives beside the project (CI has it); a user's clone has none. Without it these
 //! tests say loudly that they were skipped, and with `CI=true` they fail instead.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pvlaunch::profile::resolve::{self, Context, Strictness, Version};
+use pvlaunch::profile::resolve::{self, Context, Strictness};
 use pvlaunch::profile::{self, Catalog, discover};
 
 fn corpus_dir() -> Option<PathBuf> {
@@ -30,18 +29,13 @@ fn corpus_dir() -> Option<PathBuf> {
 /// `ssh` for the ssh program and `<auto-terminal>` for the terminal.
 fn reference_context() -> Context {
     Context {
-        environment: BTreeMap::new(),
         client_host: "workstation".into(),
-        version: Version::parse("6.0.1").unwrap(),
-        platform: "Linux".into(),
-        application_dir: String::new(),
-        application_name: "ParaView".into(),
-        noise: Box::new(|| 0.5),
         find_program: Box::new(|name| match name {
             "ssh" => Some("ssh".into()),
             "x-terminal-emulator" => Some("<auto-terminal>".into()),
             _ => None,
         }),
+        ..Context::fixed("6.0.1", 0.5)
     }
 }
 

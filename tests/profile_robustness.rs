@@ -6,19 +6,10 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use pvlaunch::profile::diag::Source;
 use pvlaunch::profile::parse::parse_source;
-use pvlaunch::profile::resolve::{self, Context, Strictness, Version};
+use pvlaunch::profile::resolve::{self, Context, Strictness};
 
 fn context() -> Context {
-    Context {
-        environment: Default::default(),
-        client_host: "desk".into(),
-        version: Version::parse("6.0.1").unwrap(),
-        platform: "Linux".into(),
-        application_dir: String::new(),
-        application_name: "ParaView".into(),
-        noise: Box::new(|| 0.5),
-        find_program: Box::new(|_| None),
-    }
+    Context::fixed("6.0.1", 0.5)
 }
 
 /// Parse, and resolve whatever parsed: neither step may panic.

@@ -5,20 +5,14 @@ use std::collections::BTreeMap;
 use pvlaunch::profile::diag::Source;
 use pvlaunch::profile::model::Server;
 use pvlaunch::profile::parse::parse_source;
-use pvlaunch::profile::resolve::{
-    self, Context, Origin, ResolveError, Resolved, Strictness, Version,
-};
+use pvlaunch::profile::resolve::{self, Context, Origin, ResolveError, Resolved, Strictness};
 
 fn ctx(noise: f64) -> Context {
     Context {
         environment: BTreeMap::from([("HOME".to_string(), "/home/u".to_string())]),
-        client_host: "desk".into(),
-        version: Version::parse("5.11.0").unwrap(),
-        platform: "Linux".into(),
         application_dir: "/usr/bin".into(),
-        application_name: "ParaView".into(),
-        noise: Box::new(move || noise),
         find_program: Box::new(|name| (name == "ssh").then(|| "/usr/bin/ssh".to_string())),
+        ..Context::fixed("5.11.0", noise)
     }
 }
 

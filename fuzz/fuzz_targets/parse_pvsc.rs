@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use pvlaunch::profile::diag::Source;
 use pvlaunch::profile::parse::parse_source;
-use pvlaunch::profile::resolve::{self, Context, Strictness, Version};
+use pvlaunch::profile::resolve::{self, Context, Strictness};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -14,16 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = d.render();
     }
     for s in &report.servers {
-        let mut ctx = Context {
-            environment: Default::default(),
-            client_host: "desk".into(),
-            version: Version::parse("6.0.1").unwrap(),
-            platform: "Linux".into(),
-            application_dir: String::new(),
-            application_name: "ParaView".into(),
-            noise: Box::new(|| 0.5),
-            find_program: Box::new(|_| None),
-        };
+        let mut ctx = Context::fixed("6.0.1", 0.5);
         let _ = resolve::resolve(s, &[], &mut ctx, Strictness::default());
         if let Some(p) = &s.pvlaunch {
             let _ = p.resolve(|_| Some("1".into()));

@@ -137,7 +137,9 @@ impl Catalog {
                     |c| format!("`{c}`"),
                 )
                 .or_else(|| {
-                    if self.entries.is_empty() {
+                    if std::env::var_os("PV_CONNECTION_URI").is_some() {
+                        Some("run from ParaView: put the .pvsc file in pvlaunch's config folder (~/.config/pvlaunch/), or import it with ParaView's Connect > Load Servers".into())
+                    } else if self.entries.is_empty() {
                         Some("no profiles found: pass -f FILE or see `pvlaunch list`".into())
                     } else {
                         Some("see `pvlaunch list`".into())

@@ -77,6 +77,24 @@ pub struct Context {
     pub find_program: ProgramFinder,
 }
 
+impl Context {
+    /// A deterministic context: no environment, host `desk`, Linux, every random draw `noise`,
+    /// no program found. For tests, fuzzing and reproducible listings.
+    pub fn fixed(version: &str, noise: f64) -> Context {
+        Context {
+            environment: BTreeMap::new(),
+            client_host: "desk".into(),
+            version: Version::parse(version)
+                .unwrap_or_else(|| Version::parse("6.0.1").expect("valid")),
+            platform: "Linux".into(),
+            application_dir: String::new(),
+            application_name: "ParaView".into(),
+            noise: Box::new(move || noise),
+            find_program: Box::new(|_| None),
+        }
+    }
+}
+
 /// Treat `$NAME$` without a value as an error instead of ParaView's bare `NAME`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Strictness {
