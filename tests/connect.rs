@@ -994,6 +994,7 @@ fn paraview_runs_pvlaunch_from_the_pvsc() {
         "mkdir -p .config/pvlaunch && cp sandbox.pvsc .config/pvlaunch/",
     )
     .assert_success();
+    let before = job_outputs(sb);
     let gui = sb.spawn(
         Host::Desk,
         "PATH=$HOME/bin:$PATH paraview --servers-file=sandbox.pvsc --server=sandbox > gui-pvsc.log 2>&1 & \
@@ -1003,15 +1004,8 @@ fn paraview_runs_pvlaunch_from_the_pvsc() {
            sleep 0.2; \
          done; wait",
     );
-    let connected = sandbox::try_wait_for(SESSION_TIMEOUT, || {
-        let log = sb
-            .run(
-                Host::Login,
-                "cat $(ls -t .cache/pvlaunch/pvserver-*.out 2>/dev/null | head -1) 2>/dev/null",
-            )
-            .stdout;
-        log.contains("Client connected.").then_some(log)
-    });
+    // This session's job output (earlier tests' files also say "Client connected.").
+    let connected = new_job_output_containing(sb, &before, "Client connected.");
     let log = sb
         .read_file(Host::Desk, "/home/pvtest/gui-pvsc.log")
         .unwrap_or_default();
@@ -1025,6 +1019,62 @@ fn paraview_runs_pvlaunch_from_the_pvsc() {
         "the job runs while ParaView is connected"
     );
     drop(gui); // ParaView closes; pvlaunch is killed with it
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+/// The job output files on the login node.
+fn job_outputs(sb: &Sandbox) -> Vec<String> {
+    sb.run(Host::Login, "ls .cache/pvlaunch/pvserver-*.out 2>/dev/null")
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Wait for a job output file that is not in `before` to contain `needle`; returns its text.
+fn new_job_output_containing(sb: &Sandbox, before: &[String], needle: &str) -> Option<String> {
+    sandbox::try_wait_for(SESSION_TIMEOUT, || {
+        job_outputs(sb)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .map(|f| {
+                sb.run(Host::Login, &format!("cat {}", shell_quote(&f)))
+                    .stdout
+            })
+            .find(|log| log.contains(needle))
+    })
+}
+
+/// ParaView's Connect dialog with a `cs://` server whose command is pvlaunch: ParaView runs it
+/// (pvlaunch sees it runs under ParaView: client `none`), then keeps trying localhost:11111,
+/// where pvlaunch's end of the tunnel appears once pvserver listens on node1. Closing ParaView
+/// kills pvlaunch outright: the login node's guard cancels the job.
+#[test]
+fn paraview_runs_a_two_hop_pvsc_and_connects_through_the_tunnel() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default());
+    install_two_hop(sb);
+    let before = job_outputs(sb);
+    let gui = sb.spawn(
+        Host::Desk,
+        "PATH=$HOME/bin:$PATH exec paraview --servers-file=two-hop.pvsc --server=two-hop-gui > gui-two-hop.log 2>&1",
+    );
+    let connected = new_job_output_containing(sb, &before, "Client connected.");
+    let log = sb
+        .read_file(Host::Desk, "/home/pvtest/gui-two-hop.log")
+        .unwrap_or_default();
+    assert!(
+        connected.is_some(),
+        "pvserver never saw ParaView; ParaView's log:\n{log}\nqueue:\n{}",
+        queue(sb)
+    );
+    assert!(
+        log.contains("tunnel open to node1"),
+        "pvlaunch's lines in ParaView's log:\n{log}"
+    );
+    assert!(!queue(sb).trim().is_empty(), "the job runs while connected");
+    drop(gui);
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }
