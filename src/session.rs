@@ -528,6 +528,7 @@ impl Follow<'_> {
                             continue;
                         }
                     };
+                    let mut grow_pause = false;
                     match &state {
                         JobState::Queued { reason, estimated_start } => {
                             if last_state.as_ref() != Some(&state) {
@@ -536,7 +537,7 @@ impl Follow<'_> {
                             if queued_since.elapsed() > plan.queue_timeout {
                                 return Outcome::fail(Code::Timeout, format!("job {job} still queued after {} s", plan.queue_timeout.as_secs()), Some("raise <Job queue-timeout>, or pick another partition"));
                             }
-                            pause = (pause.mul_f32(1.5)).min(POLL_MAX);
+                            grow_pause = true;
                         }
                         JobState::Running { nodes: on } => {
                             if running_since.is_none() {
@@ -587,6 +588,10 @@ impl Follow<'_> {
                     }
                     last_state = Some(state);
                     next_poll = tokio::time::Instant::now() + if connected.is_some() { POLL_CONNECTED } else { pause };
+                    if grow_pause {
+                        // Back off only after the first quick look.
+                        pause = (pause.mul_f32(1.5)).min(POLL_MAX);
+                    }
                 }
             }
         }

@@ -81,6 +81,10 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Outcom
             }
         })
         .await;
+        // This relay never started: its ssh session is not one to stop (or report) later.
+        if let Some(mut c) = ctx.remote.pop() {
+            process::stop(&mut c, Duration::from_secs(1)).await;
+        }
         return Err(Outcome::fail(
             Code::Site,
             format!(
