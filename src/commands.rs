@@ -130,32 +130,54 @@ struct ShowJson<'a> {
     pvlaunch: Option<&'a profile::settings::Launch>,
 }
 
-pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) -> Result<Code> {
+/// A profile picked by name and resolved with `--set`: where `show` and `connect` start.
+pub struct Picked {
+    pub catalog: Catalog,
+    index: usize,
+    pub resolved: Resolved,
+    /// pvlaunch's settings, substituted and checked (`None` for a plain ParaView server).
+    pub launch: Option<Launch>,
+    /// The environment the profile was resolved in.
+    pub environment: std::collections::BTreeMap<String, String>,
+}
+
+impl Picked {
+    pub fn entry(&self) -> &Entry {
+        &self.catalog.entries[self.index]
+    }
+}
+
+/// Load the catalog, find `name`, resolve it with `sets`, and resolve its pvlaunch settings.
+/// Problems are printed on stderr; the error is the exit code to return.
+pub fn pick(
+    cli_files: Vec<PathBuf>,
+    name: &str,
+    sets: &[String],
+    strict: bool,
+) -> Result<Picked, Code> {
     let catalog = load_catalog(cli_files);
-    let entry = match catalog.get(&args.name) {
-        Ok(e) => e,
+    let index = match catalog.get(name) {
+        Ok(e) => catalog
+            .entries
+            .iter()
+            .position(|x| std::ptr::eq(x, e))
+            .expect("from the catalog"),
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(Code::Usage);
+            return Err(Code::Usage);
         }
     };
+    let entry = &catalog.entries[index];
     let mut ctx = profile::system_context();
-    let resolved = match resolve::resolve(
-        &entry.server,
-        &args.set,
-        &mut ctx,
-        Strictness {
-            strict: args.strict,
-        },
-    ) {
-        Ok(r) => r,
-        Err(errors) => {
+    let environment = ctx.environment.clone();
+    let resolved = resolve::resolve(&entry.server, sets, &mut ctx, Strictness { strict }).map_err(
+        |errors| {
             for e in errors {
                 eprintln!("error: {e}");
             }
-            return Ok(Code::Usage);
-        }
-    };
+            Code::Usage
+        },
+    )?;
     let launch = match &entry.server.pvlaunch {
         None => None,
         Some(settings) => match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
@@ -181,10 +203,25 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
                 for d in &diags.diagnostics {
                     eprintln!("{}", d.render());
                 }
-                return Ok(Code::InvalidProfile);
+                return Err(Code::InvalidProfile);
             }
         },
     };
+    Ok(Picked {
+        catalog,
+        index,
+        resolved,
+        launch,
+        environment,
+    })
+}
+
+pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) -> Result<Code> {
+    let picked = match pick(cli_files, &args.name, &args.set, args.strict) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let (entry, resolved, launch) = (picked.entry(), &picked.resolved, &picked.launch);
     let mut out = std::io::stdout().lock();
     if json {
         let doc = ShowJson {
@@ -192,13 +229,13 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
             line: entry.server.location.line,
             origin: entry.origin,
             startup: entry.server.startup.kind(),
-            resolved: &resolved,
+            resolved,
             pvlaunch: launch.as_ref(),
         };
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", render_show(entry, &resolved, launch.as_ref()))?;
+        write!(out, "{}", render_show(entry, resolved, launch.as_ref()))?;
     }
     Ok(Code::Success)
 }

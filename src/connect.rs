@@ -6,57 +6,29 @@ use color_eyre::Result;
 
 use crate::cli::{ClientChoice, ConnectArgs, RecipeChoice};
 use crate::client;
-use crate::commands::load_catalog;
+use crate::commands::pick;
 use crate::events::{Event, Reporter, Style};
 use crate::exit::Code;
 use crate::plan::{self, Overrides};
-use crate::profile::resolve::{self, Strictness};
 use crate::profile::settings::Recipe;
 use crate::profile::{self};
 use crate::ssh;
 
 pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArgs) -> Result<Code> {
-    let catalog = load_catalog(cli_files);
-    let entry = match catalog.get(&args.name) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Code::Usage);
-        }
+    let picked = match pick(cli_files, &args.name, &args.set, false) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
     };
-    let mut ctx = profile::system_context();
-    let environment: BTreeMap<String, String> = ctx.environment.clone();
-    let resolved = match resolve::resolve(&entry.server, &args.set, &mut ctx, Strictness::default())
-    {
-        Ok(r) => r,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return Ok(Code::Usage);
-        }
-    };
-    let Some(settings) = &entry.server.pvlaunch else {
-        return plain(&resolved, &environment, json, args);
-    };
-    let launch = match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
-        Ok(l) => l,
-        Err(problems) => {
-            for (_, at, message, hint) in problems {
-                eprintln!(
-                    "error: {at}: {message}{}",
-                    hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default()
-                );
-            }
-            return Ok(Code::InvalidProfile);
-        }
+    let (resolved, environment) = (&picked.resolved, &picked.environment);
+    let Some(launch) = picked.launch.clone() else {
+        return plain(resolved, environment, json, args);
     };
     let request = client_request(args);
-    let mode = match decide_mode(&request, &environment) {
+    let mode = match decide_mode(&request, environment) {
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let style = style_for(json, &mode, &environment);
+    let style = style_for(json, &mode, environment);
     let private_dir = ssh::private_dir()?;
     let target = ssh::Target {
         program: "ssh".into(),
@@ -86,12 +58,12 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
             RecipeChoice::TwoHop => Recipe::TwoHop,
             RecipeChoice::ReverseTwoHop => Recipe::ReverseTwoHop,
         }),
-        connect_id: connect_id_override(&mode, &environment, resolved.connect_id),
+        connect_id: connect_id_override(&mode, environment, resolved.connect_id),
         keep_job: args.keep_job,
     };
     let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
     let plan = match plan::build(
-        &resolved,
+        resolved,
         &launch,
         mode,
         &overrides,
