@@ -635,15 +635,29 @@ async fn dropping_the_run_future_stops_everything() {
 
 mod command {
     use super::*;
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read};
     use std::process::{Command, Stdio};
 
     fn pvlaunch() -> Command {
         Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
     }
 
-    fn stdout(child: &mut std::process::Child) -> BufReader<std::process::ChildStdout> {
-        BufReader::new(child.stdout.take().unwrap())
+    /// A child process that is killed if the test fails before it ends.
+    struct Spawned(std::process::Child);
+
+    impl Drop for Spawned {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn spawn(command: &mut Command) -> Spawned {
+        Spawned(command.spawn().unwrap())
+    }
+
+    fn stdout(child: &mut Spawned) -> BufReader<std::process::ChildStdout> {
+        BufReader::new(child.0.stdout.take().unwrap())
     }
 
     fn read_line(out: &mut BufReader<std::process::ChildStdout>) -> String {
@@ -652,26 +666,26 @@ mod command {
         line
     }
 
-    fn terminate(child: &std::process::Child) {
-        // SAFETY: kill(2) on our own child's pid with a valid signal number.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    fn terminate(child: &Spawned) {
+        // SAFETY: kill(2) on our own, not yet reaped child's pid with a valid signal number.
+        assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
     }
 
     #[tokio::test]
     async fn prints_the_bound_port_and_stops_on_sigterm() {
         let target = echo_target().await;
-        let mut child = pvlaunch()
-            .args([
-                "relay",
-                "--listen",
-                "127.0.0.1:0",
-                "--to",
-                &target.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            pvlaunch()
+                .args([
+                    "relay",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--to",
+                    &target.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         let line = read_line(&mut stdout(&mut child));
         let rest = line.strip_prefix("listening on 127.0.0.1:").expect(&line);
         let (port, to) = rest.trim_end().split_once(" -> ").unwrap();
@@ -683,9 +697,15 @@ mod command {
             b"over the relay"
         );
         terminate(&child);
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
-        let log = String::from_utf8_lossy(&out.stderr);
+        let mut log = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert_eq!(child.0.wait().unwrap().code(), Some(128 + libc::SIGTERM));
         assert!(
             log.contains("closed") && log.contains("bytes_from_peer=14"),
             "{log}"
@@ -695,19 +715,19 @@ mod command {
     #[tokio::test]
     async fn json_events_on_stdout() {
         let target = echo_target().await;
-        let mut child = pvlaunch()
-            .args([
-                "--json",
-                "relay",
-                "--listen",
-                "0",
-                "--to",
-                &target.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            pvlaunch()
+                .args([
+                    "--json",
+                    "relay",
+                    "--listen",
+                    "0",
+                    "--to",
+                    &target.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
         let mut out = stdout(&mut child);
         let line = read_line(&mut out);
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -723,7 +743,7 @@ mod command {
             .lines()
             .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
             .collect();
-        assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+        assert_eq!(child.0.wait().unwrap().code(), Some(128 + libc::SIGTERM));
         let mut kinds: Vec<&str> = events
             .iter()
             .map(|e| e["event"].as_str().unwrap())
