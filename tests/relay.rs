@@ -667,8 +667,11 @@ mod command {
     }
 
     fn terminate(child: &Spawned) {
-        // SAFETY: kill(2) on our own, not yet reaped child's pid with a valid signal number.
-        assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+        let status = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     #[tokio::test]
