@@ -631,6 +631,56 @@ async fn dropping_the_run_future_stops_everything() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The examples in docs/relay.md.
+
+/// Every host name is 10.0.0.1; ports are numbers.
+struct AnyHost;
+
+impl pvlaunch::relay::portfwd::Lookup for AnyHost {
+    fn host(&self, _: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+        Ok(vec![[10, 0, 0, 1].into()])
+    }
+
+    fn service(&self, _: &str) -> Option<u16> {
+        None
+    }
+}
+
+#[test]
+fn the_portfwd_examples_in_the_docs_are_read_as_shown() {
+    use pvlaunch::relay::portfwd::{ConfigError, parse};
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/relay.md")).unwrap();
+    // The insides of the fenced blocks; a block's first line is its language.
+    let blocks: Vec<&str> = doc.split("```").skip(1).step_by(2).collect();
+    let configs: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|b| b.starts_with('\n') && b.contains("tcp {"))
+        .collect();
+    assert!(!configs.is_empty(), "no portfwd example found");
+    for config in configs {
+        let file =
+            parse(Path::new("example.cfg"), config, &AnyHost).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!file.forwards.is_empty());
+    }
+    // The error shown is the error printed, for a file whose line 3 is the one shown.
+    let shown = blocks
+        .iter()
+        .find(|b| b.starts_with("\nfwd.cfg:"))
+        .expect("the error example")
+        .trim();
+    let line = shown.lines().nth(2).unwrap().trim_start_matches("3 | ");
+    let text = format!("tcp {{ 1 {{ => a:1 }} }}\n\n{line}\n");
+    let Err(ConfigError::Invalid { diagnostics, .. }) =
+        parse(Path::new("fwd.cfg"), &text, &AnyHost)
+    else {
+        panic!("no error for {text}");
+    };
+    assert_eq!(diagnostics[0].render(Path::new("fwd.cfg")), shown);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The command line: what a caller over ssh sees.
 
 mod command {
