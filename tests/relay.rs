@@ -811,6 +811,28 @@ mod command {
     }
 
     #[test]
+    fn stops_when_stdin_closes_if_asked() {
+        let mut child = spawn(
+            pvlaunch()
+                .args([
+                    "relay",
+                    "--listen",
+                    "0",
+                    "--to",
+                    "127.0.0.1:9",
+                    "--stop-on-stdin-eof",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let line = read_line(&mut stdout(&mut child));
+        assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+        drop(child.0.stdin.take());
+        assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    }
+
+    #[test]
     fn an_invalid_file_is_a_usage_error_naming_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("fwd.cfg");
