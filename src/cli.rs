@@ -92,7 +92,7 @@ allow the recipe, 7 timeout, 8 client, 128+N signal N.")]
   pvlaunch relay --listen 11111 --to client-host:11111
   pvlaunch relay --listen 0.0.0.0:0 --to localhost:40123 --allow 10.1.0.0/16
   pvlaunch relay --listen unix:/tmp/pv.sock --to localhost:11111
-  pvlaunch relay --config fwd.cfg          fwd.cfg: tcp { 11111 { => client-host:11111 } }
+  pvlaunch relay --config fwd.cfg          portfwd's syntax (docs/relay.md)
   pvlaunch --json relay --listen 0 --to client-host:11111 | head -n1")]
     Relay(RelayArgs),
 

@@ -631,19 +631,83 @@ async fn dropping_the_run_future_stops_everything() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The examples in docs/relay.md.
+
+/// Every host name is 10.0.0.1; ports are numbers.
+struct AnyHost;
+
+impl pvlaunch::relay::portfwd::Lookup for AnyHost {
+    fn host(&self, _: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+        Ok(vec![[10, 0, 0, 1].into()])
+    }
+
+    fn service(&self, _: &str) -> Option<u16> {
+        None
+    }
+}
+
+#[test]
+fn the_portfwd_examples_in_the_docs_are_read_as_shown() {
+    use pvlaunch::relay::portfwd::{ConfigError, parse};
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/relay.md")).unwrap();
+    // The insides of the fenced blocks; a block's first line is its language.
+    let blocks: Vec<&str> = doc.split("```").skip(1).step_by(2).collect();
+    let configs: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|b| b.starts_with('\n') && b.contains("tcp {"))
+        .collect();
+    assert!(!configs.is_empty(), "no portfwd example found");
+    for config in configs {
+        let file =
+            parse(Path::new("example.cfg"), config, &AnyHost).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!file.forwards.is_empty());
+    }
+    // The error shown is the error printed, for a file whose line 3 is the one shown.
+    let shown = blocks
+        .iter()
+        .find(|b| b.starts_with("\nfwd.cfg:"))
+        .expect("the error example")
+        .trim();
+    let line = shown.lines().nth(2).unwrap().trim_start_matches("3 | ");
+    let text = format!("tcp {{ 1 {{ => a:1 }} }}\n\n{line}\n");
+    let Err(ConfigError::Invalid { diagnostics, .. }) =
+        parse(Path::new("fwd.cfg"), &text, &AnyHost)
+    else {
+        panic!("no error for {text}");
+    };
+    assert_eq!(diagnostics[0].render(Path::new("fwd.cfg")), shown);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The command line: what a caller over ssh sees.
 
 mod command {
     use super::*;
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read};
     use std::process::{Command, Stdio};
 
     fn pvlaunch() -> Command {
         Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
     }
 
-    fn stdout(child: &mut std::process::Child) -> BufReader<std::process::ChildStdout> {
-        BufReader::new(child.stdout.take().unwrap())
+    /// A child process that is killed if the test fails before it ends.
+    struct Spawned(std::process::Child);
+
+    impl Drop for Spawned {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn spawn(command: &mut Command) -> Spawned {
+        Spawned(command.spawn().unwrap())
+    }
+
+    fn stdout(child: &mut Spawned) -> BufReader<std::process::ChildStdout> {
+        BufReader::new(child.0.stdout.take().unwrap())
     }
 
     fn read_line(out: &mut BufReader<std::process::ChildStdout>) -> String {
@@ -652,26 +716,29 @@ mod command {
         line
     }
 
-    fn terminate(child: &std::process::Child) {
-        // SAFETY: kill(2) on our own child's pid with a valid signal number.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    fn terminate(child: &Spawned) {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     #[tokio::test]
     async fn prints_the_bound_port_and_stops_on_sigterm() {
         let target = echo_target().await;
-        let mut child = pvlaunch()
-            .args([
-                "relay",
-                "--listen",
-                "127.0.0.1:0",
-                "--to",
-                &target.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            pvlaunch()
+                .args([
+                    "relay",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--to",
+                    &target.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         let line = read_line(&mut stdout(&mut child));
         let rest = line.strip_prefix("listening on 127.0.0.1:").expect(&line);
         let (port, to) = rest.trim_end().split_once(" -> ").unwrap();
@@ -683,9 +750,15 @@ mod command {
             b"over the relay"
         );
         terminate(&child);
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
-        let log = String::from_utf8_lossy(&out.stderr);
+        let mut log = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert_eq!(child.0.wait().unwrap().code(), Some(128 + libc::SIGTERM));
         assert!(
             log.contains("closed") && log.contains("bytes_from_peer=14"),
             "{log}"
@@ -695,19 +768,19 @@ mod command {
     #[tokio::test]
     async fn json_events_on_stdout() {
         let target = echo_target().await;
-        let mut child = pvlaunch()
-            .args([
-                "--json",
-                "relay",
-                "--listen",
-                "0",
-                "--to",
-                &target.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            pvlaunch()
+                .args([
+                    "--json",
+                    "relay",
+                    "--listen",
+                    "0",
+                    "--to",
+                    &target.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
         let mut out = stdout(&mut child);
         let line = read_line(&mut out);
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -723,7 +796,7 @@ mod command {
             .lines()
             .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
             .collect();
-        assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+        assert_eq!(child.0.wait().unwrap().code(), Some(128 + libc::SIGTERM));
         let mut kinds: Vec<&str> = events
             .iter()
             .map(|e| e["event"].as_str().unwrap())
@@ -735,6 +808,28 @@ mod command {
             (&closed["bytes_from_peer"], &closed["bytes_to_peer"]),
             (&4.into(), &4.into())
         );
+    }
+
+    #[test]
+    fn stops_when_stdin_closes_if_asked() {
+        let mut child = spawn(
+            pvlaunch()
+                .args([
+                    "relay",
+                    "--listen",
+                    "0",
+                    "--to",
+                    "127.0.0.1:9",
+                    "--stop-on-stdin-eof",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let line = read_line(&mut stdout(&mut child));
+        assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+        drop(child.0.stdin.take());
+        assert_eq!(child.0.wait().unwrap().code(), Some(0));
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //! one task per connection (in a `JoinSet`: dropping the `run` future aborts them all). Each
 //! connection runs both directions in one task (`copy`), with its own tracing span.
 
+#![deny(unsafe_code)] // only `sys` may use it
+
 mod allow;
 mod config;
 mod conn;
@@ -38,6 +40,7 @@ mod events;
 mod listener;
 pub mod portfwd;
 mod sock;
+#[allow(unsafe_code)]
 mod sys;
 
 pub mod command;
@@ -98,7 +101,7 @@ impl RelayError {
             self,
             RelayError::NoForwards
                 | RelayError::Unpaired { .. }
-                | RelayError::Config(ConfigError::Invalid { .. })
+                | RelayError::Config(_)
                 | RelayError::Allow(_)
         )
     }
