@@ -1078,3 +1078,28 @@ fn paraview_runs_a_two_hop_pvsc_and_connects_through_the_tunnel() {
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }
+
+/// A second Ctrl-C during the cleanup stops at once; the login node's guard still cancels the
+/// job, and nothing is left behind.
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_still_leaves_nothing() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    let mut bg = spawn_pvlaunch(sb, "connect sandbox --client pvpython --script hold.py");
+    bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
+    sb.run(
+        Host::Desk,
+        "p=$(cat pvlaunch.pid); kill -INT $p; sleep 0.01; kill -INT $p 2>/dev/null || true",
+    )
+    .assert_success();
+    let out = bg.wait(Duration::from_secs(60));
+    assert_eq!(out.code, Some(130), "{out:?}");
+    assert!(
+        out.stdout.contains("again: stopping now"),
+        "the second signal cut the cleanup short:\n{}",
+        out.stdout
+    );
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
