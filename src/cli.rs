@@ -16,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
     max_term_width = 100
 )]
 #[command(after_long_help = "Examples:
+  pvlaunch connect cluster-a            submit pvserver, build the tunnel, start ParaView
+  pvlaunch connect cluster-a --dry-run  every command it would run, nothing run
   pvlaunch list                         profiles from every source, and where each comes from
   pvlaunch show cluster-a               resolved options, variables and the command ParaView runs
   pvlaunch show cluster-a --set NODES=4 the same with an option changed
