@@ -9,6 +9,7 @@ pub mod commands;
 pub mod connect;
 pub mod events;
 pub mod exit;
+pub mod job;
 pub mod plain;
 pub mod plan;
 pub mod process;

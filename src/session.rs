@@ -40,8 +40,6 @@ pub const CLIENT_EXIT_GRACE: Duration = Duration::from_secs(30);
 /// A ParaView session moves far more than this; a connection that closes with less, within
 /// two seconds, was refused in the handshake (connect-id or version mismatch).
 pub const HANDSHAKE_BYTES: u64 = 4096;
-/// Lines of the job's output shown when it fails.
-pub const TAIL_LINES: usize = 20;
 
 /// Why a session ended: decides the exit code.
 #[derive(Debug)]
@@ -305,7 +303,7 @@ async fn drive(
         Ok(o) => o,
         Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
     };
-    let job = match scheduler.parse_submit(&to_output(&out)) {
+    let job = match scheduler.parse_submit(&CommandOutput::from(&out)) {
         Ok(id) => id,
         Err(e) => {
             return Outcome::fail(
@@ -327,7 +325,7 @@ async fn drive(
     });
 
     // 6. The guard: cancels the job if this session's ssh link drops (even on SIGKILL).
-    match start_guard(master, scheduler, &job) {
+    match crate::job::start_guard(master, scheduler, &job) {
         Ok(g) => held.guard = Some(g),
         Err(e) => reporter.emit(Event::Warning {
             message: format!("no guard on the login node: {e}"),
@@ -392,29 +390,6 @@ async fn start_relay(
         Some(events_tx),
     )));
     Ok((port, events))
-}
-
-fn to_output(o: &ssh::Output) -> CommandOutput {
-    CommandOutput {
-        status: o.code,
-        stdout: o.stdout.clone(),
-        stderr: o.stderr.clone(),
-    }
-}
-
-/// The remote guard: reads its stdin until the session ends; EOF (the link dropped) cancels
-/// the job, the line `keep` leaves it.
-fn start_guard(master: &Master, scheduler: &dyn Scheduler, job: &JobId) -> Result<Child, String> {
-    let cancel = quote::join(scheduler.cancel_command(job)).map_err(|e| e.to_string())?;
-    let guard = format!(
-        "while IFS= read -r line; do [ \"$line\" = keep ] && exit 0; done; {cancel} >/dev/null 2>&1"
-    );
-    let argv = master.target.remote_argv(&guard);
-    let mut cmd = crate::process::command(&argv, crate::process::Kind::Helper);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    cmd.spawn().map_err(|e| e.to_string())
 }
 
 /// What `follow` needs besides the held resources.
@@ -520,7 +495,7 @@ impl Follow<'_> {
                 }
                 _ = tokio::time::sleep_until(next_poll) => {
                     let master = held.master.as_ref().expect("alive");
-                    let state = match query_state(master, self.scheduler, job).await {
+                    let state = match crate::job::query_state(master, self.scheduler, job).await {
                         Ok(s) => s,
                         Err(e) => {
                             reporter.emit(Event::Warning { message: format!("job query failed: {e}") });
@@ -555,7 +530,7 @@ impl Follow<'_> {
                             pause = POLL_MIN.max(Duration::from_secs(3));
                         }
                         JobState::Finished { state: s, exit_code, .. } => {
-                            let tail = output_tail(held.master.as_ref().expect("alive"), plan).await;
+                            let tail = crate::job::output_tail(held.master.as_ref().expect("alive"), plan).await;
                             reporter.emit(Event::JobFinished { job_id: job.to_string(), state: s.clone(), exit_code: *exit_code, output_tail: tail.clone() });
                             held.job = None;
                             if connected.is_some() {
@@ -745,67 +720,6 @@ fn client_outcome(status: std::process::ExitStatus) -> Outcome {
     }
 }
 
-async fn query_state(
-    master: &Master,
-    scheduler: &dyn Scheduler,
-    job: &JobId,
-) -> Result<JobState, String> {
-    let cmd = quote::join(scheduler.state_command(job)).map_err(|e| e.to_string())?;
-    let out = master
-        .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(state) = scheduler
-        .parse_state(&to_output(&out))
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(state);
-    }
-    // Out of the queue: ask accounting, which may lag a little.
-    for _ in 0..5 {
-        let cmd = quote::join(scheduler.finished_command(job)).map_err(|e| e.to_string())?;
-        let out = master
-            .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(state) = scheduler
-            .parse_finished(&to_output(&out))
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(state);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    Ok(JobState::Finished {
-        state: "UNKNOWN (left the queue)".into(),
-        exit_code: None,
-        signal: None,
-        nodes: vec![],
-    })
-}
-
-async fn output_tail(master: &Master, plan: &Plan) -> Vec<String> {
-    let path = format!(
-        "{}/{}",
-        plan::REMOTE_DIR,
-        plan::output_path(&plan.session_tag)
-    );
-    let Ok(q) = quote::quote(&path) else {
-        return vec![];
-    };
-    match master
-        .exec(
-            &format!("tail -n {TAIL_LINES} {q}"),
-            None,
-            ssh::COMMAND_TIMEOUT,
-        )
-        .await
-    {
-        Ok(o) if o.success() => crate::process::tail(&o.stdout, TAIL_LINES),
-        _ => vec![],
-    }
-}
-
 async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, reporter: &mut Reporter) {
     if let Some(mut c) = held.client.take() {
         crate::process::stop_group(&mut c, Duration::from_secs(5)).await;
@@ -836,7 +750,7 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
             ) {
                 (Some(m), Ok(cmd)) => match m.exec(&cmd, None, ssh::COMMAND_TIMEOUT).await {
                     Ok(o) => scheduler
-                        .parse_cancel(&to_output(&o))
+                        .parse_cancel(&CommandOutput::from(&o))
                         .map(|c| format!("{c:?}"))
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),

@@ -163,6 +163,16 @@ impl Output {
     }
 }
 
+impl From<&Output> for crate::scheduler::CommandOutput {
+    fn from(o: &Output) -> Self {
+        crate::scheduler::CommandOutput {
+            status: o.code,
+            stdout: o.stdout.clone(),
+            stderr: o.stderr.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("cannot run `{program}`: {source}")]
