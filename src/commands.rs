@@ -427,11 +427,7 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<Code> {
             Err(e) => unreadable.push((f.clone(), e.to_string())),
         }
     }
-    let errors: usize = reports
-        .iter()
-        .map(|r| r.diagnostics.iter().filter(|d| d.is_error()).count())
-        .sum::<usize>()
-        + unreadable.len();
+    let errors: usize = reports.iter().map(|r| r.error_count()).sum::<usize>() + unreadable.len();
     let warnings: usize = reports
         .iter()
         .map(|r| r.diagnostics.iter().filter(|d| !d.is_error()).count())
@@ -444,7 +440,7 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<Code> {
                 serde_json::to_value(ValidateFile {
                     file: display_path(&r.source.path),
                     servers: r.servers.iter().map(|s| s.name.as_str()).collect(),
-                    errors: r.diagnostics.iter().filter(|d| d.is_error()).count(),
+                    errors: r.error_count(),
                     warnings: r.diagnostics.iter().filter(|d| !d.is_error()).count(),
                     diagnostics: &r.diagnostics,
                 })

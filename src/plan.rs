@@ -513,11 +513,7 @@ mod tests {
         mode: Mode,
     ) -> Result<Plan, PlanError> {
         let report = parse_source(Source::new("t.pvsc", profile));
-        assert!(
-            report.diagnostics.iter().all(|d| !d.is_error()),
-            "{:?}",
-            report.diagnostics
-        );
+        assert!(!report.has_errors(), "{}", report.rendered_errors());
         let server = &report.servers[0];
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         let resolved = resolve::resolve(

@@ -52,13 +52,8 @@ fn every_corpus_file_parses_without_errors() {
     let mut servers = 0;
     for f in &files {
         let report = profile::read_file(f).unwrap();
-        let errors: Vec<String> = report
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.render())
-            .collect();
-        assert!(errors.is_empty(), "{}:\n{}", f.display(), errors.join("\n"));
+        let errors = report.rendered_errors();
+        assert!(errors.is_empty(), "{}:\n{errors}", f.display());
         assert!(!report.servers.is_empty(), "{} has no servers", f.display());
         for s in &report.servers {
             let mut ctx = reference_context();

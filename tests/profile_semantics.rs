@@ -18,13 +18,8 @@ fn ctx(noise: f64) -> Context {
 
 fn server(xml: &str) -> Server {
     let report = parse_source(Source::new("test.pvsc", xml));
-    let errors: Vec<String> = report
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.render())
-        .collect();
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let errors = report.rendered_errors();
+    assert!(errors.is_empty(), "{errors}");
     report.servers.into_iter().next().expect("one server")
 }
 

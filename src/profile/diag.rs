@@ -145,6 +145,11 @@ impl<'s> Collector<'s> {
         });
     }
 
+    /// How many errors (not warnings) were collected so far.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
     pub fn error(&mut self, offset: usize, path: &str, message: impl Into<String>) {
         self.push(Severity::Error, offset, path, message, None);
     }

@@ -18,7 +18,21 @@ pub struct FileReport {
 
 impl FileReport {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.is_error())
+        self.error_count() > 0
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Every error, rendered (for messages that list what is wrong).
+    pub fn rendered_errors(&self) -> String {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.render())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -154,7 +168,7 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
     };
     let path = format!("Servers/Server[{name}]");
     warn_unknown_attrs(el, SERVER_ATTRS, &path, out);
-    let errors_before = out.diagnostics.iter().filter(|d| d.is_error()).count();
+    let errors_before = out.error_count();
 
     let resource_text = el.attr("resource").unwrap_or("").to_string();
     let resource = match Resource::parse(&resource_text) {
@@ -242,7 +256,7 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
         }
     };
 
-    let errors_after = out.diagnostics.iter().filter(|d| d.is_error()).count();
+    let errors_after = out.error_count();
     if errors_after > errors_before {
         return None;
     }

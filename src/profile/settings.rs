@@ -269,7 +269,7 @@ fn single<'a>(
 
 /// Read and check the `<PVLaunch>` element. Errors go to `out`; `None` if it is unusable.
 pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settings> {
-    let before = out.diagnostics.iter().filter(|d| d.is_error()).count();
+    let before = out.error_count();
     check(el, path, out);
     if let Some(version) = el.attr_entry("version")
         && version.value != "1"
@@ -341,7 +341,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             hint,
         );
     }
-    let after = out.diagnostics.iter().filter(|d| d.is_error()).count();
+    let after = out.error_count();
     (after == before).then_some(settings)
 }
 
