@@ -934,8 +934,17 @@ pub fn netns_inodes(id: &str) -> Vec<u64> {
 
 // --- running processes ------------------------------------------------------------------------
 
-fn spawn_command(mut cmd: Command, what: String) -> Background {
-    cmd.stdin(Stdio::null())
+/// A started command whose stdout and stderr are collected by reader threads.
+struct Started {
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// Start `cmd` in its own process group with stdout and stderr collected.
+fn start_collecting(mut cmd: Command, what: &str, stdin: Stdio) -> Started {
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -948,6 +957,21 @@ fn spawn_command(mut cmd: Command, what: String) -> Background {
         reader(child.stdout.take().expect("stdout"), stdout.clone()),
         reader(child.stderr.take().expect("stderr"), stderr.clone()),
     ];
+    Started {
+        child,
+        stdout,
+        stderr,
+        readers,
+    }
+}
+
+fn spawn_command(cmd: Command, what: String) -> Background {
+    let Started {
+        child,
+        stdout,
+        stderr,
+        readers,
+    } = start_collecting(cmd, &what, Stdio::null());
     Background {
         what,
         child: Some(child),
@@ -958,25 +982,19 @@ fn spawn_command(mut cmd: Command, what: String) -> Background {
     }
 }
 
-fn run_command(mut cmd: Command, what: String, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+fn run_command(cmd: Command, what: String, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     let started = Instant::now();
-    cmd.stdin(if stdin.is_some() {
+    let piped = if stdin.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let readers = vec![
-        reader(child.stdout.take().expect("stdout"), stdout.clone()),
-        reader(child.stderr.take().expect("stderr"), stderr.clone()),
-    ];
+    };
+    let Started {
+        mut child,
+        stdout,
+        stderr,
+        readers,
+    } = start_collecting(cmd, &what, piped);
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let data = data.to_vec();
         std::thread::spawn(move || {
