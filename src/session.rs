@@ -1,25 +1,31 @@
-//! Runs a [`Plan`]: one coordinator that owns every resource and selects over signals, relay
-//! events, the job's state, the client and the ssh link. Cleanup runs on every path.
+//! Runs a [`Plan`]: one coordinator that owns every resource, carries out the steps of the
+//! recipe, then follows the job with the [`Follow`] state machine (pure, in `follow.rs`),
+//! selecting over signals, relay events, the client, the ssh master and timers. Cleanup runs on
+//! every path; the edge ([`run`]) turns the [`Ending`] into the `error` and `done` events.
 //!
-//! Order of a session (reverse recipes): client listens -> ssh master -> local relay -> the
+//! Order of a session (reverse recipes): ssh master -> client listens -> local relay -> the
 //! recipe's path (remote forward checked to face the compute nodes; or a relay, or the job's
 //! own hop, in front of a loopback forward) -> job submitted -> guard started on the login
-//! node -> wait (queued, running, pvserver connected) -> session -> cleanup (client, job,
-//! guard, relay, forward, master).
+//! node -> follow (queued, running, pvserver connected) -> cleanup (client, job, guard, relay,
+//! forward, master). The login comes first so that a wrong host or key fails before a client
+//! window opens.
 //!
 //! Two-hop: ssh master -> job submitted (pvserver listens) -> guard -> running: pvserver's
 //! `Accepting connection(s)` line read from the job's output -> local forward to the node ->
 //! local relay in front of it -> client started (connects) -> session -> the same cleanup.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use tokio::process::Child;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::client::{self, Mode};
 use crate::events::{Event, Reporter};
 use crate::exit::Code;
+use crate::follow::{self, Action, Finish, Follow, Input};
+use crate::job;
+use crate::outcome::{self, Ending, Failure};
 use crate::plan::{self, Plan};
 use crate::profile::settings::Launch;
 use crate::quote;
@@ -30,47 +36,16 @@ use crate::ssh::{self, Master};
 
 /// How long a local client may take to start listening (the GUI loads plugins).
 pub const CLIENT_START_TIMEOUT: Duration = Duration::from_secs(120);
-/// The first pause between scheduler queries; it grows to [`POLL_MAX`].
-pub const POLL_MIN: Duration = Duration::from_secs(2);
-pub const POLL_MAX: Duration = Duration::from_secs(15);
-/// How often a running job is checked once pvserver is connected.
-pub const POLL_CONNECTED: Duration = Duration::from_secs(10);
 /// How long a client pvlaunch started may take to finish after the connection closed.
 pub const CLIENT_EXIT_GRACE: Duration = Duration::from_secs(30);
-/// A ParaView session moves far more than this; a connection that closes with less, within
-/// two seconds, was refused in the handshake (connect-id or version mismatch).
-pub const HANDSHAKE_BYTES: u64 = 4096;
-
-/// Why a session ended: decides the exit code.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The ParaView connection closed or the client exited: a normal end.
-    Finished(String),
-    Failed {
-        code: Code,
-        message: String,
-        hint: Option<String>,
-    },
-    Signal(i32),
-}
-
-impl Outcome {
-    pub fn fail(code: Code, message: impl Into<String>, hint: Option<&str>) -> Outcome {
-        Outcome::Failed {
-            code,
-            message: message.into(),
-            hint: hint.map(str::to_string),
-        }
-    }
-
-    pub fn code(&self) -> Code {
-        match self {
-            Outcome::Finished(_) => Code::Success,
-            Outcome::Failed { code, .. } => *code,
-            Outcome::Signal(n) => Code::Signal(*n),
-        }
-    }
-}
+/// How long the end of a session waits for the job to reach a final state.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client gets to stop (SIGTERM to its group, then SIGKILL).
+pub const CLIENT_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the local relay gets to close its connections at cleanup.
+pub const RELAY_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a helper ssh session on the login node gets to end at cleanup.
+pub const HELPER_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything the session holds, so that cleanup can release it whatever happened.
 struct Held {
@@ -85,7 +60,32 @@ struct Held {
     private_dir: Option<tempfile::TempDir>,
 }
 
-/// Run a session; returns the exit code. `launch` carries the resolved settings.
+pub(crate) struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            int: signal(SignalKind::interrupt()).expect("signal handler"),
+            term: signal(SignalKind::terminate()).expect("signal handler"),
+            hup: signal(SignalKind::hangup()).expect("signal handler"),
+        }
+    }
+
+    pub(crate) async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
+/// Run a session: the steps, then cleanup; emits `error` (when it failed) and `done` last.
 pub async fn run(
     plan: Plan,
     launch: Launch,
@@ -105,24 +105,16 @@ pub async fn run(
     };
     let scheduler = plan.scheduler.scheduler();
     let mut signals = Signals::new();
-    let outcome = tokio::select! {
-        outcome = drive(&plan, &launch, target, scheduler.as_ref(), &mut held, reporter) => outcome,
-        n = signals.next() => Outcome::Signal(n),
+    let ending = tokio::select! {
+        ending = drive(&plan, &launch, target, scheduler.as_ref(), &mut held, reporter) => ending,
+        n = signals.next() => Ending::Signal(n),
     };
-    // A second signal during cleanup skips the graceful steps.
-    let code = outcome.code();
-    match &outcome {
-        Outcome::Failed { message, hint, .. } => {
-            reporter.emit(Event::Error {
-                message: message.clone(),
-                hint: hint.clone(),
-            });
-        }
-        Outcome::Signal(n) => reporter.emit(Event::Warning {
+    if let Ending::Signal(n) = &ending {
+        reporter.emit(Event::Warning {
             message: format!("stopping on signal {n}: cleaning up (again to force)"),
-        }),
-        Outcome::Finished(_) => {}
+        });
     }
+    // A second signal during cleanup skips the graceful steps.
     tokio::select! {
         _ = cleanup(&plan, scheduler.as_ref(), &mut held, reporter) => {}
         n = signals.next() => {
@@ -130,40 +122,23 @@ pub async fn run(
             hard_stop(&mut held).await;
         }
     }
-    let reason = match &outcome {
-        Outcome::Finished(r) => r.clone(),
-        Outcome::Failed { message, .. } => message.clone(),
-        Outcome::Signal(n) => format!("stopped by signal {n}"),
-    };
+    finish(reporter, &ending)
+}
+
+/// The edge: the `error` event for a failure, then `done`; returns the exit code.
+pub fn finish(reporter: &mut Reporter, ending: &Ending) -> Code {
+    if let Ending::Failed(f) = ending {
+        reporter.emit(Event::Error {
+            message: f.to_string(),
+            hint: f.hint(),
+        });
+    }
+    let code = ending.code();
     reporter.emit(Event::Done {
         exit_code: code.as_i32(),
-        reason,
+        reason: ending.reason(),
     });
     code
-}
-
-pub(crate) struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn new() -> Signals {
-        Signals {
-            int: signal(SignalKind::interrupt()).expect("signal handler"),
-            term: signal(SignalKind::terminate()).expect("signal handler"),
-            hup: signal(SignalKind::hangup()).expect("signal handler"),
-        }
-    }
-
-    pub(crate) async fn next(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.int.recv() => libc::SIGINT,
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.hup.recv() => libc::SIGHUP,
-        }
-    }
 }
 
 async fn drive(
@@ -173,7 +148,20 @@ async fn drive(
     scheduler: &dyn Scheduler,
     held: &mut Held,
     reporter: &mut Reporter,
-) -> Outcome {
+) -> Ending {
+    match steps(plan, launch, target, scheduler, held, reporter).await {
+        Ok(ending) | Err(ending) => ending,
+    }
+}
+
+async fn steps(
+    plan: &Plan,
+    launch: &Launch,
+    target: ssh::Target,
+    scheduler: &dyn Scheduler,
+    held: &mut Held,
+    reporter: &mut Reporter,
+) -> Result<Ending, Ending> {
     reporter.emit(Event::Plan {
         profile: plan.profile.clone(),
         recipe: plan::recipe_name(plan.recipe).into(),
@@ -188,40 +176,7 @@ async fn drive(
         });
     }
 
-    // 1. In the reverse recipes the client listens before anything can connect to it. In
-    //    two-hop it starts once pvserver listens and the tunnel is open (in `follow`).
-    if !plan.forward() {
-        if let Some(argv) = &plan.client_argv {
-            let env = client_env(
-                plan,
-                &client::url(true, plan.client_port),
-                plan.client_port,
-                plan.queue_timeout + plan.connect_timeout,
-            );
-            match client::start(argv, &env) {
-                Ok(c) => held.client = Some(c),
-                Err(e) => return Outcome::fail(Code::Client, e.to_string(), Some(e.hint())),
-            }
-        }
-        if let Err(e) =
-            client::wait_listening(plan.client_port, held.client.as_mut(), CLIENT_START_TIMEOUT)
-                .await
-        {
-            let hint = match plan.client {
-                Mode::Wait => {
-                    "start the ParaView client yourself: File > Connect, a server with resource csrc://localhost:PORT"
-                }
-                _ => "check that the client starts on its own",
-            };
-            return Outcome::fail(Code::Client, e, Some(hint));
-        }
-        reporter.emit(Event::ClientListening {
-            port: plan.client_port,
-            mode: plan.client.name().into(),
-        });
-    }
-
-    // 2. One ssh connection.
+    // 1. One ssh connection, before anything else: a wrong host or key fails here.
     reporter.emit(Event::SshConnecting {
         destination: plan.login.clone(),
     });
@@ -229,45 +184,43 @@ async fn drive(
     let master = match Master::start(target, batch).await {
         Ok(m) => held.master.insert(m),
         Err(e) => {
-            return Outcome::fail(
-                Code::Ssh,
-                e.to_string(),
-                Some("check that `ssh HOST` works in a terminal (host alias, keys, known_hosts)"),
-            );
+            return Err(Failure::SshLogin {
+                message: e.to_string(),
+            }
+            .into());
         }
     };
     let login_host = match master.exec("hostname", None, ssh::COMMAND_TIMEOUT).await {
         Ok(o) if o.success() && !o.stdout.trim().is_empty() => o.stdout.trim().to_string(),
         Ok(o) => {
-            return Outcome::fail(
-                Code::Ssh,
-                format!("`hostname` on the login node failed: {}", o.stderr.trim()),
-                None,
-            );
+            return Err(Failure::ssh(format!(
+                "`hostname` on the login node failed: {}",
+                o.stderr.trim()
+            ))
+            .into());
         }
-        Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
+        Err(e) => return Err(Failure::ssh(e.to_string()).into()),
     };
     reporter.emit(Event::SshConnected {
         destination: plan.login.clone(),
         login_host: login_host.clone(),
     });
 
+    // 2. In the reverse recipes the client listens before anything can connect to it. In
+    //    two-hop it starts once pvserver listens and the tunnel is open (while following).
+    if !plan.forward() {
+        start_listening_client(plan, held, reporter).await?;
+    }
+
     // 3. pvlaunch's own relay between the forward and the client (two-hop: between the client
     //    and the tunnel, once the tunnel is open).
     let mut events = None;
     let mut relay_port = 0;
     if !plan.forward() {
-        let to = match format!("127.0.0.1:{}", plan.client_port).parse() {
-            Ok(t) => t,
-            Err(_) => return Outcome::fail(Code::Failure, "bad client address", None),
-        };
-        match start_relay(held, ListenAddr::loopback(0), to).await {
-            Ok((port, rx)) => {
-                relay_port = port;
-                events = Some(rx);
-            }
-            Err(o) => return o,
-        }
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], plan.client_port)).into();
+        let (port, rx) = start_relay(held, ListenAddr::loopback(0), to).await?;
+        relay_port = port;
+        events = Some(rx);
     }
     let master = held.master.as_ref().expect("started above");
 
@@ -280,39 +233,30 @@ async fn drive(
         reporter,
         remote: &mut held.remote,
     };
-    let reach = match crate::recipe::prepare(&mut ctx).await {
-        Ok(r) => r,
-        Err(outcome) => return outcome,
-    };
+    let reach = crate::recipe::prepare(&mut ctx).await?;
 
     // 5. The job.
     let mut spec = plan.job.clone();
     spec.command = reach.job_command(launch, plan.connect_id);
-    let script = match scheduler.render_script(&spec) {
-        Ok(s) => s,
-        Err(e) => return Outcome::fail(Code::InvalidProfile, e.to_string(), None),
-    };
-    let submit = match quote::join(&plan.submit) {
-        Ok(s) => format!("mkdir -p {dir} && cd {dir} && {s}", dir = plan::REMOTE_DIR),
-        Err(e) => return Outcome::fail(Code::InvalidProfile, e.to_string(), None),
-    };
-    let out = match master
+    let script = scheduler
+        .render_script(&spec)
+        .map_err(|e| Failure::Profile {
+            message: e.to_string(),
+        })?;
+    let submit = quote::join(&plan.submit)
+        .map(|s| format!("mkdir -p {dir} && cd {dir} && {s}", dir = plan::REMOTE_DIR))
+        .map_err(|e| Failure::Profile {
+            message: e.to_string(),
+        })?;
+    let out = master
         .exec(&submit, Some(script.as_bytes()), ssh::COMMAND_TIMEOUT)
         .await
-    {
-        Ok(o) => o,
-        Err(e) => return Outcome::fail(Code::Ssh, e.to_string(), None),
-    };
-    let job = match scheduler.parse_submit(&CommandOutput::from(&out)) {
-        Ok(id) => id,
-        Err(e) => {
-            return Outcome::fail(
-                Code::Job,
-                format!("submitting the job failed: {e}"),
-                Some("run the submit command by hand on the login node to see why"),
-            );
-        }
-    };
+        .map_err(|e| Failure::ssh(e.to_string()))?;
+    let job = scheduler
+        .parse_submit(&CommandOutput::from(&out))
+        .map_err(|e| Failure::SubmitFailed {
+            message: e.to_string(),
+        })?;
     held.job = Some(job.clone());
     reporter.emit(Event::JobSubmitted {
         job_id: job.to_string(),
@@ -325,7 +269,7 @@ async fn drive(
     });
 
     // 6. The guard: cancels the job if this session's ssh link drops (even on SIGKILL).
-    match crate::job::start_guard(master, scheduler, &job) {
+    match job::start_guard(master, scheduler, &job) {
         Ok(g) => held.guard = Some(g),
         Err(e) => reporter.emit(Event::Warning {
             message: format!("no guard on the login node: {e}"),
@@ -333,7 +277,7 @@ async fn drive(
     }
 
     // 7. Follow the job until pvserver connects, then until the session ends.
-    let mut follow = Follow {
+    let mut follower = Follower {
         plan,
         scheduler,
         job: &job,
@@ -341,7 +285,48 @@ async fn drive(
         reach: &reach,
         events,
     };
-    follow.run(held, reporter).await
+    Ok(follower.run(held, reporter).await)
+}
+
+/// Reverse recipes: start the client pvlaunch runs (or wait for the person's) and wait until
+/// it listens.
+async fn start_listening_client(
+    plan: &Plan,
+    held: &mut Held,
+    reporter: &mut Reporter,
+) -> Result<(), Failure> {
+    let url = client::url(true, plan.client_port);
+    if let Some(argv) = &plan.client_argv {
+        let env = client_env(
+            plan,
+            &url,
+            plan.client_port,
+            plan.queue_timeout + plan.connect_timeout,
+        );
+        match client::start(argv, &env) {
+            Ok(c) => held.client = Some(c),
+            Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
+        }
+    }
+    if let Err(e) =
+        client::wait_listening(plan.client_port, held.client.as_mut(), CLIENT_START_TIMEOUT).await
+    {
+        let hint = match plan.client {
+            Mode::Wait => format!(
+                "start the ParaView client yourself: File > Connect, a server with resource {url}"
+            ),
+            _ => "check that the client starts on its own".into(),
+        };
+        return Err(Failure::Client {
+            message: e,
+            hint: Some(hint),
+        });
+    }
+    reporter.emit(Event::ClientListening {
+        port: plan.client_port,
+        mode: plan.client.name().into(),
+    });
+    Ok(())
 }
 
 /// The client's environment: where to connect or listen, for scripts that connect themselves.
@@ -366,18 +351,17 @@ async fn start_relay(
     held: &mut Held,
     listen: ListenAddr,
     to: Target,
-) -> Result<(u16, mpsc::UnboundedReceiver<RelayEvent>), Outcome> {
-    let relay = Relay::bind(RelayConfig::new(vec![Forward::new(listen, to)]))
+) -> Result<(u16, mpsc::UnboundedReceiver<RelayEvent>), Failure> {
+    let mut config = RelayConfig::new(vec![Forward::new(listen, to)]);
+    // One session, one pvserver: a second connection while the first is open is refused.
+    config.limits.max_connections = 1;
+    let relay = Relay::bind(config)
         .await
-        .map_err(|e| Outcome::fail(Code::Failure, format!("local relay: {e}"), None))?;
+        .map_err(|e| Failure::internal(format!("local relay: {e}")))?;
     let port = match relay.listeners().first().map(|l| l.addr.clone()) {
         Some(ListenAddr::Tcp { port, .. }) => port,
         _ => {
-            return Err(Outcome::fail(
-                Code::Failure,
-                "local relay has no TCP listener",
-                None,
-            ));
+            return Err(Failure::internal("local relay has no TCP listener"));
         }
     };
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -392,8 +376,8 @@ async fn start_relay(
     Ok((port, events))
 }
 
-/// What `follow` needs besides the held resources.
-struct Follow<'a> {
+/// What following the job needs besides the held resources.
+struct Follower<'a> {
     plan: &'a Plan,
     scheduler: &'a dyn Scheduler,
     job: &'a JobId,
@@ -403,214 +387,211 @@ struct Follow<'a> {
     events: Option<mpsc::UnboundedReceiver<RelayEvent>>,
 }
 
-/// Two-hop: where the tunnel goes, once it is open.
-struct Tunnel {
-    node: String,
-    port: u16,
-}
-
-impl Follow<'_> {
-    /// Follow the job until pvserver connects (two-hop: until pvserver listens, then the tunnel
-    /// opens and the client connects), then until the session ends.
-    async fn run(&mut self, held: &mut Held, reporter: &mut Reporter) -> Outcome {
+impl Follower<'_> {
+    /// Run the [`Follow`] state machine: carry out its actions, feed it what happened.
+    async fn run(&mut self, held: &mut Held, reporter: &mut Reporter) -> Ending {
         let plan = self.plan;
-        let job = self.job;
-        let queued_since = tokio::time::Instant::now();
-        let mut running_since: Option<tokio::time::Instant> = None;
-        let mut nodes: Vec<String> = Vec::new();
-        let mut connected: Option<u64> = None;
-        let mut pause = POLL_MIN;
-        let mut next_poll = tokio::time::Instant::now();
-        let mut last_state: Option<JobState> = None;
-        // Two-hop: the job runs and pvserver's output is read until it listens.
-        let mut awaiting_server = false;
-        let mut next_output = tokio::time::Instant::now();
-        let mut tunnel: Option<Tunnel> = None;
+        let cfg = follow::Config {
+            job: self.job.to_string(),
+            forward: plan.forward(),
+            queue_timeout: plan.queue_timeout,
+            connect_timeout: plan.connect_timeout,
+            client_waited: plan.client == Mode::Wait,
+            output_file: format!(
+                "{}/{}",
+                plan::REMOTE_DIR,
+                plan::output_path(&plan.session_tag)
+            ),
+        };
+        let mut machine = Follow::new(cfg, Instant::now());
+        let mut actions: VecDeque<Action> = machine.start().into();
         loop {
-            let master_alive = held.master.as_mut().is_some_and(|m| m.alive());
-            if !master_alive {
-                return Outcome::fail(
-                    Code::Ssh,
-                    "the ssh connection to the login node dropped",
-                    Some("the job is cancelled by the guard on the login node"),
-                );
-            }
-            tokio::select! {
-                ev = recv(&mut self.events) => match ev {
-                    Some(RelayEvent::Opened { id, peer, .. }) if connected.is_none() => {
-                        connected = Some(id);
-                        let peer = match &tunnel {
-                            Some(t) => format!("the tunnel to {}:{}", t.node, t.port),
-                            None => peer.to_string(),
-                        };
-                        reporter.emit(Event::ServerConnected { peer });
-                        next_poll = tokio::time::Instant::now() + POLL_CONNECTED;
+            while let Some(action) = actions.pop_front() {
+                let input = match action {
+                    Action::Emit(e) => {
+                        reporter.emit(e);
+                        continue;
                     }
-                    Some(RelayEvent::Closed { id, bytes_from_peer, bytes_to_peer, duration, .. }) if Some(id) == connected => {
+                    Action::QueryJob => {
+                        let master = held.master.as_ref().expect("alive while following");
+                        Input::JobState(job::query_state(master, self.scheduler, self.job).await)
+                    }
+                    Action::ReadOutput => {
+                        let master = held.master.as_ref().expect("alive while following");
+                        Input::Output(
+                            two_hop::read_output(master, plan)
+                                .await
+                                .map_err(|e| e.to_string()),
+                        )
+                    }
+                    Action::OpenTunnel { host, port } => {
+                        match self
+                            .open_tunnel(held, reporter, machine.nodes(), &host, port)
+                            .await
+                        {
+                            Ok(node) => Input::TunnelOpened { node, port },
+                            Err(f) => return f.into(),
+                        }
+                    }
+                    Action::Finish(finish) => return self.finish(finish, held, reporter).await,
+                };
+                actions.extend(machine.on(input, Instant::now()));
+            }
+            let wake = machine.next_wakeup();
+            let input = tokio::select! {
+                ev = recv(&mut self.events) => match ev {
+                    Some(RelayEvent::Opened { id, peer, .. }) => Input::ConnectionOpened { id, peer: peer.to_string() },
+                    Some(RelayEvent::Closed { id, bytes_from_peer, bytes_to_peer, duration, .. }) => {
                         // The relay's peer is pvserver in the reverse recipes, the client in two-hop.
-                        let (to_client, to_server) = if plan.forward() {
+                        let (bytes_to_client, bytes_to_server) = if plan.forward() {
                             (bytes_to_peer, bytes_from_peer)
                         } else {
                             (bytes_from_peer, bytes_to_peer)
                         };
-                        reporter.emit(Event::SessionEnded {
-                            bytes_to_client: to_client,
-                            bytes_to_server: to_server,
-                            seconds: duration.as_secs_f64(),
-                        });
-                        if to_client < HANDSHAKE_BYTES && duration < Duration::from_secs(2) {
-                            return handshake_failed(held.master.as_ref().expect("alive"), plan).await;
-                        }
-                        // A client pvlaunch started (a pvpython script) finishes its own work.
-                        if let Some(c) = held.client.as_mut() {
-                            return match tokio::time::timeout(CLIENT_EXIT_GRACE, c.wait()).await {
-                                Ok(Ok(status)) => {
-                                    held.client = None;
-                                    client_outcome(status)
-                                }
-                                _ => Outcome::Finished("the ParaView connection closed".into()),
-                            };
-                        }
-                        return Outcome::Finished("the ParaView connection closed".into());
+                        Input::ConnectionClosed { id, bytes_to_client, bytes_to_server, duration }
                     }
-                    Some(_) => {}
-                    None => return Outcome::fail(Code::Failure, "the local relay stopped", None),
+                    Some(_) => continue,
+                    None => return Failure::internal("the local relay stopped").into(),
                 },
                 status = wait_child(&mut held.client) => {
                     held.client = None;
-                    return match status {
-                        Ok(status) => client_outcome(status),
-                        Err(e) => Outcome::fail(Code::Client, format!("waiting for the client: {e}"), None),
-                    };
-                }
-                _ = tokio::time::sleep_until(next_output), if awaiting_server => {
-                    match self.open_tunnel(held, reporter, &nodes).await {
-                        Ok(Some(t)) => {
-                            tunnel = Some(t);
-                            awaiting_server = false;
-                        }
-                        Ok(None) => next_output = tokio::time::Instant::now() + two_hop::OUTPUT_POLL,
-                        Err(outcome) => return outcome,
+                    match status {
+                        Ok(status) => Input::ClientExited { success: status.success(), status: status.to_string() },
+                        Err(e) => return Failure::client(format!("waiting for the client: {e}"), None).into(),
                     }
                 }
-                _ = tokio::time::sleep_until(next_poll) => {
-                    let master = held.master.as_ref().expect("alive");
-                    let state = match crate::job::query_state(master, self.scheduler, job).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            reporter.emit(Event::Warning { message: format!("job query failed: {e}") });
-                            next_poll = tokio::time::Instant::now() + pause;
-                            continue;
-                        }
-                    };
-                    let mut grow_pause = false;
-                    match &state {
-                        JobState::Queued { reason, estimated_start } => {
-                            if last_state.as_ref() != Some(&state) {
-                                reporter.emit(Event::JobQueued { job_id: job.to_string(), reason: reason.clone(), estimated_start: estimated_start.clone() });
-                            }
-                            if queued_since.elapsed() > plan.queue_timeout {
-                                return Outcome::fail(Code::Timeout, format!("job {job} still queued after {} s", plan.queue_timeout.as_secs()), Some("raise <Job queue-timeout>, or pick another partition"));
-                            }
-                            grow_pause = true;
-                        }
-                        JobState::Running { nodes: on } => {
-                            if running_since.is_none() {
-                                running_since = Some(tokio::time::Instant::now());
-                                nodes = on.clone();
-                                reporter.emit(Event::JobRunning { job_id: job.to_string(), nodes: on.clone() });
-                                if plan.forward() {
-                                    awaiting_server = true;
-                                    next_output = tokio::time::Instant::now();
-                                }
-                            }
-                            if connected.is_none() && running_since.is_some_and(|t| t.elapsed() > plan.connect_timeout) {
-                                return connect_timeout(plan, tunnel.is_some());
-                            }
-                            pause = POLL_MIN.max(Duration::from_secs(3));
-                        }
-                        JobState::Finished { state: s, exit_code, .. } => {
-                            let tail = crate::job::output_tail(held.master.as_ref().expect("alive"), plan).await;
-                            reporter.emit(Event::JobFinished { job_id: job.to_string(), state: s.clone(), exit_code: *exit_code, output_tail: tail.clone() });
-                            held.job = None;
-                            if connected.is_some() {
-                                return Outcome::Finished(format!("the job ended ({s})"));
-                            }
-                            if matches!(self.reach, Reach::Hop { .. })
-                                && let Some(why) = reverse_two_hop::hop_failure(&tail)
-                            {
-                                return reverse_two_hop::failed(&why, self.login_host);
-                            }
-                            let mut what = if plan.forward() && tunnel.is_none() {
-                                two_hop::never_listened(job.as_str(), s)
-                            } else {
-                                format!("job {job} ended ({s}) before pvserver connected")
-                            };
-                            let master = held.master.as_ref().expect("alive");
-                            if let Ok(Some(out)) = two_hop::read_output(master, plan).await
-                                && let Some(e) = crate::recipe::first_error(&out)
-                            {
-                                what.push_str(": ");
-                                what.push_str(&e);
-                            }
-                            return Outcome::fail(Code::Job, what, Some("the job's output above says why"));
-                        }
-                        JobState::Unknown { state: s } => {
-                            if last_state.as_ref() != Some(&state) {
-                                reporter.emit(Event::Warning { message: format!("job {job} is in state {s}") });
-                            }
-                        }
-                    }
-                    last_state = Some(state);
-                    next_poll = tokio::time::Instant::now() + if connected.is_some() { POLL_CONNECTED } else { pause };
-                    if grow_pause {
-                        // Back off only after the first quick look.
-                        pause = (pause.mul_f32(1.5)).min(POLL_MAX);
-                    }
+                _ = wait_master(&mut held.master) => Input::MasterDied,
+                _ = sleep_until(wake) => Input::Timer,
+            };
+            actions.extend(machine.on(input, Instant::now()));
+        }
+    }
+
+    /// The last looks an ending needs: the job's output, the client's exit, the job's state.
+    async fn finish(&self, finish: Finish, held: &mut Held, reporter: &mut Reporter) -> Ending {
+        let plan = self.plan;
+        let job = self.job;
+        match finish {
+            Finish::Now(ending) => ending,
+            Finish::JobLeft {
+                state,
+                exit_code,
+                connected,
+            } => {
+                let master = held.master.as_ref().expect("alive while following");
+                let tail = job::output_tail(master, plan).await;
+                reporter.emit(Event::JobFinished {
+                    job_id: job.to_string(),
+                    state: state.clone(),
+                    exit_code,
+                    output_tail: tail.clone(),
+                });
+                held.job = None;
+                if connected {
+                    return outcome::job_ended_during_session(job.as_str(), &state, exit_code);
                 }
+                if matches!(self.reach, Reach::Hop { .. })
+                    && let Some(why) = reverse_two_hop::hop_failure(&tail)
+                {
+                    return reverse_two_hop::failed(&why, self.login_host).into();
+                }
+                let mut what = if plan.forward() {
+                    two_hop::never_listened(job.as_str(), &state)
+                } else {
+                    format!("job {job} ended ({state}) before pvserver connected")
+                };
+                if let Ok(Some(out)) = two_hop::read_output(master, plan).await
+                    && let Some(e) = crate::recipe::first_error(&out)
+                {
+                    what.push_str(": ");
+                    what.push_str(&e);
+                }
+                Failure::JobEnded { what }.into()
+            }
+            Finish::Handshake => {
+                handshake_failed(held.master.as_ref().expect("alive while following"), plan)
+                    .await
+                    .into()
+            }
+            Finish::ConnectionClosed => {
+                // A client pvlaunch started (a pvpython script) finishes its own work.
+                let client = match held.client.as_mut() {
+                    Some(c) => match tokio::time::timeout(CLIENT_EXIT_GRACE, c.wait()).await {
+                        Ok(Ok(status)) => {
+                            held.client = None;
+                            Some((status.success(), status.to_string()))
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
+                let state = self.settled_state(held).await;
+                follow::settle(job.as_str(), client, state.as_ref())
+            }
+            Finish::ClientExited { success, status } => {
+                let state = self.settled_state(held).await;
+                follow::settle(job.as_str(), Some((success, status)), state.as_ref())
             }
         }
     }
 
-    /// Two-hop: once pvserver's output says it listens, open the tunnel to it, put the local
-    /// relay in front, and start the client. `None` while pvserver does not listen yet.
+    /// The job's state once it had a moment to reach a final one (a wall-time end, a cancel
+    /// or a lost node first closes pvserver's connection, then shows in the scheduler).
+    async fn settled_state(&self, held: &mut Held) -> Option<JobState> {
+        let master = held.master.as_ref()?;
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut pause = Duration::from_millis(300);
+        loop {
+            let state = job::query_state(master, self.scheduler, self.job)
+                .await
+                .ok();
+            let transitional = match &state {
+                Some(JobState::Finished { state, .. }) => {
+                    matches!(
+                        state.split_whitespace().next(),
+                        Some("COMPLETING" | "STAGE_OUT" | "E")
+                    )
+                }
+                Some(JobState::Running { .. }) => true,
+                _ => false,
+            };
+            if !transitional || Instant::now() + pause > deadline {
+                if matches!(state, Some(JobState::Finished { .. })) {
+                    held.job = None;
+                }
+                return state;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Two-hop: pvserver listens on `host:port`: open the tunnel to it, put the local relay in
+    /// front, and start the client. Returns the node the tunnel goes to.
     async fn open_tunnel(
         &mut self,
         held: &mut Held,
         reporter: &mut Reporter,
         nodes: &[String],
-    ) -> Result<Option<Tunnel>, Outcome> {
+        host: &str,
+        port: u16,
+    ) -> Result<String, Failure> {
         let plan = self.plan;
-        let master = held.master.as_ref().expect("alive");
-        let output = match two_hop::read_output(master, plan).await {
-            Ok(Some(o)) => o,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                reporter.emit(Event::Warning {
-                    message: format!("reading the job's output failed: {e}"),
-                });
-                return Ok(None);
-            }
-        };
-        let Some((host, port)) = two_hop::accepting(&output) else {
-            return Ok(None);
-        };
-        reporter.emit(Event::ServerListening {
-            host: host.clone(),
-            port,
-        });
-        let node = two_hop::target_node(nodes, &host);
+        let master = held.master.as_ref().expect("alive while following");
+        let node = two_hop::target_node(nodes, host);
         let local = two_hop::open_tunnel(master, &node, port).await?;
         let to: Target = std::net::SocketAddr::from(([127, 0, 0, 1], local)).into();
         let (relay_port, events) = start_relay(held, ListenAddr::loopback(plan.client_port), to)
             .await
-            .map_err(|o| match o {
-                Outcome::Failed { message, .. } if plan.client_port != 0 => Outcome::fail(
-                    Code::Client,
-                    format!("{message} (the client's port {})", plan.client_port),
-                    Some("free the port, or choose another one with --port"),
-                ),
-                o => o,
+            .map_err(|f| {
+                if plan.client_port != 0 {
+                    Failure::client(
+                        format!("{f} (the client's port {})", plan.client_port),
+                        Some("free the port, or choose another one with --port"),
+                    )
+                } else {
+                    f
+                }
             })?;
         self.events = Some(events);
         let url = client::url(false, relay_port);
@@ -623,10 +604,10 @@ impl Follow<'_> {
             let env = client_env(plan, &url, relay_port, plan.connect_timeout);
             match client::start(&argv, &env) {
                 Ok(c) => held.client = Some(c),
-                Err(e) => return Err(Outcome::fail(Code::Client, e.to_string(), Some(e.hint()))),
+                Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
             }
         }
-        Ok(Some(Tunnel { node, port }))
+        Ok(node)
     }
 }
 
@@ -638,66 +619,41 @@ async fn recv(events: &mut Option<mpsc::UnboundedReceiver<RelayEvent>>) -> Optio
     }
 }
 
-/// pvserver did not connect (two-hop: listen, or the client did not connect) in time.
-fn connect_timeout(plan: &Plan, tunnel_open: bool) -> Outcome {
-    let secs = plan.connect_timeout.as_secs();
-    if !plan.forward() {
-        return Outcome::fail(
-            Code::Timeout,
-            format!("pvserver did not connect within {secs} s of the job starting"),
-            Some("see the job's output on the login node"),
-        );
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
-    if !tunnel_open {
-        let file = format!(
-            "~/{}/{}",
-            plan::REMOTE_DIR,
-            plan::output_path(&plan.session_tag)
-        );
-        return Outcome::fail(
-            Code::Timeout,
-            format!("pvserver did not listen within {secs} s of the job starting"),
-            Some(&format!(
-                "pvlaunch reads pvserver's `Accepting connection(s)` line from {file} on the login node while the job runs; see that file (PBS needs `-k oed`, LSF LSB_STDOUT_DIRECT=y, for it to be written before the job ends)"
-            )),
-        );
+}
+
+async fn wait_master(master: &mut Option<Master>) {
+    match master {
+        Some(m) => m.wait().await,
+        None => std::future::pending().await,
     }
-    Outcome::fail(
-        Code::Timeout,
-        format!("the client did not connect within {secs} s of the job starting"),
-        Some(match plan.client {
-            Mode::Wait => "connect your ParaView client to the URL printed above",
-            _ => "check that the client starts on its own",
-        }),
-    )
 }
 
 /// A connection that closed in the handshake: pvserver's log says why, when it can.
-async fn handshake_failed(master: &Master, plan: &Plan) -> Outcome {
+async fn handshake_failed(master: &Master, plan: &Plan) -> Failure {
     for attempt in 0..2 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if let Ok(Some(out)) = two_hop::read_output(master, plan).await
-            && let Some(r) = crate::recipe::handshake_refusal(&out)
+            && let Some(refusal) = crate::recipe::handshake_refusal(&out)
         {
-            let mut message = r.message().to_string();
-            if r == crate::recipe::Refusal::ConnectId {
-                message.push_str(&match plan.connect_id {
+            let detail = if refusal == crate::recipe::Refusal::ConnectId {
+                match plan.connect_id {
                     Some(id) => format!(" (pvserver expects {id})"),
                     None => " (pvserver expects none)".into(),
-                });
-            }
-            return Outcome::fail(Code::Client, message, Some(r.hint()));
+                }
+            } else {
+                String::new()
+            };
+            return Failure::Handshake { refusal, detail };
         }
     }
-    Outcome::fail(
-        Code::Client,
-        "the connection closed during the ParaView handshake",
-        Some(
-            "client and server must match on ParaView's major.minor version and on the connect-id",
-        ),
-    )
+    Failure::ClosedEarly
 }
 
 async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
@@ -707,22 +663,9 @@ async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::
     }
 }
 
-/// A client that exits 0 ends the session normally; otherwise its status is the failure.
-fn client_outcome(status: std::process::ExitStatus) -> Outcome {
-    if status.success() {
-        Outcome::Finished("the client finished".into())
-    } else {
-        Outcome::fail(
-            Code::Client,
-            format!("the client exited with {status}"),
-            None,
-        )
-    }
-}
-
 async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, reporter: &mut Reporter) {
     if let Some(mut c) = held.client.take() {
-        crate::process::stop_group(&mut c, Duration::from_secs(5)).await;
+        crate::process::stop_group(&mut c, CLIENT_STOP_GRACE).await;
         reporter.emit(Event::Cleanup {
             step: "client stopped".into(),
             ok: true,
@@ -744,59 +687,82 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
                 detail: None,
             });
         } else {
-            let result = match (
-                held.master.as_ref(),
-                quote::join(scheduler.cancel_command(&job)),
-            ) {
-                (Some(m), Ok(cmd)) => match m.exec(&cmd, None, ssh::COMMAND_TIMEOUT).await {
-                    Ok(o) => scheduler
-                        .parse_cancel(&CommandOutput::from(&o))
-                        .map(|c| format!("{c:?}"))
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                (None, _) => Err("no ssh connection; the login node's guard cancels it".into()),
-                (_, Err(e)) => Err(e.to_string()),
-            };
+            let usable = held.master.as_mut().is_some_and(|m| m.alive());
+            let master = held.master.as_ref().filter(|_| usable);
+            let result = cancel_job(master, scheduler, &job).await;
             reporter.emit(Event::Cleanup {
-                step: format!("job {job} cancelled"),
+                step: match &result {
+                    Ok(_) => format!("job {job} cancelled"),
+                    Err(_) => format!("job {job} not cancelled by this session"),
+                },
                 ok: result.is_ok(),
                 detail: result.err(),
             });
         }
     }
     if let Some(mut g) = held.guard.take() {
-        crate::process::stop(&mut g, Duration::from_secs(2)).await;
+        crate::process::stop(&mut g, HELPER_STOP_GRACE).await;
     }
     for mut r in held.remote.drain(..) {
         // Closing its ssh session ends the login node's relay (--stop-on-stdin-eof).
-        crate::process::stop(&mut r, Duration::from_secs(2)).await;
+        let exited_on_its_own = matches!(r.try_wait(), Ok(Some(_)));
+        crate::process::stop(&mut r, HELPER_STOP_GRACE).await;
         reporter.emit(Event::Cleanup {
             step: "relay on the login node stopped".into(),
-            ok: true,
-            detail: None,
+            ok: !exited_on_its_own,
+            detail: exited_on_its_own
+                .then(|| "its ssh session had already ended before cleanup".to_string()),
         });
     }
     if let Some(stop) = held.relay_stop.take() {
         let _ = stop.send(());
-        if let Some(task) = held.relay_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        let stopped = match held.relay_task.take() {
+            Some(task) => tokio::time::timeout(RELAY_STOP_GRACE, task).await.is_ok(),
+            None => true,
+        };
         reporter.emit(Event::Cleanup {
             step: "local relay closed".into(),
-            ok: true,
-            detail: None,
+            ok: stopped,
+            detail: (!stopped).then(|| {
+                format!(
+                    "its connections did not close within {} s",
+                    RELAY_STOP_GRACE.as_secs()
+                )
+            }),
         });
     }
     if let Some(mut m) = held.master.take() {
+        let was_alive = m.alive();
         m.stop().await;
         reporter.emit(Event::Cleanup {
             step: "ssh connection and forwards closed".into(),
-            ok: true,
-            detail: None,
+            ok: was_alive,
+            detail: (!was_alive).then(|| "the ssh connection had already dropped".to_string()),
         });
     }
     held.private_dir.take();
+}
+
+/// Cancel the job through the master; the error says why not (and who still will).
+async fn cancel_job(
+    master: Option<&Master>,
+    scheduler: &dyn Scheduler,
+    job: &JobId,
+) -> Result<(), String> {
+    let Some(master) = master else {
+        return Err(format!(
+            "the ssh connection is gone: the guard on the login node cancels job {job} once the login node notices"
+        ));
+    };
+    let cmd = quote::join(scheduler.cancel_command(job)).map_err(|e| e.to_string())?;
+    let out = master
+        .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    scheduler
+        .parse_cancel(&CommandOutput::from(&out))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Second signal: kill what is local now; the login node's guard cancels the job.

@@ -16,10 +16,9 @@ pub mod two_hop;
 use tokio::process::Child;
 
 use crate::events::{Event, Reporter};
-use crate::exit::Code;
+use crate::outcome::Failure;
 use crate::plan::{self, Plan, ServerEnd};
 use crate::profile::settings::{Launch, Recipe};
-use crate::session::Outcome;
 use crate::ssh::Master;
 
 /// What the job's pvserver does.
@@ -71,7 +70,7 @@ pub struct Ctx<'a> {
 }
 
 /// Prepare the path for `plan.recipe`.
-pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Outcome> {
+pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     match ctx.plan.recipe {
         Recipe::Reverse => match reverse::open(ctx).await? {
             reverse::Forward {
@@ -107,11 +106,7 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Outcome> {
                 });
                 match relay::start(ctx, port).await {
                     // No relay on this login node: the job opens its own hop instead.
-                    Err(Outcome::Failed {
-                        code: Code::Site,
-                        message,
-                        ..
-                    }) => {
+                    Err(Failure::NoRelay { message, .. }) => {
                         ctx.reporter.emit(Event::Warning { message });
                         ctx.reporter.emit(Event::RecipeChosen {
                             recipe: "reverse-two-hop".into(),

@@ -11,11 +11,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{Ctx, Reach};
 use crate::events::Event;
-use crate::exit::Code;
+use crate::outcome::Failure;
 use crate::process::{self, Kind};
 use crate::quote;
 use crate::scheduler::Kind as SchedulerKind;
-use crate::session::Outcome;
 use crate::ssh;
 
 /// How long the remote relay may take to report its port.
@@ -24,7 +23,7 @@ pub const RELAY_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REMOTE_BIN_DIR: &str = ".cache/pvlaunch/bin";
 
 /// Start the relay on the login node in front of the loopback forward `forward_port`.
-pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Outcome> {
+pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Failure> {
     let program = remote_pvlaunch(ctx).await?;
     let mut argv = vec![
         program,
@@ -46,16 +45,15 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Outcom
         argv.push("--allow".into());
         argv.push(n.clone());
     }
-    let command =
-        quote::join(&argv).map_err(|e| Outcome::fail(Code::InvalidProfile, e.to_string(), None))?;
+    let command = quote::join(&argv).map_err(|e| Failure::Profile {
+        message: e.to_string(),
+    })?;
     let ssh_argv = ctx.master.target.remote_argv(&command);
     let mut cmd = process::command(&ssh_argv, Kind::Helper);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+    let mut child = cmd.spawn().map_err(|e| Failure::ssh(e.to_string()))?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     ctx.remote.push(child);
@@ -85,16 +83,16 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Outcom
         if let Some(mut c) = ctx.remote.pop() {
             process::stop(&mut c, Duration::from_secs(1)).await;
         }
-        return Err(Outcome::fail(
-            Code::Site,
-            format!(
+        return Err(Failure::NoRelay {
+            message: format!(
                 "the relay on the login node did not start: {}",
                 process::tail(&err, 3).join(" / ")
             ),
-            Some(
-                "run `pvlaunch relay --listen '*:0' --to 127.0.0.1:1` on the login node to see why",
+            hint: Some(
+                "run `pvlaunch relay --listen '*:0' --to 127.0.0.1:1` on the login node to see why"
+                    .into(),
             ),
-        ));
+        });
     };
     // Keep draining its events so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -153,7 +151,7 @@ async fn cluster_nodes(ctx: &Ctx<'_>) -> Vec<String> {
 /// The pvlaunch program on the login node: the profile's, the one on PATH, a copy made
 /// earlier, or a fresh copy of this very binary when the login node runs the same OS and
 /// architecture (checked by SHA-256 after the upload).
-async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Outcome> {
+async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Failure> {
     if let Some(p) = &ctx.plan.relay_program {
         return Ok(p.clone());
     }
@@ -162,29 +160,31 @@ async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Outcome> {
         .master
         .exec(probe, None, ssh::COMMAND_TIMEOUT)
         .await
-        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+        .map_err(|e| Failure::ssh(e.to_string()))?;
     let (found, uname) = out.stdout.split_once("---").unwrap_or(("", ""));
     if let Some(path) = found.lines().map(str::trim).find(|l| l.starts_with('/')) {
         return Ok(path.to_string());
     }
     let local = local_uname();
     if uname.trim() != local {
-        return Err(Outcome::fail(
-            Code::Site,
-            format!(
+        return Err(Failure::NoRelay {
+ message: format!(
                 "pvlaunch is not installed on the login node, and this build ({local}) does not run there ({})",
                 uname.trim()
             ),
-            Some(
-                "install pvlaunch on the login node (cargo install --path .), or name it: <Connection relay-program=\"/path/to/pvlaunch\"/>",
-            ),
-        ));
+ hint: Some("install pvlaunch on the login node (cargo install --path .), or name it: <Connection relay-program=\"/path/to/pvlaunch\"/>".into()),
+ });
     }
-    let exe =
-        std::env::current_exe().map_err(|e| Outcome::fail(Code::Failure, e.to_string(), None))?;
-    let bytes =
-        std::fs::read(&exe).map_err(|e| Outcome::fail(Code::Failure, e.to_string(), None))?;
-    let sum = format!("{:x}", Sha256::digest(&bytes));
+    // Reading and hashing tens of MiB is blocking work: off the session's runtime.
+    let (bytes, sum) = tokio::task::spawn_blocking(|| {
+        let exe = std::env::current_exe()?;
+        let bytes = std::fs::read(exe)?;
+        let sum = format!("{:x}", Sha256::digest(&bytes));
+        Ok::<_, std::io::Error>((bytes, sum))
+    })
+    .await
+    .map_err(|e| Failure::internal(e.to_string()))?
+    .map_err(|e| Failure::internal(format!("reading this pvlaunch to copy it: {e}")))?;
     let name = format!("pvlaunch-{}-{}", env!("CARGO_PKG_VERSION"), &sum[..16]);
     let path = format!("{REMOTE_BIN_DIR}/{name}");
     let q = |s: &str| quote::quote(s).map(|c| c.into_owned()).unwrap_or_default();
@@ -211,22 +211,21 @@ async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Outcome> {
         .master
         .exec(&upload, Some(&bytes), Duration::from_secs(300))
         .await
-        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+        .map_err(|e| Failure::ssh(e.to_string()))?;
     if out.stdout.split_whitespace().next() != Some(sum.as_str()) {
-        return Err(Outcome::fail(
-            Code::Site,
-            format!(
+        return Err(Failure::NoRelay {
+            message: format!(
                 "copying pvlaunch to the login node failed (checksum mismatch): {}",
                 out.stderr.trim()
             ),
-            Some("check the quota of your home directory on the login node"),
-        ));
+            hint: Some("check the quota of your home directory on the login node".into()),
+        });
     }
     let mv = format!("mv -f {} {}", q(&tmp), q(&path));
     ctx.master
         .exec(&mv, None, ssh::COMMAND_TIMEOUT)
         .await
-        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+        .map_err(|e| Failure::ssh(e.to_string()))?;
     Ok(format!("./{path}"))
 }
 

@@ -3,8 +3,7 @@
 use super::Ctx;
 use crate::client;
 use crate::events::Event;
-use crate::exit::Code;
-use crate::session::Outcome;
+use crate::outcome::Failure;
 use crate::ssh;
 
 /// The forward sshd opened.
@@ -16,7 +15,7 @@ pub struct Forward {
 }
 
 /// Ask for `-R 0.0.0.0:PORT:localhost:LOCAL` and read where sshd really bound it.
-pub async fn open(ctx: &mut Ctx<'_>) -> Result<Forward, Outcome> {
+pub async fn open(ctx: &mut Ctx<'_>) -> Result<Forward, Failure> {
     let port = forward(ctx, Some("0.0.0.0")).await?;
     let out = ctx
         .master
@@ -26,7 +25,7 @@ pub async fn open(ctx: &mut Ctx<'_>) -> Result<Forward, Outcome> {
             ssh::COMMAND_TIMEOUT,
         )
         .await
-        .map_err(|e| Outcome::fail(Code::Ssh, e.to_string(), None))?;
+        .map_err(|e| Failure::ssh(e.to_string()))?;
     let bind = client::parse_proc_net_tcp(&out.stdout)
         .into_iter()
         .find(|s| s.listening && s.port == port)
@@ -44,7 +43,7 @@ pub async fn open(ctx: &mut Ctx<'_>) -> Result<Forward, Outcome> {
 }
 
 /// A forward on the login node's loopback only (for the relay in front of it).
-pub async fn open_loopback(ctx: &mut Ctx<'_>) -> Result<u16, Outcome> {
+pub async fn open_loopback(ctx: &mut Ctx<'_>) -> Result<u16, Failure> {
     let port = forward(ctx, Some("127.0.0.1")).await?;
     ctx.reporter.emit(Event::ForwardOpened {
         remote_port: port,
@@ -54,25 +53,21 @@ pub async fn open_loopback(ctx: &mut Ctx<'_>) -> Result<u16, Outcome> {
     Ok(port)
 }
 
-async fn forward(ctx: &mut Ctx<'_>, bind: Option<&str>) -> Result<u16, Outcome> {
+async fn forward(ctx: &mut Ctx<'_>, bind: Option<&str>) -> Result<u16, Failure> {
     ctx.master.forward_remote(bind, ctx.plan.remote_port, ctx.local_port).await.map_err(|e| {
-        Outcome::fail(
-            Code::Site,
+        Failure::site(
             e.to_string(),
-            Some("the login node's sshd refuses remote forwards (AllowTcpForwarding); see docs/recipes.md"),
+            "the login node's sshd refuses remote forwards (AllowTcpForwarding); see docs/recipes.md",
         )
     })
 }
 
 /// The failure of the reverse recipe under `GatewayPorts no`.
-pub fn loopback_only(login_host: &str, port: u16) -> Outcome {
-    Outcome::fail(
-        Code::Site,
+pub fn loopback_only(login_host: &str, port: u16) -> Failure {
+    Failure::site(
         format!(
             "the login node's sshd bound the forward to its loopback only (GatewayPorts no): compute nodes cannot reach {login_host}:{port}"
         ),
-        Some(
-            "ask the site for `GatewayPorts clientspecified`, or use the relay recipe (<Connection recipe=\"relay\"/> or recipe=\"auto\")",
-        ),
+        "ask the site for `GatewayPorts clientspecified`, or use the relay recipe (<Connection recipe=\"relay\"/> or recipe=\"auto\")",
     )
 }

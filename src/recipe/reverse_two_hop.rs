@@ -11,7 +11,7 @@
 //! (`-L 0:` cannot be used: ssh refuses a local forward on port 0).
 
 use super::{Ctx, Reach};
-use crate::session::Outcome;
+use crate::outcome::Failure;
 
 /// The marker the hop script prints before a line that says why the hop failed.
 pub const FAILURE_MARKER: &str = "pvlaunch-hop: error:";
@@ -55,7 +55,7 @@ echo "pvlaunch-hop: open: $node:$port -> $login:localhost:$fwd"
 "$@" "--server-port=$port""#;
 
 /// The login node's forward stays on its loopback; the job opens the hop to it.
-pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Outcome> {
+pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     let port = super::reverse::open_loopback(ctx).await?;
     Ok(Reach::Hop {
         login_host: ctx.login_host.to_string(),
@@ -95,7 +95,7 @@ pub fn hop_opened(output: &str) -> Option<String> {
 }
 
 /// The failure when the compute node could not open the hop.
-pub fn failed(why: &str, login_host: &str) -> Outcome {
+pub fn failed(why: &str, login_host: &str) -> Failure {
     let hint = if why.contains("cannot ssh") {
         format!(
             "the job's compute node must reach {login_host} with ssh without a prompt: a key in the cluster's shared home (~/.ssh/id_*, listed in ~/.ssh/authorized_keys) and {login_host}'s host key in ~/.ssh/known_hosts; or use the relay recipe"
@@ -105,10 +105,9 @@ pub fn failed(why: &str, login_host: &str) -> Outcome {
             "{login_host}'s sshd must allow local forwards (AllowTcpForwarding yes or local); or use the relay recipe"
         )
     };
-    Outcome::fail(
-        crate::exit::Code::Site,
+    Failure::site(
         format!("the job could not open its ssh hop back to the login node: {why}"),
-        Some(&hint),
+        hint,
     )
 }
 
@@ -171,12 +170,7 @@ mod tests {
             "node1:40123 -> login:localhost:38211"
         );
         let o = failed("node1 cannot ssh to login: Permission denied", "login");
-        match o {
-            Outcome::Failed { code, hint, .. } => {
-                assert_eq!(code, crate::exit::Code::Site);
-                assert!(hint.unwrap().contains("known_hosts"));
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(o.code(), crate::exit::Code::Site);
+        assert!(o.hint().unwrap().contains("known_hosts"));
     }
 }
