@@ -1,6 +1,7 @@
 //! `pvlaunch connect`: profile -> plan -> session.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use color_eyre::Result;
 
@@ -9,6 +10,7 @@ use crate::client;
 use crate::commands::pick;
 use crate::events::{Event, Reporter, Style};
 use crate::exit::Code;
+use crate::outcome::Failure;
 use crate::plan::{self, Overrides};
 use crate::profile::settings::Recipe;
 use crate::profile::{self};
@@ -17,16 +19,26 @@ use crate::ssh;
 pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArgs) -> Result<Code> {
     let picked = match pick(cli_files, &args.name, &args.set, false) {
         Ok(p) => p,
-        Err(code) => return Ok(code),
+        Err(code) => {
+            // The problems are on stderr already; scripts still get the last event.
+            let reason = match code {
+                Code::InvalidProfile => format!("profile `{}` is invalid", args.name),
+                _ => format!("profile `{}` cannot be used", args.name),
+            };
+            return Ok(early_end(json, code, reason, None));
+        }
     };
     let (resolved, environment) = (&picked.resolved, &picked.environment);
-    let Some(launch) = picked.launch.clone() else {
-        return plain(resolved, environment, json, args);
+    let request = match client_request(args) {
+        Ok(r) => r,
+        Err(f) => return Ok(fail_early(json, f)),
     };
-    let request = client_request(args);
+    let Some(launch) = picked.launch.clone() else {
+        return plain(resolved, environment, json, args, &request);
+    };
     let mode = match decide_mode(&request, environment) {
         Ok(m) => m,
-        Err(code) => return Ok(code),
+        Err(f) => return Ok(fail_early(json, f)),
     };
     let style = style_for(json, &mode, environment);
     let private_dir = ssh::private_dir()?;
@@ -73,13 +85,18 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     ) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(match e {
+            let failure = match e {
                 plan::PlanError::ForwardResource(_) | plan::PlanError::ReverseResource(_) => {
-                    Code::Usage
+                    Failure::Usage {
+                        message: e.to_string(),
+                        hint: Some("the resource of the server in ParaView's Connect dialog decides who connects: cs:// needs recipe two-hop, csrc:// a reverse recipe".into()),
+                    }
                 }
-                _ => Code::InvalidProfile,
-            });
+                _ => Failure::Profile {
+                    message: e.to_string(),
+                },
+            };
+            return Ok(fail_early(json, failure));
         }
     };
     if args.dry_run {
@@ -110,30 +127,94 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     Ok(code)
 }
 
-fn client_request(args: &ConnectArgs) -> client::Request {
-    match args.client {
-        ClientChoice::Auto => client::Request::Auto,
-        ClientChoice::Paraview => client::Request::Paraview,
-        ClientChoice::Pvpython => client::Request::Pvpython(
-            args.script.clone().unwrap_or_default(),
-            args.script_args.clone(),
-        ),
-        ClientChoice::Wait => client::Request::Wait,
-        ClientChoice::None => client::Request::None,
+/// The client the command line asks for. `--script` means pvpython: given alone it picks it,
+/// with another client it is a usage error rather than silently ignored.
+fn client_request(args: &ConnectArgs) -> Result<client::Request, Failure> {
+    let pvpython = |script: &std::path::Path| {
+        client::Request::Pvpython(script.to_path_buf(), args.script_args.clone())
+    };
+    match (args.client, &args.script) {
+        (ClientChoice::Auto | ClientChoice::Pvpython, Some(script)) => Ok(pvpython(script)),
+        (ClientChoice::Pvpython, None) => Err(Failure::Usage {
+            message: "--client pvpython needs --script FILE".into(),
+            hint: None,
+        }),
+        (other, Some(_)) => Err(Failure::Usage {
+            message: format!(
+                "--script runs a pvpython script: it cannot be used with --client {}",
+                client_name(other)
+            ),
+            hint: Some("drop --client, or use --client pvpython".into()),
+        }),
+        (_, None) if !args.script_args.is_empty() => Err(Failure::Usage {
+            message: format!(
+                "arguments after `--` ({}) are for a pvpython script, but there is no --script",
+                args.script_args.join(" ")
+            ),
+            hint: Some("add --script FILE".into()),
+        }),
+        (ClientChoice::Auto, None) => Ok(client::Request::Auto),
+        (ClientChoice::Paraview, None) => Ok(client::Request::Paraview),
+        (ClientChoice::Wait, None) => Ok(client::Request::Wait),
+        (ClientChoice::None, None) => Ok(client::Request::None),
+    }
+}
+
+fn client_name(c: ClientChoice) -> &'static str {
+    match c {
+        ClientChoice::Auto => "auto",
+        ClientChoice::Paraview => "paraview",
+        ClientChoice::Pvpython => "pvpython",
+        ClientChoice::Wait => "wait",
+        ClientChoice::None => "none",
     }
 }
 
 fn decide_mode(
     request: &client::Request,
     environment: &BTreeMap<String, String>,
-) -> Result<client::Mode, Code> {
+) -> Result<client::Mode, Failure> {
     client::decide(request, environment, |p| {
         which::which(p).ok().map(|p| p.display().to_string())
     })
-    .map_err(|e| {
-        eprintln!("error: {e}\n  hint: {}", e.hint());
-        Code::Client
-    })
+    .map_err(|e| Failure::client(e.to_string(), Some(e.hint())))
+}
+
+/// A failure before the session started: the same `error` and `done` events as any other end
+/// under `--json`, the error and its hint on stderr otherwise.
+fn fail_early(json: bool, failure: Failure) -> Code {
+    let code = failure.code();
+    let message = failure.to_string();
+    early_end(json, code, message, Some((failure.hint(), true)))
+}
+
+/// End before a session: `error` (when it is not printed already) and `done`.
+fn early_end(
+    json: bool,
+    code: Code,
+    reason: String,
+    error: Option<(Option<String>, bool)>,
+) -> Code {
+    if json {
+        let mut reporter = Reporter::new(Style::Json);
+        if let Some((hint, _)) = &error {
+            reporter.emit(Event::Error {
+                message: reason.clone(),
+                hint: hint.clone(),
+            });
+        }
+        reporter.emit(Event::Done {
+            exit_code: code.as_i32(),
+            reason,
+        });
+    } else if let Some((hint, _)) = error {
+        let mut text = format!("error: {reason}");
+        if let Some(h) = hint {
+            text.push_str(&format!("\n  hint: {h}"));
+        }
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+    code
 }
 
 fn style_for(json: bool, mode: &client::Mode, environment: &BTreeMap<String, String>) -> Style {
@@ -152,10 +233,11 @@ fn plain(
     environment: &BTreeMap<String, String>,
     json: bool,
     args: &ConnectArgs,
+    request: &client::Request,
 ) -> Result<Code> {
-    let mode = match decide_mode(&client_request(args), environment) {
+    let mode = match decide_mode(request, environment) {
         Ok(m) => m,
-        Err(code) => return Ok(code),
+        Err(f) => return Ok(fail_early(json, f)),
     };
     if args.dry_run {
         let url = match &resolved.endpoint {
