@@ -32,8 +32,8 @@ fn profile(home: &Path, body: &str) -> String {
     path.display().to_string()
 }
 
-const CLUSTER: &str = r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/>
-  <PVLaunch><Login host="login.invalid"/><Job scheduler="slurm"/></PVLaunch></CommandStartup></Server>"#;
+const CLUSTER: &str = r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="login.invalid"/><Job scheduler="slurm"/></PVLaunch></Server>"#;
 
 #[test]
 fn an_unknown_profile_ends_with_done_under_json() {

@@ -1,0 +1,286 @@
+//! The session's effects without root or a cluster: the real pvlaunch binary against a fake
+//! `ssh` and a fake Slurm (`tests/fake/bin`), so that signals, hung commands, a dead controller
+//! and the order of the steps can be tested anywhere. The fakes keep their state in files; the
+//! end-to-end tests (tests/connect.rs) run the same paths against the real sshd and Slurm.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("state/home")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let f = Fake { dir };
+        f.profile(
+            r#"<Server name="c" resource="cs://localhost:11111"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm" queue-timeout="600"/>
+  <Connection recipe="two-hop" connect-id="none"/></PVLaunch></Server>"#,
+        );
+        f
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn profile(&self, body: &str) {
+        std::fs::write(
+            self.dir.path().join("p.pvsc"),
+            format!("<Servers>{body}</Servers>"),
+        )
+        .unwrap();
+    }
+
+    fn touch(&self, name: &str, text: &str) {
+        std::fs::write(self.state().join(name), text).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/bin");
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pvlaunch"));
+        c.arg("-f")
+            .arg(self.dir.path().join("p.pvsc"))
+            .args(args)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.dir.path().join("home"))
+            .env("FAKE_STATE", self.state())
+            .env("FAKE_BIN", &bin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().unwrap()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state().join(name)).unwrap_or_default()
+    }
+
+    fn job_state(&self, id: &str) -> String {
+        self.read(&format!("jobs/{id}.state")).trim().to_string()
+    }
+
+    /// Wait until the scheduler log has a line containing `needle`.
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.read("scheduler.log").contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "no `{needle}` in the scheduler log within {timeout:?}: {}",
+                self.read("scheduler.log")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until job `id` is in a state starting with `prefix`.
+    fn wait_job(&self, id: &str, prefix: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.job_state(id).starts_with(prefix) {
+            assert!(
+                start.elapsed() < timeout,
+                "job {id} is {:?}, not {prefix}, after {timeout:?}; log: {}",
+                self.job_state(id),
+                self.read("scheduler.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// No process of this fake cluster is left (the master, a guard, a remote command).
+    fn assert_nothing_left(&self) {
+        let marker = self.state().display().to_string();
+        let start = Instant::now();
+        loop {
+            let left: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .filter_map(|e| {
+                    std::fs::read(e.path().join("environ"))
+                        .ok()
+                        .map(|env| (e, env))
+                })
+                .filter(|(_, env)| {
+                    env.split(|&b| b == 0)
+                        .any(|v| v == format!("FAKE_STATE={marker}").as_bytes())
+                })
+                .map(|(e, _)| {
+                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                })
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "left running: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().unwrap()
+}
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn last_event(out: &Output) -> serde_json::Value {
+    events(out).pop().expect("at least one event")
+}
+
+#[test]
+fn ctrl_c_while_queued_cancels_the_job_and_leaves_nothing() {
+    let f = Fake::new();
+    let child = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    f.wait_log("squeue 101", Duration::from_secs(20));
+    signal(&child, libc::SIGINT);
+    let out = finish(child);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(last_event(&out)["event"], "done");
+    f.wait_job("101", "CANCELLED", Duration::from_secs(10));
+    assert_eq!(f.read("fresh-logins"), "");
+    f.assert_nothing_left();
+}
+
+#[test]
+fn sigkill_while_queued_is_cleaned_up_by_the_guard() {
+    let f = Fake::new();
+    let mut child = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    f.wait_log("squeue 101", Duration::from_secs(20));
+    // The guard starts right after the submit answers; give it a moment to be there.
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    f.wait_job("101", "CANCELLED", Duration::from_secs(15));
+    f.assert_nothing_left();
+}
+
+#[test]
+fn a_login_that_fails_starts_no_client() {
+    let f = Fake::new();
+    f.touch("ssh-login-fails", "");
+    // A reverse recipe starts its client before the job: never before the login worked.
+    f.profile(
+        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="clsuter"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse"/></PVLaunch></Server>"#,
+    );
+    let marker = f.state().join("client-started");
+    let script = f.dir.path().join("s.py");
+    std::fs::write(&script, "").unwrap();
+    let bin = f.dir.path().join("clientbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pvpython = bin.join("pvpython");
+    std::fs::write(
+        &pvpython,
+        format!("#!/bin/sh\ntouch {}\nsleep 30\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &pvpython,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut c = f.command(&[
+        "--json",
+        "connect",
+        "c",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        c.get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v)
+            .unwrap()
+            .to_string_lossy()
+    );
+    c.env("PATH", path);
+    let out = c.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !marker.exists(),
+        "the client was started before the login failed"
+    );
+    let done = last_event(&out);
+    assert_eq!(done["event"], "done");
+    f.assert_nothing_left();
+}
+
+#[test]
+fn a_requeued_job_ends_the_session_and_is_cancelled() {
+    let f = Fake::new();
+    std::fs::create_dir_all(f.state().join("jobs")).unwrap();
+    f.touch("jobs/101.states", "RUNNING\nRUNNING\nPENDING\n");
+    let child = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    let out = finish(child);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events(&out);
+    let error = evs
+        .iter()
+        .find(|e| e["event"] == "error")
+        .expect("an error");
+    assert!(
+        error["message"].as_str().unwrap().contains("requeued"),
+        "{error}"
+    );
+    f.wait_job("101", "CANCELLED", Duration::from_secs(10));
+    f.assert_nothing_left();
+}
+
+#[test]
+fn a_job_cancelled_outside_says_so() {
+    let f = Fake::new();
+    std::fs::create_dir_all(f.state().join("jobs")).unwrap();
+    f.touch("jobs/101.states", "PENDING\nCANCELLED by 0\n");
+    let out = finish(f.spawn(&["--json", "connect", "c", "--client", "wait"]));
+    assert_eq!(out.status.code(), Some(5));
+    let done = last_event(&out);
+    assert!(
+        done["reason"].as_str().unwrap().contains("CANCELLED"),
+        "{done}"
+    );
+    f.assert_nothing_left();
+}
