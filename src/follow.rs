@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::events::Event;
 use crate::outcome::{Ending, Failure};
-use crate::recipe::two_hop;
 use crate::scheduler::JobState;
 
+/// How often the job's output is read while pvserver starts (two-hop).
+pub const OUTPUT_POLL: Duration = Duration::from_secs(1);
 /// The first pause between scheduler queries while queued; it grows to [`POLL_MAX`].
 pub const POLL_MIN: Duration = Duration::from_secs(2);
 /// The longest pause between scheduler queries while queued.
@@ -418,7 +419,7 @@ impl Follow {
         }
         match result {
             Ok(Some(text)) => {
-                if let Some((host, port)) = two_hop::accepting(&text) {
+                if let Some((host, port)) = crate::pvserver::accepting(&text) {
                     out.push(Action::Emit(Event::ServerListening {
                         host: host.clone(),
                         port,
@@ -437,7 +438,7 @@ impl Follow {
                 }
             }
         }
-        self.next_output = Some(now + two_hop::OUTPUT_POLL);
+        self.next_output = Some(now + OUTPUT_POLL);
     }
 
     fn check_deadlines(&mut self, now: Instant, out: &mut Vec<Action>) {

@@ -16,6 +16,7 @@ pub mod plain;
 pub mod plan;
 pub mod process;
 pub mod profile;
+pub mod pvserver;
 pub mod quote;
 pub mod recipe;
 pub mod relay;

@@ -4,7 +4,7 @@
 //! the exit code, once. Nothing here runs anything.
 
 use crate::exit::Code;
-use crate::recipe::Refusal;
+use crate::pvserver::Refusal;
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

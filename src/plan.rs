@@ -9,6 +9,7 @@ use crate::client::{self, Mode};
 use crate::profile::resolve::Resolved;
 use crate::profile::resource::Endpoint;
 use crate::profile::settings::{ConnectId, Launch, Recipe, SchedulerKind};
+use crate::pvserver::{self, ServerEnd};
 use crate::scheduler::{self, JobSpec, Kind, Walltime};
 use crate::ssh;
 
@@ -87,61 +88,6 @@ pub fn scheduler_kind(k: SchedulerKind) -> Kind {
         SchedulerKind::Lsf => Kind::Lsf,
         SchedulerKind::None => Kind::None,
     }
-}
-
-/// How pvserver meets the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerEnd<'a> {
-    /// Connect back to `client_host:port`.
-    Reverse { client_host: &'a str, port: &'a str },
-    /// Connect back to `client_host`; whoever runs the argv appends `--server-port`.
-    ReverseNoPort { client_host: &'a str },
-    /// Listen on `port` (0: pvserver picks a free one and prints it).
-    Listen { port: u16 },
-}
-
-/// The pvserver argv (launcher first).
-pub fn pvserver_argv(launch: &Launch, end: ServerEnd<'_>, connect_id: Option<u32>) -> Vec<String> {
-    let mut argv = launch.launcher.clone();
-    argv.push(launch.pvserver.clone());
-    match end {
-        ServerEnd::Reverse { client_host, port } => {
-            argv.push("--reverse-connection".into());
-            argv.push(format!("--client-host={client_host}"));
-            argv.push(format!("--server-port={port}"));
-        }
-        ServerEnd::ReverseNoPort { client_host } => {
-            argv.push("--reverse-connection".into());
-            argv.push(format!("--client-host={client_host}"));
-        }
-        ServerEnd::Listen { port } => argv.push(format!("--server-port={port}")),
-    }
-    if let Some(id) = connect_id {
-        argv.push(format!("--connect-id={id}"));
-    }
-    argv.extend(launch.pvserver_args.iter().cloned());
-    argv
-}
-
-/// The reverse-two-hop job command: the hop script around a pvserver that connects back to
-/// the compute node's own end of the hop.
-pub fn hop_command(
-    launch: &Launch,
-    login_host: &str,
-    forward_port: &str,
-    connect_id: Option<u32>,
-) -> Vec<String> {
-    crate::recipe::reverse_two_hop::job_command(
-        login_host,
-        forward_port,
-        pvserver_argv(
-            launch,
-            ServerEnd::ReverseNoPort {
-                client_host: "localhost",
-            },
-            connect_id,
-        ),
-    )
 }
 
 /// What is drawn fresh for each session.
@@ -233,7 +179,7 @@ pub fn build(
         extra_directives: launch.directives.clone(),
         setup_lines: launch.setup.clone(),
         command: match recipe {
-            Recipe::TwoHop => pvserver_argv(
+            Recipe::TwoHop => pvserver::argv(
                 launch,
                 ServerEnd::Listen {
                     port: launch.remote_port,
@@ -241,9 +187,9 @@ pub fn build(
                 connect_id,
             ),
             Recipe::ReverseTwoHop => {
-                hop_command(launch, LOGIN_HOST_PLACEHOLDER, PORT_PLACEHOLDER, connect_id)
+                pvserver::hop_command(launch, LOGIN_HOST_PLACEHOLDER, PORT_PLACEHOLDER, connect_id)
             }
-            Recipe::Auto | Recipe::Reverse | Recipe::Relay => pvserver_argv(
+            Recipe::Auto | Recipe::Reverse | Recipe::Relay => pvserver::argv(
                 launch,
                 ServerEnd::Reverse {
                     client_host: LOGIN_HOST_PLACEHOLDER,

@@ -491,7 +491,7 @@ impl Follower<'_> {
                     return outcome::job_ended_during_session(job.as_str(), &state, exit_code);
                 }
                 if matches!(self.reach, Reach::Hop { .. })
-                    && let Some(why) = reverse_two_hop::hop_failure(&tail)
+                    && let Some(why) = crate::pvserver::hop_failure(&tail)
                 {
                     return reverse_two_hop::failed(&why, self.login_host).into();
                 }
@@ -501,7 +501,7 @@ impl Follower<'_> {
                     format!("job {job} ended ({state}) before pvserver connected")
                 };
                 if let Ok(Some(out)) = two_hop::read_output(master, plan).await
-                    && let Some(e) = crate::recipe::first_error(&out)
+                    && let Some(e) = crate::pvserver::first_error(&out)
                 {
                     what.push_str(": ");
                     what.push_str(&e);
@@ -640,9 +640,9 @@ async fn handshake_failed(master: &Master, plan: &Plan) -> Failure {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if let Ok(Some(out)) = two_hop::read_output(master, plan).await
-            && let Some(refusal) = crate::recipe::handshake_refusal(&out)
+            && let Some(refusal) = crate::pvserver::handshake_refusal(&out)
         {
-            let detail = if refusal == crate::recipe::Refusal::ConnectId {
+            let detail = if refusal == crate::pvserver::Refusal::ConnectId {
                 match plan.connect_id {
                     Some(id) => format!(" (pvserver expects {id})"),
                     None => " (pvserver expects none)".into(),

@@ -8,8 +8,6 @@
 //! puts pvlaunch's relay in front of it (so the session sees the client connect and leave), and
 //! starts the client with `cs://localhost:RELAY`.
 
-use std::time::Duration;
-
 use super::{Ctx, Reach};
 use crate::outcome::Failure;
 use crate::plan::{self, Plan};
@@ -18,8 +16,6 @@ use crate::ssh::{self, Master};
 
 /// How many bytes of the job's output are read when looking for pvserver's line.
 pub const OUTPUT_WINDOW: usize = 64 * 1024;
-/// How often the job's output is read while pvserver starts.
-pub const OUTPUT_POLL: Duration = Duration::from_secs(1);
 /// How many free local ports are tried for the forward (another program may take the one
 /// found free before ssh binds it).
 pub const FORWARD_TRIES: usize = 5;
@@ -29,40 +25,6 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     Ok(Reach::Listen {
         port: ctx.plan.remote_port,
     })
-}
-
-/// Where pvserver accepts connections, from its output: the last
-/// `Accepting connection(s): HOST:PORT` line (with the real port when it was asked for 0).
-pub fn accepting(output: &str) -> Option<(String, u16)> {
-    output.lines().rev().find_map(|line| {
-        let (_, rest) = line.split_once("Accepting connection(s):")?;
-        let rest = strip_ansi(rest);
-        let (host, port) = rest.trim().rsplit_once(':')?;
-        let port: u16 = port.trim().parse().ok().filter(|&p| p != 0)?;
-        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
-        (!host.is_empty()).then(|| (host.to_string(), port))
-    })
-}
-
-/// Text without ANSI colour sequences (ParaView colours its log lines on some builds).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... final byte in @..~
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The end of the job's output on the login node (`None` while the file does not exist).
@@ -125,37 +87,6 @@ pub fn never_listened(job: &str, state: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_port_pvserver_picked() {
-        let out = "Waiting for client...\nConnection URL: cs://node1:0\nAccepting connection(s): node1:43345\n";
-        assert_eq!(accepting(out), Some(("node1".into(), 43345)));
-    }
-
-    #[test]
-    fn reads_the_last_line_of_several_and_ignores_colours_and_prefixes() {
-        let out = "Accepting connection(s): node1:1000\n\
-                   (  0.2s) [pvserver.0 ] Accepting connection(s): node2.cluster:2000\u{1b}[0m\n\
-                   Client connected.\n";
-        assert_eq!(accepting(out), Some(("node2.cluster".into(), 2000)));
-        assert_eq!(
-            accepting("Accepting connection(s): [fe80::1]:11111"),
-            Some(("fe80::1".into(), 11111))
-        );
-    }
-
-    #[test]
-    fn nothing_until_pvserver_listens() {
-        assert_eq!(accepting(""), None);
-        assert_eq!(
-            accepting("Waiting for client...\nConnection URL: cs://node1:0\n"),
-            None
-        );
-        assert_eq!(accepting("Accepting connection(s): node1:0"), None);
-        assert_eq!(accepting("Accepting connection(s): node1:"), None);
-        assert_eq!(accepting("Accepting connection(s): :11111"), None);
-        assert_eq!(accepting("Accepting connection(s): node1:99999"), None);
-    }
 
     #[test]
     fn the_scheduler_names_the_node() {
