@@ -1,4 +1,5 @@
-//! The exit codes pvlaunch returns, in one table (see docs/exit-codes.md).
+//! The exit codes pvlaunch returns, in one table (documented in README.md, "Exit codes", and
+//! docs/session.md).
 
 use std::process::ExitCode;
 

@@ -1,7 +1,8 @@
 //! `connect` for a server without pvlaunch settings: do what ParaView does with it. The client
 //! listens (reverse resources) before the command runs, the command runs exactly as ParaView
-//! runs it (the same argv, the option values in its environment, `process_wait`, `delay`), and
-//! everything is stopped at the end.
+//! runs it (the same argv, the option values in its environment, `delay`), and everything is
+//! stopped at the end. `process_wait` is read but not used: pvlaunch does not wait for the
+//! command to start before connecting.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

@@ -385,8 +385,11 @@ pub fn private_dir() -> std::io::Result<tempfile::TempDir> {
         .map(PathBuf::from)
         .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
         .unwrap_or_else(std::env::temp_dir);
+    use std::os::unix::fs::PermissionsExt;
+    // Created with this mode (whatever the umask): nobody else may see or use the socket.
     tempfile::Builder::new()
         .prefix("pvlaunch-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
 }
 
@@ -398,6 +401,14 @@ pub fn control_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_private_dir_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = private_dir().unwrap();
+        let mode = std::fs::metadata(d.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
 
     fn target() -> Target {
         Target {
