@@ -3,6 +3,10 @@
 //! Pure parts (profiles, quoting, parsers) are plain functions over data; effects (processes,
 //! sockets) live in their own modules. `run` is the whole program, callable from tests.
 
+// `unsafe` only where a system call has no safe wrapper: `process` (fork/exec hooks, signals,
+// waitid), `relay::sys` (allowed in `relay`), and `profile`'s gethostname.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -12,7 +16,9 @@ pub mod exit;
 pub mod job;
 pub mod plain;
 pub mod plan;
+#[allow(unsafe_code)]
 pub mod process;
+#[allow(unsafe_code)] // gethostname() in profile::hostname
 pub mod profile;
 pub mod quote;
 pub mod recipe;
@@ -21,6 +27,7 @@ pub mod scheduler;
 pub mod session;
 pub mod ssh;
 pub mod suggest;
+pub mod term;
 
 use clap::CommandFactory;
 
@@ -35,12 +42,12 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
                 shell,
                 &mut Cli::command(),
                 "pvlaunch",
-                &mut std::io::stdout(),
+                &mut term::stdout(),
             );
             Ok(Code::Success)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            clap_mangen::Man::new(Cli::command()).render(&mut term::stdout())?;
             Ok(Code::Success)
         }
         Command::List => commands::list(cli.profiles, cli.json),

@@ -215,3 +215,53 @@ fn help_has_examples_and_docs_are_generated() {
         );
     }
 }
+
+/// Run pvlaunch with stdout and stderr on pipes whose read ends are already closed (the reader
+/// of `pvlaunch ... 2>&1 | head -5` went away); return how it ended.
+fn pvlaunch_into_closed_pipes(home: &Path, args: &[&str]) -> std::process::ExitStatus {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_does_not_abort() {
+    use std::os::unix::process::ExitStatusExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // Far more output than a pipe holds (64 KiB), so writes must fail with EPIPE.
+    let many: String = (0..3000)
+        .map(|i| server(&format!("server-{i}"), &format!("cs://host-{i}:11111")))
+        .collect();
+    std::fs::write(h.join("big.pvsc"), format!("<Servers>{many}</Servers>")).unwrap();
+    let bad: String = (0..1500)
+        .map(|i| server(&format!("bad-{i}"), &format!("no-scheme-{i}")))
+        .collect();
+    std::fs::write(h.join("bad.pvsc"), format!("<Servers>{bad}</Servers>")).unwrap();
+    for (args, normal) in [
+        (&["-f", "big.pvsc", "list"][..], 0),
+        (&["-f", "big.pvsc", "list", "--json"], 0),
+        (&["-f", "bad.pvsc", "list"], 3),
+        (&["validate", "bad.pvsc", "big.pvsc"], 3),
+        (&["validate", "--json", "bad.pvsc"], 3),
+        (&["man"], 0),
+        (&["completions", "bash"], 0),
+    ] {
+        let status = pvlaunch_into_closed_pipes(h, args);
+        assert_eq!(status.signal(), None, "{args:?}: killed by a signal");
+        assert_eq!(status.code(), Some(normal), "{args:?}");
+    }
+}
