@@ -532,7 +532,10 @@ impl Reporter {
             return;
         }
         self.handed_over = false;
-        let done = self.history.last().is_some_and(|e| matches!(e, Event::Done { .. }));
+        let done = self
+            .history
+            .last()
+            .is_some_and(|e| matches!(e, Event::Done { .. }));
         if !done {
             self.start_spinner();
         }
@@ -608,6 +611,163 @@ const SPINNER_TICK: Duration = Duration::from_millis(120);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Reporter {
+        /// A reporter that writes to memory, as if its output were (or were not) a terminal.
+        fn in_memory(style: Style, terminal: bool) -> Reporter {
+            let mut r = Reporter::new(style);
+            r.sink = Sink::Memory(Vec::new());
+            r.terminal = terminal;
+            r.spinner = None;
+            r
+        }
+
+        fn printed(&self) -> String {
+            match &self.sink {
+                Sink::Memory(buf) => String::from_utf8_lossy(buf).into_owned(),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    fn warning(m: &str) -> Event {
+        Event::Warning { message: m.into() }
+    }
+
+    #[test]
+    fn events_are_sanitised_and_bounded() {
+        let e = Event::Error {
+            message: format!("\x1b[2J\x1b]0;title\x07squeue: {}", "x".repeat(10_000)),
+            hint: Some("bell\x07\r\n".into()),
+        }
+        .bounded();
+        let Event::Error { message, hint } = &e else {
+            unreachable!()
+        };
+        assert!(message.starts_with("squeue: xxx"), "{message:.40}");
+        assert!(message.len() <= MAX_TEXT && message.ends_with(" […]"));
+        assert_eq!(hint.as_deref(), Some("bell\n"));
+
+        let tail: Vec<String> = (0..100).map(|i| format!("line {i}\x1b[0m")).collect();
+        let Event::JobFinished { output_tail, .. } = (Event::JobFinished {
+            job_id: "1".into(),
+            state: "FAILED".into(),
+            exit_code: None,
+            output_tail: tail,
+        })
+        .bounded() else {
+            unreachable!()
+        };
+        assert_eq!(output_tail.len(), MAX_TAIL_LINES);
+        assert_eq!(output_tail[0], "line 80");
+        assert_eq!(output_tail.last().unwrap(), "line 99");
+
+        let Event::JobRunning { nodes, .. } = (Event::JobRunning {
+            job_id: "1".into(),
+            nodes: (0..5000).map(|i| format!("cn{i:04}")).collect(),
+        })
+        .bounded() else {
+            unreachable!()
+        };
+        assert_eq!(nodes.len(), MAX_ITEMS);
+        assert_eq!(nodes[MAX_ITEMS - 2], format!("cn{:04}", MAX_ITEMS - 2));
+        assert_eq!(nodes.last().unwrap(), "(and 4901 more)");
+    }
+
+    #[test]
+    fn every_style_strips_control_characters() {
+        for style in [Style::Human, Style::Plain, Style::Json] {
+            let mut r = Reporter::in_memory(style, false);
+            r.emit(warning(
+                "evil\x1b]52;c;Zm9v\x07 \x1b[1mbold\x1b[0m\u{9b}31m",
+            ));
+            let out = r.printed();
+            assert!(out.contains("evil bold"), "{style:?}: {out}");
+            assert!(
+                !out.chars().any(|c| c.is_control() && c != '\n'),
+                "{style:?}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_last_events() {
+        let mut r = Reporter::in_memory(Style::Plain, false);
+        for i in 0..HISTORY_LIMIT + 500 {
+            r.emit(warning(&format!("w{i}")));
+        }
+        r.emit(Event::Done {
+            exit_code: 0,
+            reason: "finished".into(),
+        });
+        assert_eq!(r.history.len(), HISTORY_LIMIT);
+        assert_eq!(r.history[0], warning("w501"));
+        assert!(matches!(r.history.last(), Some(Event::Done { .. })));
+    }
+
+    #[test]
+    fn events_wait_while_ssh_has_the_terminal() {
+        let mut r = Reporter::in_memory(Style::Human, true);
+        r.emit(warning("before"));
+        r.hand_over_terminal();
+        assert!(r.terminal_handed_over());
+        r.hand_over_terminal(); // twice is harmless
+        r.emit(warning("during 1"));
+        r.emit(warning("during 2"));
+        assert!(r.printed().contains("before"));
+        assert!(!r.printed().contains("during"), "{}", r.printed());
+        // Kept in history at once: the session's logic does not wait for the terminal.
+        assert_eq!(r.history.len(), 3);
+        r.take_back_terminal();
+        assert!(!r.terminal_handed_over());
+        let out = r.printed();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].ends_with("warning: before"));
+        assert!(lines[1].ends_with("warning: during 1"));
+        assert!(lines[2].ends_with("warning: during 2"));
+        r.take_back_terminal(); // twice is harmless
+        assert_eq!(r.printed().lines().count(), 3);
+    }
+
+    #[test]
+    fn json_keeps_its_time_when_held_back() {
+        let mut r = Reporter::in_memory(Style::Json, true);
+        r.hand_over_terminal();
+        r.emit(warning("held"));
+        let at = r.held[0].1;
+        std::thread::sleep(Duration::from_millis(30));
+        r.take_back_terminal();
+        let v: serde_json::Value = serde_json::from_str(r.printed().trim()).unwrap();
+        assert_eq!(v["message"], "held");
+        assert_eq!(v["elapsed_ms"].as_u64(), Some(at.as_millis() as u64));
+    }
+
+    #[test]
+    fn output_to_a_pipe_is_never_held_back() {
+        let mut r = Reporter::in_memory(Style::Json, false);
+        r.hand_over_terminal();
+        r.emit(warning("now"));
+        assert!(r.printed().contains("\"now\""));
+    }
+
+    #[test]
+    fn a_full_hold_back_says_what_it_dropped() {
+        let mut r = Reporter::in_memory(Style::Plain, true);
+        r.hand_over_terminal();
+        for i in 0..HISTORY_LIMIT + 3 {
+            r.emit(warning(&format!("w{i}")));
+        }
+        r.take_back_terminal();
+        let out = r.printed();
+        let first = out.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "pvlaunch: warning: 3 earlier events were not shown while ssh had the terminal"
+        );
+        assert_eq!(out.lines().nth(1).unwrap(), "pvlaunch: warning: w3");
+        assert_eq!(out.lines().count(), HISTORY_LIMIT + 1);
+    }
 
     #[test]
     fn events_serialise_with_a_tag() {

@@ -38,12 +38,7 @@ use crate::exit::Code;
 pub fn run(cli: Cli) -> color_eyre::Result<Code> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "pvlaunch",
-                &mut term::stdout(),
-            );
+            clap_complete::generate(shell, &mut Cli::command(), "pvlaunch", &mut term::stdout());
             Ok(Code::Success)
         }
         Command::Man => {

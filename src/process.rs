@@ -208,6 +208,7 @@ impl Signals {
 
     /// [`Signals::try_new`], panicking when the runtime cannot install the handlers (a bug:
     /// the runtime was built without `enable_all`).
+    #[allow(dead_code)] // for the session coordinator
     pub(crate) fn new() -> Signals {
         Signals::try_new().expect("signal handler")
     }
@@ -311,7 +312,10 @@ mod tests {
         let pid = child.id().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while alive_in_group(pid).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the member never started");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the member never started"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut seen = Vec::new();
@@ -329,10 +333,17 @@ mod tests {
             );
         }
         // The last signal is the SIGKILL for stragglers, sent to a zombie leader.
-        assert_eq!(seen.last().unwrap(), &(libc::SIGKILL, Some('Z')), "{seen:?}");
+        assert_eq!(
+            seen.last().unwrap(),
+            &(libc::SIGKILL, Some('Z')),
+            "{seen:?}"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !alive_in_group(pid).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "a group member survived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a group member survived"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -352,7 +363,10 @@ mod tests {
     #[test]
     fn group_and_descendants_finds_children() {
         let me = std::process::id();
-        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let found = group_and_descendants(me);
         let _ = c.kill();
         let _ = c.wait();

@@ -204,7 +204,8 @@ pub fn init_tracing(verbose: u8, base: tracing::Level) {
     let default = format!("pvlaunch={}", level.as_str().to_ascii_lowercase());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let color = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let color =
+        io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
@@ -223,7 +224,10 @@ mod tests {
         assert!(matches!(sanitize("plain text\tok\n"), Cow::Borrowed(_)));
         assert_eq!(sanitize("\x1b[31mred\x1b[0m"), "red");
         assert_eq!(sanitize("a\x1b]0;pwned title\x07b"), "ab");
-        assert_eq!(sanitize("a\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\b"), "alinkb");
+        assert_eq!(
+            sanitize("a\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\b"),
+            "alinkb"
+        );
         assert_eq!(sanitize("line\r\nnext\rover"), "line\nnextover");
         assert_eq!(sanitize("bell\x07 nul\0 del\x7f"), "bell nul del");
         assert_eq!(sanitize("c1 \u{9b}2Jcsi \u{85}nel"), "c1 csi nel");
