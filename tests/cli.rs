@@ -265,3 +265,69 @@ fn a_closed_stdout_or_stderr_does_not_abort() {
         assert_eq!(status.code(), Some(normal), "{args:?}");
     }
 }
+
+/// Run as pid 1 by `children_start_when_pvlaunch_is_pid_1` (this test binary re-executed in a
+/// new pid namespace): spawn children through pvlaunch's supervision and exit with failure if
+/// one of them does not run. Does nothing in a normal test run.
+#[test]
+fn helper_spawns_children_as_pid_1() {
+    if std::env::var_os("PVLAUNCH_TEST_PID1").is_none() {
+        return;
+    }
+    assert_eq!(std::process::id(), 1, "not pid 1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for kind in [pvlaunch::process::Kind::Helper, pvlaunch::process::Kind::Group] {
+            let argv = vec!["sh".to_string(), "-c".into(), "exit 7".into()];
+            let status = pvlaunch::process::command(&argv, kind)
+                .status()
+                .await
+                .unwrap();
+            assert_eq!(status.code(), Some(7), "{kind:?}: the child did not run");
+        }
+    });
+    println!("pid 1: children ran");
+}
+
+#[test]
+fn children_start_when_pvlaunch_is_pid_1() {
+    use std::os::unix::fs::MetadataExt;
+    let skip = |why: &str| {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot run under CI: {why}"
+        );
+        eprintln!("SKIPPED children_start_when_pvlaunch_is_pid_1: {why}");
+    };
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        return skip("needs root (a new pid namespace)");
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "helper_spawns_children_as_pid_1",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PVLAUNCH_TEST_PID1", "1")
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return skip(&format!("cannot run unshare: {e}")),
+    };
+    if !out.status.success() && text(&out.stderr).contains("unshare failed") {
+        return skip(&format!("unshare failed: {}", text(&out.stderr)));
+    }
+    assert!(
+        out.status.success() && text(&out.stdout).contains("pid 1: children ran"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
