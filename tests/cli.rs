@@ -331,3 +331,79 @@ fn children_start_when_pvlaunch_is_pid_1() {
         text(&out.stderr)
     );
 }
+
+/// `-v` logs every remote command with its exit status and duration, `-vv` its argv too; the
+/// log goes to stderr, and with `--json` stdout stays NDJSON.
+#[test]
+fn verbose_logs_remote_commands_on_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bin = h.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // A fake ssh: the master writes its pid where the control socket would be, `-O exit`
+    // stops it, other control requests succeed, remote commands fail.
+    std::fs::write(
+        bin.join("ssh"),
+        r#"#!/bin/sh
+case " $* " in
+  *" -M "*) echo $$ > "$2"; exec sleep 30 ;;
+  *" -O exit "*) kill "$(cat "$2")"; exit 0 ;;
+  *" -O "*) exit 0 ;;
+  *) echo "fake ssh: no remote commands here" >&2; exit 255 ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // `--client=none`: the client (this listener) already listens.
+    let client = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = client.local_addr().unwrap().port().to_string();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |verbose: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+            .args(["-f", "pvsc/cluster-a.pvsc", "--json"])
+            .args(verbose)
+            .args(["connect", "cluster-a", "--client=none", "--port", &port])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", h)
+            .env("XDG_CONFIG_HOME", h.join(".config"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (verbose, logged, argv) in [
+        (&[][..], false, false),
+        (&["-v"], true, false),
+        (&["-vv"], true, true),
+    ] {
+        let out = run(verbose);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(4), "{verbose:?}: {stdout}{stderr}");
+        for line in stdout.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{verbose:?}: not JSON ({e}): {line}"));
+        }
+        assert_eq!(
+            stderr.contains("`hostname`: exit status: 255 after"),
+            logged,
+            "{verbose:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("`ssh -O check`: exit status: 0 after"),
+            logged,
+            "{verbose:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains(r#"argv=["ssh", "-S""#),
+            argv,
+            "{verbose:?}: {stderr}"
+        );
+    }
+}
