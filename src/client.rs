@@ -294,7 +294,10 @@ pub fn owned_by(pid: u32, inodes: &[u64]) -> bool {
         fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
             .filter_map(|link| {
                 let link = link.to_str()?;
-                link.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
             })
             .any(|inode| inodes.contains(&inode))
     })
@@ -352,8 +355,8 @@ mod tests {
     #[test]
     fn helper_listens_when_asked() {
         if let Ok(port) = std::env::var("PVLAUNCH_TEST_LISTEN_PORT") {
-            let _l = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap()))
-                .unwrap();
+            let _l =
+                std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
             std::thread::sleep(Duration::from_secs(30));
         }
     }

@@ -280,7 +280,10 @@ fn helper_spawns_children_as_pid_1() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        for kind in [pvlaunch::process::Kind::Helper, pvlaunch::process::Kind::Group] {
+        for kind in [
+            pvlaunch::process::Kind::Helper,
+            pvlaunch::process::Kind::Group,
+        ] {
             let argv = vec!["sh".to_string(), "-c".into(), "exit 7".into()];
             let status = pvlaunch::process::command(&argv, kind)
                 .status()

@@ -278,6 +278,10 @@ mod tests {
         let (bytes, sum) = result.unwrap();
         assert_eq!(bytes.len(), 8 * 1024 * 1024);
         assert_eq!(sum, format!("{:x}", Sha256::digest(&bytes)));
-        assert!(ticks.get() > 1, "the runtime stalled: {} ticks", ticks.get());
+        assert!(
+            ticks.get() > 1,
+            "the runtime stalled: {} ticks",
+            ticks.get()
+        );
     }
 }
