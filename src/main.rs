@@ -24,7 +24,8 @@ fn main() -> ExitCode {
             pvlaunch::exit::Code::Success.into()
         }
         Err(err) => {
-            pvlaunch::say_err!("error: {err:?}");
+            let report = format!("{err:?}");
+            pvlaunch::say_err!("error: {}", pvlaunch::term::sanitize(&report));
             pvlaunch::exit::Code::Failure.into()
         }
     }

@@ -145,24 +145,30 @@ fn needs_work(c: char) -> bool {
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Parameters and intermediates up to and including the final byte (0x40..=0x7E).
+/// Parameters and intermediates up to and including the final byte (0x40..=0x7E). A sequence
+/// cut short by a newline ends before it (the newline stays).
 fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    for c in chars.by_ref() {
-        if ('\x40'..='\x7e').contains(&c) {
+    while let Some(&c) = chars.peek() {
+        if c == '\n' {
             return;
         }
-        // A sequence cut short by a control (or a newline) ends there; keep the newline.
-        if c == '\n' {
+        chars.next();
+        if ('\x40'..='\x7e').contains(&c) {
             return;
         }
     }
 }
 
-/// A string sequence (OSC, DCS, ...) up to BEL, ST (`ESC \` or U+009C), or the end of the line.
+/// A string sequence (OSC, DCS, ...) up to BEL, ST (`ESC \` or U+009C), or the end of the
+/// line (the newline stays).
 fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    while let Some(c) = chars.next() {
+    while let Some(&c) = chars.peek() {
+        if c == '\n' {
+            return;
+        }
+        chars.next();
         match c {
-            '\x07' | '\u{9c}' | '\n' => return,
+            '\x07' | '\u{9c}' => return,
             '\x1b' => {
                 if chars.peek() == Some(&'\\') {
                     chars.next();
@@ -236,6 +242,7 @@ mod tests {
         assert_eq!(sanitize("esc at end\x1b"), "esc at end");
         assert_eq!(sanitize("\x1bcreset"), "reset");
         assert_eq!(sanitize("cut \x1b[12\nnext"), "cut \nnext");
+        assert_eq!(sanitize("title \x1b]0;unterminated\nnext"), "title \nnext");
         assert_eq!(sanitize("grüße ✓"), "grüße ✓");
     }
 
