@@ -147,10 +147,42 @@ pub fn argv(mode: &Mode, url: &str, connect_id: Option<u32>) -> Option<Vec<Strin
     Some(a)
 }
 
-/// Start the client in its own process group; its output goes to pvlaunch's stderr.
+/// Where the client's stdout goes. Its stderr always goes to pvlaunch's stderr.
+#[derive(Debug)]
+pub enum ClientStdout {
+    /// pvlaunch's own stdout (fine for a person at a terminal).
+    Inherit,
+    /// pvlaunch's stderr, so that stdout carries only pvlaunch's output (`--json`: NDJSON
+    /// only; pvpython prints `Accepting connection(s)` on its stdout).
+    Stderr,
+    /// A log file.
+    File(std::fs::File),
+}
+
+impl ClientStdout {
+    fn stdio(self) -> Stdio {
+        match self {
+            ClientStdout::Inherit => Stdio::inherit(),
+            ClientStdout::Stderr => Stdio::from(std::io::stderr()),
+            ClientStdout::File(f) => Stdio::from(f),
+        }
+    }
+}
+
+/// Start the client in its own process group; its stdout and stderr go to pvlaunch's
+/// stderr (stdout is pvlaunch's own: NDJSON with `--json`).
 pub fn start(argv: &[String], env: &[(String, String)]) -> Result<Child, ClientError> {
+    start_with_stdout(argv, env, ClientStdout::Stderr)
+}
+
+/// [`start`], with the client's stdout going where `stdout` says.
+pub fn start_with_stdout(
+    argv: &[String],
+    env: &[(String, String)],
+    stdout: ClientStdout,
+) -> Result<Child, ClientError> {
     let mut cmd = process::command(argv, Kind::Group);
-    cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    cmd.stdout(stdout.stdio()).stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -160,12 +192,36 @@ pub fn start(argv: &[String], env: &[(String, String)]) -> Result<Child, ClientE
     })
 }
 
+/// Whether a client could listen on TCP `port`: binding it works on every address ParaView
+/// may listen on (any and loopback, IPv4 and IPv6; an address family this machine lacks does
+/// not count). Check before starting a client: when the port is taken, ParaView listens
+/// elsewhere and the other program's socket would look like the client's.
+pub fn port_free(port: u16) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+    [
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ]
+    .iter()
+    .all(|ip| match TcpListener::bind((*ip, port)) {
+        Ok(_) => true,
+        Err(e) => {
+            e.kind() == std::io::ErrorKind::AddrNotAvailable
+                || e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+        }
+    })
+}
+
 /// One row of `/proc/net/tcp` or `/proc/net/tcp6`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Socket {
     pub address: std::net::IpAddr,
     pub port: u16,
     pub listening: bool,
+    /// The socket's inode (0 when the row has none), matched against `/proc/PID/fd` links.
+    pub inode: u64,
 }
 
 /// Parse `/proc/net/tcp` and `/proc/net/tcp6` text (headers are skipped).
@@ -177,6 +233,8 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Socket> {
             let local = fields.next()?;
             let _remote = fields.next()?;
             let state = fields.next()?;
+            // tx:rx queues, timer, retransmits, uid, timeout, then the inode.
+            let inode = fields.nth(5).and_then(|i| i.parse().ok()).unwrap_or(0);
             let (addr, port) = local.split_once(':')?;
             let port = u16::from_str_radix(port, 16).ok()?;
             let address = parse_hex_address(addr)?;
@@ -184,6 +242,7 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Socket> {
                 address,
                 port,
                 listening: state == "0A",
+                inode,
             })
         })
         .collect()
@@ -206,21 +265,47 @@ fn parse_hex_address(hex: &str) -> Option<std::net::IpAddr> {
     }
 }
 
-/// Whether something on this machine listens on TCP `port` (read from /proc: connecting to
-/// find out would be taken by a waiting ParaView client as a server arriving).
+/// How often [`wait_listening`] looks.
+pub const LISTEN_POLL: Duration = Duration::from_millis(100);
+
+/// The inodes of the sockets listening on TCP `port` on this machine (read from /proc:
+/// connecting to find out would be taken by a waiting ParaView client as a server arriving).
+pub fn listening_sockets(port: u16) -> Vec<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| parse_proc_net_tcp(&t))
+        .filter(|s| s.listening && s.port == port)
+        .map(|s| s.inode)
+        .collect()
+}
+
+/// Whether something on this machine listens on TCP `port`.
 pub fn listens_locally(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|p| {
-        std::fs::read_to_string(p)
-            .map(|t| {
-                parse_proc_net_tcp(&t)
-                    .iter()
-                    .any(|s| s.listening && s.port == port)
+    !listening_sockets(port).is_empty()
+}
+
+/// Whether one of `inodes` is open in process `pid`, its process group or its descendants.
+pub fn owned_by(pid: u32, inodes: &[u64]) -> bool {
+    process::group_and_descendants(pid).into_iter().any(|p| {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            return false;
+        };
+        fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|link| {
+                let link = link.to_str()?;
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
             })
-            .unwrap_or(false)
+            .any(|inode| inodes.contains(&inode))
     })
 }
 
-/// Wait until `port` listens, the client exits, or the deadline passes.
+/// Wait until `port` listens, the client exits, or the deadline passes. With a `child`, the
+/// listening socket must be the child's (or its process group's, or a descendant's): another
+/// program on the port does not count.
 pub async fn wait_listening(
     port: u16,
     child: Option<&mut Child>,
@@ -228,9 +313,14 @@ pub async fn wait_listening(
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut child = child;
+    let mut foreign = false;
     loop {
-        if listens_locally(port) {
-            return Ok(());
+        let sockets = listening_sockets(port);
+        if !sockets.is_empty() {
+            match child.as_deref().and_then(Child::id) {
+                Some(pid) if !owned_by(pid, &sockets) => foreign = true,
+                _ => return Ok(()),
+            }
         }
         if let Some(c) = child.as_deref_mut()
             && let Ok(Some(status)) = c.try_wait()
@@ -240,18 +330,132 @@ pub async fn wait_listening(
             ));
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "nothing listens on port {port} after {} s",
-                timeout.as_secs()
-            ));
+            return Err(if foreign {
+                format!(
+                    "another program listens on port {port}, not the client (after {} s)",
+                    timeout.as_secs()
+                )
+            } else {
+                format!(
+                    "nothing listens on port {port} after {} s",
+                    timeout.as_secs()
+                )
+            });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(LISTEN_POLL).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run by the tests below as a separate process (this test binary, re-executed): listen on
+    /// the port in the environment until killed. Does nothing in a normal test run.
+    #[test]
+    fn helper_listens_when_asked() {
+        if let Ok(port) = std::env::var("PVLAUNCH_TEST_LISTEN_PORT") {
+            let _l =
+                std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    }
+
+    fn unused_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_port_in_use_is_not_free() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(!port_free(port));
+        drop(l);
+        assert!(port_free(port));
+        if let Ok(l6) = std::net::TcpListener::bind("[::1]:0") {
+            let port = l6.local_addr().unwrap().port();
+            assert!(!port_free(port), "a listener on ::1 only");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn another_programs_listener_is_not_the_client() {
+        // This test process listens; the "client" is a sleeping child that never does.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut child = start(&args(&["sleep", "10"]), &[]).unwrap();
+        let err = wait_listening(port, Some(&mut child), Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(err.contains("another program listens"), "{err}");
+        // Without a child to check against (`--client=wait`), any listener counts.
+        wait_listening(port, None, Duration::from_millis(500))
+            .await
+            .unwrap();
+        process::stop_group(&mut child, Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_descendants_listener_is_the_client() {
+        let port = unused_port();
+        let exe = std::env::current_exe().unwrap();
+        // A shell that stays (`; :`), running the listener as its child: the socket belongs to
+        // a grandchild of pvlaunch, as with a wrapper script that starts ParaView.
+        let argv = args(&[
+            "sh",
+            "-c",
+            "\"$@\"; :",
+            "sh",
+            exe.to_str().unwrap(),
+            "--exact",
+            "client::tests::helper_listens_when_asked",
+            "--test-threads=1",
+        ]);
+        let env = [("PVLAUNCH_TEST_LISTEN_PORT".to_string(), port.to_string())];
+        let quiet = std::fs::File::create("/dev/null").unwrap();
+        let mut child = start_with_stdout(&argv, &env, ClientStdout::File(quiet)).unwrap();
+        let got = wait_listening(port, Some(&mut child), Duration::from_secs(20)).await;
+        process::stop_group(&mut child, Duration::from_secs(1)).await;
+        got.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_clients_stdout_goes_where_asked() {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = start_with_stdout(
+            &args(&["sh", "-c", "echo Accepting connection"]),
+            &[],
+            ClientStdout::File(log.reopen().unwrap()),
+        )
+        .unwrap();
+        assert!(child.wait().await.unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            "Accepting connection\n"
+        );
+        // By default the client's stdout is pvlaunch's stderr: the same open file.
+        let ours = std::fs::metadata("/proc/self/fd/2").unwrap();
+        let expect = format!(
+            "{}:{}",
+            std::os::unix::fs::MetadataExt::dev(&ours),
+            std::os::unix::fs::MetadataExt::ino(&ours)
+        );
+        let mut child = start(
+            &args(&[
+                "sh",
+                "-c",
+                "test \"$(stat -L -c %d:%i /proc/$$/fd/1)\" = \"$EXPECT\"",
+            ]),
+            &[("EXPECT".into(), expect)],
+        )
+        .unwrap();
+        assert!(child.wait().await.unwrap().success());
+    }
 
     #[test]
     fn proc_net_tcp_rows() {
@@ -263,7 +467,8 @@ mod tests {
             Socket {
                 address: "127.0.0.1".parse().unwrap(),
                 port: 40895,
-                listening: true
+                listening: true,
+                inode: 1
             }
         );
         assert_eq!(
@@ -271,6 +476,7 @@ mod tests {
             "0.0.0.0".parse::<std::net::IpAddr>().unwrap()
         );
         assert!(!rows[2].listening);
+        assert_eq!(rows[1].inode, 0, "a row without an inode");
         let v6 = "   0: 00000000000000000000000001000000:2B67 00000000000000000000000000000000:0000 0A 0 0\n";
         assert_eq!(
             parse_proc_net_tcp(v6)[0].address,

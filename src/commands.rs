@@ -69,7 +69,7 @@ pub fn list(cli_files: Vec<PathBuf>, json: bool) -> Result<Code> {
                 .collect(),
         })
         .collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &rows)?;
         writeln!(out)?;
@@ -163,7 +163,7 @@ pub fn pick(
             .position(|x| std::ptr::eq(x, e))
             .expect("from the catalog"),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::say_err!("error: {e}");
             return Err(Code::Usage);
         }
     };
@@ -173,7 +173,7 @@ pub fn pick(
     let resolved = resolve::resolve(&entry.server, sets, &mut ctx, Strictness { strict }).map_err(
         |errors| {
             for e in errors {
-                eprintln!("error: {e}");
+                crate::say_err!("error: {e}");
             }
             Code::Usage
         },
@@ -201,7 +201,7 @@ pub fn pick(
                     );
                 }
                 for d in &diags.diagnostics {
-                    eprintln!("{}", d.render());
+                    crate::say_err!("{}", d.render());
                 }
                 return Err(Code::InvalidProfile);
             }
@@ -222,7 +222,7 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
         Err(code) => return Ok(code),
     };
     let (entry, resolved, launch) = (picked.entry(), &picked.resolved, &picked.launch);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         let doc = ShowJson {
             file: display_path(&entry.server.location.file),
@@ -432,7 +432,7 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<Code> {
         .iter()
         .map(|r| r.diagnostics.iter().filter(|d| !d.is_error()).count())
         .sum();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         let mut docs: Vec<serde_json::Value> = reports
             .iter()

@@ -101,9 +101,9 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     };
     if args.dry_run {
         if json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            crate::say!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            print!("{}", plan.render());
+            let _ = write!(crate::term::stdout(), "{}", plan.render());
         }
         return Ok(Code::Success);
     }
@@ -121,7 +121,7 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     if code != Code::Success && style == Style::Plain {
         // ParaView shows stderr as errors: the reason belongs there.
         if let Some(Event::Done { reason, .. }) = reporter.history.last() {
-            eprintln!("pvlaunch: {reason}");
+            crate::say_err!("pvlaunch: {reason}");
         }
     }
     Ok(code)
@@ -212,7 +212,7 @@ fn early_end(
         if let Some(h) = hint {
             text.push_str(&format!("\n  hint: {h}"));
         }
-        let _ = writeln!(std::io::stderr(), "{text}");
+        crate::say_err!("{text}");
     }
     code
 }
@@ -261,18 +261,18 @@ fn plain(
             "command": resolved.command,
         });
         if json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            crate::say!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            println!(
+            crate::say!(
                 "plan for {} (a plain ParaView server: its command runs as ParaView runs it)",
                 resolved.name
             );
-            println!("  endpoint  {}", resolved.endpoint);
+            crate::say!("  endpoint  {}", resolved.endpoint);
             if let Some(a) = &client_argv {
-                println!("  client    {}", crate::quote::join(a).unwrap_or_default());
+                crate::say!("  client    {}", crate::quote::join(a).unwrap_or_default());
             }
             if let Some(c) = &resolved.command {
-                println!(
+                crate::say!(
                     "  command   {} (delay {} s)",
                     crate::quote::join(&c.argv).unwrap_or_default(),
                     c.delay

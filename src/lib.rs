@@ -3,6 +3,10 @@
 //! Pure parts (profiles, quoting, parsers) are plain functions over data; effects (processes,
 //! sockets) live in their own modules. `run` is the whole program, callable from tests.
 
+// `unsafe` only where a system call has no safe wrapper: `process` (fork/exec hooks, signals,
+// waitid), `relay::sys` (allowed in `relay`), and `profile`'s gethostname.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -14,7 +18,9 @@ pub mod job;
 pub mod outcome;
 pub mod plain;
 pub mod plan;
+#[allow(unsafe_code)]
 pub mod process;
+#[allow(unsafe_code)] // gethostname() in profile::hostname
 pub mod profile;
 pub mod pvserver;
 pub mod quote;
@@ -24,6 +30,7 @@ pub mod scheduler;
 pub mod session;
 pub mod ssh;
 pub mod suggest;
+pub mod term;
 
 use clap::CommandFactory;
 
@@ -34,16 +41,11 @@ use crate::exit::Code;
 pub fn run(cli: Cli) -> color_eyre::Result<Code> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "pvlaunch",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut Cli::command(), "pvlaunch", &mut term::stdout());
             Ok(Code::Success)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            clap_mangen::Man::new(Cli::command()).render(&mut term::stdout())?;
             Ok(Code::Success)
         }
         Command::List => commands::list(cli.profiles, cli.json),

@@ -21,7 +21,7 @@ use crate::profile::resource::Endpoint;
 pub async fn run(resolved: &Resolved, mode: &Mode, reporter: &mut Reporter) -> Code {
     let mut client: Option<Child> = None;
     let mut command: Option<Child> = None;
-    let mut signals = crate::session::Signals::new();
+    let mut signals = crate::process::Signals::new();
     let outcome = tokio::select! {
         code = drive(resolved, mode, &mut client, &mut command, reporter) => code,
         n = signals.next() => Err((Code::Signal(n), format!("stopped by signal {n}"))),

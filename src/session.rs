@@ -27,6 +27,7 @@ use crate::follow::{self, Action, Finish, Follow, Input};
 use crate::job;
 use crate::outcome::{self, Ending, Failure};
 use crate::plan::{self, Plan};
+use crate::process::Signals;
 use crate::profile::settings::Launch;
 use crate::quote;
 use crate::recipe::{Reach, reverse_two_hop, two_hop};
@@ -58,31 +59,6 @@ struct Held {
     /// Helpers on the login node (the relay's ssh session).
     remote: Vec<Child>,
     private_dir: Option<tempfile::TempDir>,
-}
-
-pub(crate) struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn new() -> Signals {
-        use tokio::signal::unix::{SignalKind, signal};
-        Signals {
-            int: signal(SignalKind::interrupt()).expect("signal handler"),
-            term: signal(SignalKind::terminate()).expect("signal handler"),
-            hup: signal(SignalKind::hangup()).expect("signal handler"),
-        }
-    }
-
-    pub(crate) async fn next(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.int.recv() => libc::SIGINT,
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.hup.recv() => libc::SIGHUP,
-        }
-    }
 }
 
 /// Run a session: the steps, then cleanup; emits `error` (when it failed) and `done` last.
@@ -181,7 +157,14 @@ async fn steps(
         destination: plan.login.clone(),
     });
     let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
-    let master = match Master::start(target, batch).await {
+    // While ssh may ask something (a passphrase, a host key, a one-time code), the terminal is
+    // ssh's: no spinner over its prompt.
+    if !batch {
+        reporter.hand_over_terminal();
+    }
+    let started = Master::start(target, batch).await;
+    reporter.take_back_terminal();
+    let master = match started {
         Ok(m) => held.master.insert(m),
         Err(e) => {
             return Err(Failure::SshLogin {
@@ -297,6 +280,15 @@ async fn start_listening_client(
 ) -> Result<(), Failure> {
     let url = client::url(true, plan.client_port);
     if let Some(argv) = &plan.client_argv {
+        if !client::port_free(plan.client_port) {
+            return Err(Failure::client(
+                format!(
+                    "port {} is taken by another program: the client could not listen there",
+                    plan.client_port
+                ),
+                Some("free the port, or choose another one with --port"),
+            ));
+        }
         let env = client_env(
             plan,
             &url,

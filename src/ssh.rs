@@ -149,17 +149,32 @@ fn remote_spec(bind: Option<&str>, remote: u16, local: u16) -> String {
     }
 }
 
-/// What a finished command printed.
+/// The most of a command's stdout [`run`] keeps (the first bytes): scheduler output is small,
+/// and a broken command printing garbage must not fill the memory.
+pub const STDOUT_LIMIT: usize = 1024 * 1024;
+/// The most of a command's stderr [`run`] keeps (the last bytes: errors come at the end).
+pub const STDERR_LIMIT: usize = 64 * 1024;
+
+/// What a finished command printed (bounded: see [`STDOUT_LIMIT`] and [`STDERR_LIMIT`]).
 #[derive(Debug, Clone, Default)]
 pub struct Output {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// Bytes of stdout read and thrown away after the first [`STDOUT_LIMIT`].
+    pub stdout_dropped: u64,
+    /// Bytes of stderr read and thrown away before the last [`STDERR_LIMIT`].
+    pub stderr_dropped: u64,
 }
 
 impl Output {
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// Whether either stream was cut.
+    pub fn truncated(&self) -> bool {
+        self.stdout_dropped > 0 || self.stderr_dropped > 0
     }
 }
 
@@ -202,12 +217,20 @@ fn tail_text(stderr: &str) -> String {
     }
 }
 
-/// Run an argv to completion with an optional stdin and a timeout.
+/// Run an argv to completion with an optional stdin and a timeout. The output is untrusted
+/// (a broken `squeue` may print megabytes): the first [`STDOUT_LIMIT`] bytes of stdout and the
+/// last [`STDERR_LIMIT`] of stderr are kept, the rest is read and dropped (so the command never
+/// blocks on a full pipe) and counted in [`Output::stdout_dropped`] / [`Output::stderr_dropped`].
+///
+/// Logged: each command with its exit status and duration under `-v`, its argv under `-vv`.
 pub async fn run(
     argv: &[String],
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Output, SshError> {
+    let short = short_form(argv);
+    tracing::debug!(?argv, "running `{short}`");
+    let started = std::time::Instant::now();
     let mut cmd = process::command(argv, Kind::Helper);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     if stdin.is_some() {
@@ -225,19 +248,124 @@ pub async fn run(
             let _ = pipe.shutdown().await;
         });
     }
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
     let what = argv.last().cloned().unwrap_or_default();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => Ok(Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }),
-        Ok(Err(source)) => Err(SshError::Spawn {
-            program: argv[0].clone(),
-            source,
-        }),
-        Err(_) => Err(SshError::Timeout { what, timeout }),
+    let finished = async {
+        let (out, err, status) = tokio::join!(
+            read_bounded(stdout, STDOUT_LIMIT, Keep::Head),
+            read_bounded(stderr, STDERR_LIMIT, Keep::Tail),
+            child.wait()
+        );
+        Ok::<_, std::io::Error>((out?, err?, status?))
+    };
+    let result = tokio::time::timeout(timeout, finished).await;
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(Ok(((stdout, stdout_dropped), (stderr, stderr_dropped), status))) => {
+            tracing::info!("`{short}`: {status} after {ms} ms");
+            if stdout_dropped > 0 || stderr_dropped > 0 {
+                tracing::warn!(
+                    "`{short}` printed too much: dropped {stdout_dropped} bytes of stdout \
+                     (kept the first {STDOUT_LIMIT}) and {stderr_dropped} bytes of stderr \
+                     (kept the last {STDERR_LIMIT})"
+                );
+            }
+            Ok(Output {
+                code: status.code(),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                stdout_dropped,
+                stderr_dropped,
+            })
+        }
+        Ok(Err(source)) => {
+            tracing::info!("`{short}`: failed after {ms} ms: {source}");
+            Err(SshError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })
+        }
+        Err(_) => {
+            tracing::info!("`{short}`: timed out after {ms} ms");
+            Err(SshError::Timeout { what, timeout })
+        }
     }
+}
+
+/// Which part of a stream [`read_bounded`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Head,
+    Tail,
+}
+
+/// Read a stream to its end, keeping at most `limit` bytes (its first or its last ones);
+/// returns them and how many bytes were dropped.
+async fn read_bounded(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    limit: usize,
+    keep: Keep,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        match keep {
+            Keep::Head => {
+                let room = limit - kept.len();
+                let take = room.min(n);
+                kept.extend_from_slice(&chunk[..take]);
+                dropped += (n - take) as u64;
+            }
+            Keep::Tail => {
+                kept.extend_from_slice(chunk);
+                // Compact when twice the limit: each byte is moved at most once or twice.
+                if kept.len() > 2 * limit {
+                    let extra = kept.len() - limit;
+                    kept.drain(..extra);
+                    dropped += extra as u64;
+                }
+            }
+        }
+    }
+    if keep == Keep::Tail && kept.len() > limit {
+        let extra = kept.len() - limit;
+        kept.drain(..extra);
+        dropped += extra as u64;
+    }
+    Ok((kept, dropped))
+}
+
+/// A command in a few words for the log: `ssh -O check`, or the remote command line.
+fn short_form(argv: &[String]) -> String {
+    const MAX: usize = 120;
+    let program = argv
+        .first()
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+        .unwrap_or_default();
+    let text = if let Some(i) = argv.iter().position(|a| a == "-O") {
+        let mut s = format!("{program} -O {}", argv.get(i + 1).map_or("", |s| s));
+        if let Some(spec) = argv.get(i + 2).filter(|a| *a == "-R" || *a == "-L") {
+            s.push_str(&format!(" {spec} {}", argv.get(i + 3).map_or("", |s| s)));
+        }
+        s
+    } else if argv.iter().any(|a| a == "-M") {
+        format!("{program} -M {}", argv.last().map_or("", |s| s))
+    } else if let Some(i) = argv.iter().position(|a| a == "--")
+        && argv.len() > i + 2
+    {
+        argv[i + 2..].join(" ")
+    } else {
+        argv.join(" ")
+    };
+    let clean = crate::term::sanitize(&text).replace('\n', " ");
+    crate::term::clip(&clean, MAX).into_owned()
 }
 
 /// A running ControlMaster.
@@ -456,5 +584,72 @@ mod tests {
         assert_eq!(r.last().unwrap(), "squeue -h -j 42");
         assert_eq!(r[r.len() - 3], "--");
         assert!(r.contains(&"BatchMode=yes".to_string()));
+    }
+
+    #[test]
+    fn short_forms_for_the_log() {
+        let t = target();
+        assert_eq!(short_form(&t.check_argv()), "ssh -O check");
+        assert_eq!(
+            short_form(&t.remote_forward_argv(None, 0, 40000)),
+            "ssh -O forward -R 0:localhost:40000"
+        );
+        assert_eq!(
+            short_form(&t.remote_argv("squeue -h -j 42")),
+            "squeue -h -j 42"
+        );
+        assert_eq!(short_form(&t.master_argv(false)), "ssh -M cluster");
+        let long = short_form(&t.remote_argv(&"x".repeat(500)));
+        assert!(long.len() <= 120 && long.ends_with(" […]"), "{long}");
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn output_is_bounded_and_the_command_never_blocks() {
+        // 50 MB on stdout, 50 MB then a last line on stderr.
+        let out = run(
+            &sh("head -c 50000000 /dev/zero | tr '\\0' a; \
+                 head -c 50000000 /dev/zero >&2; echo the-end >&2; exit 3"),
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.code, Some(3));
+        assert_eq!(out.stdout.len(), STDOUT_LIMIT);
+        assert!(out.stdout.bytes().all(|b| b == b'a'));
+        assert_eq!(out.stdout_dropped, 50_000_000 - STDOUT_LIMIT as u64);
+        assert_eq!(out.stderr.len(), STDERR_LIMIT);
+        assert!(out.stderr.ends_with("the-end\n"));
+        assert_eq!(out.stderr_dropped, 50_000_008 - STDERR_LIMIT as u64);
+        assert!(out.truncated());
+
+        let small = run(&sh("echo hi; echo oops >&2"), None, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            (small.stdout.as_str(), small.stderr.as_str()),
+            ("hi\n", "oops\n")
+        );
+        assert!(!small.truncated());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stdin_is_fed_and_timeouts_fire() {
+        let out = run(
+            &sh("wc -c"),
+            Some(&[b'x'; 300_000]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.trim(), "300000");
+        let err = run(&sh("sleep 5"), None, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SshError::Timeout { .. }), "{err}");
     }
 }

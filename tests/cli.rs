@@ -215,3 +215,198 @@ fn help_has_examples_and_docs_are_generated() {
         );
     }
 }
+
+/// Run pvlaunch with stdout and stderr on pipes whose read ends are already closed (the reader
+/// of `pvlaunch ... 2>&1 | head -5` went away); return how it ended.
+fn pvlaunch_into_closed_pipes(home: &Path, args: &[&str]) -> std::process::ExitStatus {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+        .args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_does_not_abort() {
+    use std::os::unix::process::ExitStatusExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // Far more output than a pipe holds (64 KiB), so writes must fail with EPIPE.
+    let many: String = (0..3000)
+        .map(|i| server(&format!("server-{i}"), &format!("cs://host-{i}:11111")))
+        .collect();
+    std::fs::write(h.join("big.pvsc"), format!("<Servers>{many}</Servers>")).unwrap();
+    let bad: String = (0..1500)
+        .map(|i| server(&format!("bad-{i}"), &format!("no-scheme-{i}")))
+        .collect();
+    std::fs::write(h.join("bad.pvsc"), format!("<Servers>{bad}</Servers>")).unwrap();
+    for (args, normal) in [
+        (&["-f", "big.pvsc", "list"][..], 0),
+        (&["-f", "big.pvsc", "list", "--json"], 0),
+        (&["-f", "bad.pvsc", "list"], 3),
+        (&["validate", "bad.pvsc", "big.pvsc"], 3),
+        (&["validate", "--json", "bad.pvsc"], 3),
+        (&["man"], 0),
+        (&["completions", "bash"], 0),
+    ] {
+        let status = pvlaunch_into_closed_pipes(h, args);
+        assert_eq!(status.signal(), None, "{args:?}: killed by a signal");
+        assert_eq!(status.code(), Some(normal), "{args:?}");
+    }
+}
+
+/// Run as pid 1 by `children_start_when_pvlaunch_is_pid_1` (this test binary re-executed in a
+/// new pid namespace): spawn children through pvlaunch's supervision and exit with failure if
+/// one of them does not run. Does nothing in a normal test run.
+#[test]
+fn helper_spawns_children_as_pid_1() {
+    if std::env::var_os("PVLAUNCH_TEST_PID1").is_none() {
+        return;
+    }
+    assert_eq!(std::process::id(), 1, "not pid 1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for kind in [
+            pvlaunch::process::Kind::Helper,
+            pvlaunch::process::Kind::Group,
+        ] {
+            let argv = vec!["sh".to_string(), "-c".into(), "exit 7".into()];
+            let status = pvlaunch::process::command(&argv, kind)
+                .status()
+                .await
+                .unwrap();
+            assert_eq!(status.code(), Some(7), "{kind:?}: the child did not run");
+        }
+    });
+    println!("pid 1: children ran");
+}
+
+#[test]
+fn children_start_when_pvlaunch_is_pid_1() {
+    use std::os::unix::fs::MetadataExt;
+    let skip = |why: &str| {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot run under CI: {why}"
+        );
+        eprintln!("SKIPPED children_start_when_pvlaunch_is_pid_1: {why}");
+    };
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        return skip("needs root (a new pid namespace)");
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "helper_spawns_children_as_pid_1",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PVLAUNCH_TEST_PID1", "1")
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return skip(&format!("cannot run unshare: {e}")),
+    };
+    if !out.status.success() && text(&out.stderr).contains("unshare failed") {
+        return skip(&format!("unshare failed: {}", text(&out.stderr)));
+    }
+    assert!(
+        out.status.success() && text(&out.stdout).contains("pid 1: children ran"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// `-v` logs every remote command with its exit status and duration, `-vv` its argv too; the
+/// log goes to stderr, and with `--json` stdout stays NDJSON.
+#[test]
+fn verbose_logs_remote_commands_on_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bin = h.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // A fake ssh: the master writes its pid where the control socket would be, `-O exit`
+    // stops it, other control requests succeed, remote commands fail.
+    std::fs::write(
+        bin.join("ssh"),
+        r#"#!/bin/sh
+case " $* " in
+  *" -M "*) echo $$ > "$2"; exec sleep 30 ;;
+  *" -O exit "*) kill "$(cat "$2")"; exit 0 ;;
+  *" -O "*) exit 0 ;;
+  *) echo "fake ssh: no remote commands here" >&2; exit 255 ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // `--client=none`: the client (this listener) already listens.
+    let client = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = client.local_addr().unwrap().port().to_string();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |verbose: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pvlaunch"))
+            .args(["-f", "pvsc/cluster-a.pvsc", "--json"])
+            .args(verbose)
+            .args(["connect", "cluster-a", "--client=none", "--port", &port])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", h)
+            .env("XDG_CONFIG_HOME", h.join(".config"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (verbose, logged, argv) in [
+        (&[][..], false, false),
+        (&["-v"], true, false),
+        (&["-vv"], true, true),
+    ] {
+        let out = run(verbose);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(4), "{verbose:?}: {stdout}{stderr}");
+        for line in stdout.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{verbose:?}: not JSON ({e}): {line}"));
+        }
+        assert_eq!(
+            stderr.contains("`hostname`: exit status: 255 after"),
+            logged,
+            "{verbose:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("`ssh -O check`: exit status: 0 after"),
+            logged,
+            "{verbose:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains(r#"argv=["ssh", "-S""#),
+            argv,
+            "{verbose:?}: {stderr}"
+        );
+    }
+}

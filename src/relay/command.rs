@@ -78,7 +78,8 @@ impl RelayRequest {
 
 /// Run `pvlaunch relay` to the end and return its exit code; errors are printed on stderr.
 pub fn main(request: RelayRequest, json: bool, verbose: u8) -> Code {
-    init_tracing(verbose);
+    // Each connection is logged (info) by default; -v debug, -vv trace.
+    crate::term::init_tracing(verbose, tracing::Level::INFO);
     // One thread: the kernel moves the bytes, and a single thread avoids waking a second one
     // for every message (measured: lower latency, the same throughput; docs/benchmarks.md).
     let mut builder = tokio::runtime::Builder::new_current_thread();
@@ -93,7 +94,7 @@ pub fn main(request: RelayRequest, json: bool, verbose: u8) -> Code {
 }
 
 fn report(err: RelayError) -> Code {
-    eprintln!("error: failed to {err}");
+    crate::say_err!("error: failed to {err}");
     if err.is_usage() {
         Code::Usage
     } else {
@@ -101,27 +102,9 @@ fn report(err: RelayError) -> Code {
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "pvlaunch=info",
-        1 => "pvlaunch=debug",
-        _ => "pvlaunch=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(color)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
 /// Signals received so far: the first one's number and how many.
 #[derive(Debug, Clone, Copy, Default)]
-struct Signals {
+struct SignalCount {
     first: Option<i32>,
     count: u32,
 }
@@ -168,23 +151,18 @@ async fn run(request: RelayRequest, json: bool) -> Result<Code, RelayError> {
 fn print_event(event: &RelayEvent, json: bool) {
     if json {
         if let Ok(line) = serde_json::to_string(event) {
-            println!("{line}");
+            crate::say!("{line}");
         }
     } else if let RelayEvent::Listening { listen, to } = event {
         let to: Vec<String> = to.iter().map(|t| t.to_string()).collect();
-        println!("listening on {listen} -> {}", to.join(", "));
+        crate::say!("listening on {listen} -> {}", to.join(", "));
     }
 }
 
 /// Count SIGINT, SIGTERM and SIGHUP (and end of standard input, if asked) in a watch channel.
-fn watch_signals(stdin_eof: bool) -> Result<watch::Receiver<Signals>, RelayError> {
-    use tokio::signal::unix::{SignalKind, signal};
-
-    let listen = |kind: SignalKind| signal(kind).map_err(RelayError::Runtime);
-    let mut int = listen(SignalKind::interrupt())?;
-    let mut term = listen(SignalKind::terminate())?;
-    let mut hup = listen(SignalKind::hangup())?;
-    let (tx, rx) = watch::channel(Signals::default());
+fn watch_signals(stdin_eof: bool) -> Result<watch::Receiver<SignalCount>, RelayError> {
+    let mut signals = crate::process::Signals::try_new().map_err(RelayError::Runtime)?;
+    let (tx, rx) = watch::channel(SignalCount::default());
     let (eof_tx, mut eof_rx) = mpsc::channel::<()>(1);
     if stdin_eof {
         // A plain thread: tokio's stdin reader would keep the runtime from shutting down.
@@ -198,9 +176,7 @@ fn watch_signals(stdin_eof: bool) -> Result<watch::Receiver<Signals>, RelayError
     tokio::spawn(async move {
         loop {
             let n = tokio::select! {
-                _ = int.recv() => libc::SIGINT,
-                _ = term.recv() => libc::SIGTERM,
-                _ = hup.recv() => libc::SIGHUP,
+                n = signals.next() => n,
                 Some(()) = eof_rx.recv() => {
                     tracing::info!("standard input closed");
                     0
