@@ -284,3 +284,117 @@ fn a_job_cancelled_outside_says_so() {
     );
     f.assert_nothing_left();
 }
+
+/// A fake `pvpython` that records that it ran, prints to stdout (as pvpython's
+/// `Accepting connection(s)` does) and listens on `$PVLAUNCH_PORT` until killed.
+fn fake_pvpython(f: &Fake) -> PathBuf {
+    let bin = f.dir.path().join("clientbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pvpython = bin.join("pvpython");
+    std::fs::write(
+        &pvpython,
+        format!(
+            "#!/bin/sh\ntouch {}\necho 'Accepting connection(s): desk:'$PVLAUNCH_PORT\nexec python3 -c 'import os,socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", int(os.environ[\"PVLAUNCH_PORT\"]))); s.listen(); time.sleep(60)'\n",
+            f.state().join("client-started").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &pvpython,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    bin
+}
+
+fn with_path_first(c: &mut Command, dir: &Path) {
+    let path = c
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    c.env("PATH", format!("{}:{path}", dir.display()));
+}
+
+#[test]
+fn a_client_port_taken_by_another_program_is_refused_before_any_job() {
+    let f = Fake::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    f.profile(&format!(
+        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse" client-port="{port}"/></PVLaunch></Server>"#
+    ));
+    let bin = fake_pvpython(&f);
+    let script = f.dir.path().join("s.py");
+    std::fs::write(&script, "").unwrap();
+    let mut c = f.command(&[
+        "--json",
+        "connect",
+        "c",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    with_path_first(&mut c, &bin);
+    let out = c.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events(&out);
+    let error = evs.iter().find(|e| e["event"] == "error").unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&port.to_string()),
+        "{error}"
+    );
+    assert!(!f.state().join("client-started").exists());
+    assert!(
+        !f.read("scheduler.log").contains("sbatch"),
+        "a job was submitted"
+    );
+    drop(taken);
+    f.assert_nothing_left();
+}
+
+#[test]
+fn under_json_stdout_has_events_only_even_when_the_client_prints() {
+    let f = Fake::new();
+    // The reverse recipe starts the client before the job; the fake forward is not
+    // compute-facing, so the session ends after the client ran: enough to see its output.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    f.profile(&format!(
+        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse" client-port="{port}"/></PVLaunch></Server>"#
+    ));
+    let bin = fake_pvpython(&f);
+    let script = f.dir.path().join("s.py");
+    std::fs::write(&script, "").unwrap();
+    let mut c = f.command(&[
+        "--json",
+        "connect",
+        "c",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    with_path_first(&mut c, &bin);
+    let out = c.output().unwrap();
+    // Whatever the end, every stdout line is an event, and the client's line went to stderr.
+    let evs = events(&out);
+    assert_eq!(evs.last().unwrap()["event"], "done");
+    assert!(f.state().join("client-started").exists(), "{evs:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Accepting connection(s)"));
+    f.assert_nothing_left();
+}
