@@ -231,12 +231,18 @@ pub fn prepare(
         }
     };
     if let Err(e) = trial_plan(&resolved, &launch) {
-        let at = &settings.job.scheduler;
+        let why = match e {
+            crate::plan::PlanError::Script(e) => e.to_string(),
+            other => other.to_string(),
+        };
         diags.push(
             Severity::Error,
-            at.offset,
+            settings.job.scheduler.offset,
             &format!("{path}/Job"),
-            format!("the {} job cannot be written: {e}", launch.scheduler),
+            format!(
+                "the {} job script cannot be written: {why}",
+                launch.scheduler
+            ),
             None,
         );
         return Err(PrepareError::Profile(diags.diagnostics));
@@ -249,7 +255,10 @@ pub fn prepare(
 
 /// Build the plan `connect` would build (no client of its own, a placeholder login and
 /// session): what fails here would fail there.
-fn trial_plan(resolved: &Resolved, launch: &Launch) -> Result<crate::plan::Plan, crate::plan::PlanError> {
+fn trial_plan(
+    resolved: &Resolved,
+    launch: &Launch,
+) -> Result<crate::plan::Plan, crate::plan::PlanError> {
     let target = crate::ssh::Target {
         program: "ssh".into(),
         destination: launch.login_host.clone(),
@@ -362,7 +371,11 @@ pub fn pick_with(
         }
         Err(PrepareError::Profile(diags)) => {
             let _ = writeln!(err, "error: profile `{name}` is invalid\n");
-            let _ = writeln!(err, "{}", crate::profile::diag::render_limited(&diags, diags.len()));
+            let _ = writeln!(
+                err,
+                "{}",
+                crate::profile::diag::render_limited(&diags, diags.len())
+            );
             return Err(Code::InvalidProfile);
         }
     };
@@ -547,8 +560,7 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
             l.scheduler,
             l.nodes,
             l.ranks_per_node,
-            l.walltime
-                .map_or("(site default)".to_string(), |w| w.hms()),
+            l.walltime.map_or("(site default)".to_string(), |w| w.hms()),
             l.partition.as_deref().unwrap_or("(site default)"),
             l.account.as_deref().unwrap_or("(none)")
         );
@@ -630,7 +642,11 @@ pub fn check_report(report: &mut FileReport, mut context: impl FnMut(&Server) ->
                 let mut c = Collector::new(&report.source);
                 let offset = report.source.text.find("<Server").unwrap_or(0);
                 for e in errors {
-                    c.error(offset, &format!("Servers/Server[{}]", server.name), e.to_string());
+                    c.error(
+                        offset,
+                        &format!("Servers/Server[{}]", server.name),
+                        e.to_string(),
+                    );
                 }
                 failed.push((i, c.diagnostics));
             }

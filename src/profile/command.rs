@@ -72,7 +72,8 @@ pub fn substitute(
             }
         };
         let count = text.matches(whole.as_str()).count();
-        let grown = (text.len() - count * whole.len()).saturating_add(count.saturating_mul(value.len()));
+        let grown =
+            (text.len() - count * whole.len()).saturating_add(count.saturating_mul(value.len()));
         if grown > MAX_SUBSTITUTED_LEN {
             return Err(SubstitutionError::TooLong {
                 name: name.to_string(),

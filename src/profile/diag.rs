@@ -432,6 +432,9 @@ mod tests {
         assert_eq!((c.errors, c.warnings), (KEEP_PER_FILE + 5, 1));
         let out = render_limited(&c.diagnostics, c.errors + c.warnings);
         assert_eq!(out.matches("error: bad").count(), PRINT_LIMIT);
-        assert!(out.ends_with(&format!("... and {} more\n", KEEP_PER_FILE + 6 - PRINT_LIMIT)));
+        assert!(out.ends_with(&format!(
+            "... and {} more\n",
+            KEEP_PER_FILE + 6 - PRINT_LIMIT
+        )));
     }
 }

@@ -122,7 +122,12 @@ impl Catalog {
 
     /// Add one file's servers, valid and invalid, in document order: a later definition of a
     /// name replaces an earlier one, and if it has errors the name is invalid.
-    fn add(&mut self, report: FileReport, origin: discover::Origin, index: &mut BTreeMap<String, usize>) {
+    fn add(
+        &mut self,
+        report: FileReport,
+        origin: discover::Origin,
+        index: &mut BTreeMap<String, usize>,
+    ) {
         enum Def<'a> {
             Valid(&'a Server),
             Invalid(&'a parse::InvalidServer),
@@ -131,7 +136,12 @@ impl Catalog {
             .servers
             .iter()
             .map(|s| (s.location.line, Def::Valid(s)))
-            .chain(report.invalid.iter().map(|s| (s.location.line, Def::Invalid(s))))
+            .chain(
+                report
+                    .invalid
+                    .iter()
+                    .map(|s| (s.location.line, Def::Invalid(s))),
+            )
             .collect();
         defs.sort_by_key(|(line, _)| *line);
         for (_, def) in defs {
@@ -241,8 +251,15 @@ pub fn paraview_version(
     let from_parts = || {
         let major = environment.get("PV_VERSION_MAJOR")?;
         let minor = environment.get("PV_VERSION_MINOR")?;
-        let patch = environment.get("PV_VERSION_PATCH").map_or("0", String::as_str);
-        Version::parse(&format!("{}.{}.{}", major.trim(), minor.trim(), patch.trim()))
+        let patch = environment
+            .get("PV_VERSION_PATCH")
+            .map_or("0", String::as_str);
+        Version::parse(&format!(
+            "{}.{}.{}",
+            major.trim(),
+            minor.trim(),
+            patch.trim()
+        ))
     };
     if let Some(v) = environment
         .get("PV_VERSION_FULL")
@@ -297,7 +314,10 @@ pub fn probe_client_version() -> Result<(Version, String), String> {
 }
 
 /// Run `program --version` and read `... version X.Y.Z` from its output, within `timeout`.
-pub fn run_version(program: &std::path::Path, timeout: std::time::Duration) -> Result<Version, String> {
+pub fn run_version(
+    program: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<Version, String> {
     use std::io::Read as _;
     use std::process::{Command, Stdio};
     let mut child = Command::new(program)

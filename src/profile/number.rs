@@ -52,7 +52,11 @@ pub struct Refused {
 impl Rule {
     /// What the rule allows, in words.
     pub fn allowed(&self) -> String {
-        let kind = if self.whole { "a whole number" } else { "a number" };
+        let kind = if self.whole {
+            "a whole number"
+        } else {
+            "a number"
+        };
         let mut s = format!("{kind} from {} to {}", self.min, self.max);
         if let Some((v, meaning)) = self.special {
             s.push_str(&format!(", or {v} ({meaning})"));

@@ -75,8 +75,7 @@ impl FileReport {
         let server = self.servers.remove(index);
         self.errors += errors.len();
         let room = super::diag::KEEP_PER_FILE.saturating_sub(self.diagnostics.len());
-        self.diagnostics
-            .extend(errors.iter().take(room).cloned());
+        self.diagnostics.extend(errors.iter().take(room).cloned());
         self.invalid.push(InvalidServer {
             name: server.name,
             location: server.location,

@@ -76,7 +76,9 @@ pub enum VersionOrigin {
 impl std::fmt::Display for VersionOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            VersionOrigin::Environment => f.write_str("from ParaView (PV_VERSION_* in the environment)"),
+            VersionOrigin::Environment => {
+                f.write_str("from ParaView (PV_VERSION_* in the environment)")
+            }
             VersionOrigin::Override => f.write_str("from PVLAUNCH_PARAVIEW_VERSION"),
             VersionOrigin::Client { program } => write!(f, "from `{program} --version`"),
             VersionOrigin::BuiltIn { reason } => write!(f, "built in ({reason})"),

@@ -94,7 +94,6 @@ pub struct Connection {
     pub relay_program: Option<Value>,
 }
 
-
 struct Spec {
     element: &'static str,
     attrs: &'static [&'static str],
@@ -517,7 +516,9 @@ fn parse_walltime(text: &str) -> Check<Walltime> {
     text.parse::<Walltime>().map_err(|_| {
         (
             format!("walltime `{text}` is not a duration"),
-            Some("write minutes (`30`), `H:MM:SS` (`1:30:00`) or `D-H:MM:SS` (`1-12:00:00`)".into()),
+            Some(
+                "write minutes (`30`), `H:MM:SS` (`1:30:00`) or `D-H:MM:SS` (`1-12:00:00`)".into(),
+            ),
         )
     })
 }
@@ -629,7 +630,16 @@ mod tests {
         }
         // `10:00` is not MM:SS and `01:99:00` has 99 minutes: the job script could not say
         // either, so neither passes here.
-        for bad in ["", "1h", "1:2:3:4", "-1", "a-01:00:00", "01::00", "10:00", "01:99:00"] {
+        for bad in [
+            "",
+            "1h",
+            "1:2:3:4",
+            "-1",
+            "a-01:00:00",
+            "01::00",
+            "10:00",
+            "01:99:00",
+        ] {
             assert!(parse_walltime(bad).is_err(), "{bad}");
         }
     }

@@ -341,7 +341,10 @@ mod tests {
         let text = "<A a='1' bb=\"2\"\n   ccc='a=b bb=3'  d='' />";
         let root = parse(text).unwrap();
         for a in &root.attrs {
-            assert!(text[a.offset..].starts_with(&format!("{}=", a.name)), "{a:?}");
+            assert!(
+                text[a.offset..].starts_with(&format!("{}=", a.name)),
+                "{a:?}"
+            );
         }
         let err = parse("<A a='1' b='2' a='3'/>").unwrap_err();
         assert_eq!(err.offset, 15, "{err:?}");
