@@ -7,12 +7,16 @@ use color_eyre::Result;
 use serde::Serialize;
 
 use crate::exit::Code;
-use crate::profile::diag::{Diagnostic, display_path};
+use crate::profile::diag::{Collector, Diagnostic, Severity, Source, display_path};
 use crate::profile::discover::{self, Places};
-use crate::profile::model::Startup;
-use crate::profile::resolve::{self, Origin, Resolved, Strictness};
+use crate::profile::model::{Server, Startup};
+use crate::profile::parse::FileReport;
+use crate::profile::resolve::{self, Context, Origin, ResolveError, Resolved, Strictness};
 use crate::profile::settings::Launch;
-use crate::profile::{self, Catalog, Entry};
+use crate::profile::{self, Catalog, Entry, LookupError};
+
+/// The widest column `list` and `show` pad to; longer names are printed whole, unpadded.
+const MAX_COLUMN: usize = 40;
 
 /// Load every profile; print unreadable files and file errors on stderr.
 pub fn load_catalog(cli_files: Vec<PathBuf>) -> Catalog {
@@ -24,6 +28,13 @@ pub fn load_catalog(cli_files: Vec<PathBuf>) -> Catalog {
 
 fn report_problems(catalog: &Catalog) {
     let mut err = std::io::stderr().lock();
+    report_unreadable(catalog, &mut err);
+    for r in catalog.reports.iter().filter(|r| r.has_errors()) {
+        let _ = writeln!(err, "{}", r.rendered_errors());
+    }
+}
+
+fn report_unreadable(catalog: &Catalog, err: &mut impl Write) {
     for (path, origin, reason) in &catalog.unreadable {
         let _ = writeln!(
             err,
@@ -31,9 +42,6 @@ fn report_problems(catalog: &Catalog) {
             path.display(),
             origin.describe()
         );
-    }
-    for d in catalog.diagnostics().filter(|d| d.is_error()) {
-        let _ = writeln!(err, "{}", d.render());
     }
 }
 
@@ -84,13 +92,13 @@ pub fn list(cli_files: Vec<PathBuf>, json: bool) -> Result<Code> {
             .map(|r| r.name.chars().count())
             .max()
             .unwrap_or(4)
-            .max(4);
+            .clamp(4, MAX_COLUMN);
         let w_res = rows
             .iter()
             .map(|r| r.resource.chars().count())
             .max()
             .unwrap_or(8)
-            .max(8);
+            .clamp(8, MAX_COLUMN);
         writeln!(
             out,
             "{:w_name$}  {:w_res$}  {:7}  {:8}  FILE",
@@ -147,77 +155,247 @@ impl Picked {
     }
 }
 
+/// A server resolved the way `show`, `connect` and `validate` all resolve it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub resolved: Resolved,
+    /// pvlaunch's settings, substituted and typed (`None` for a plain ParaView server).
+    pub launch: Option<Launch>,
+}
+
+/// Why a server cannot be prepared.
+#[derive(Debug)]
+pub enum PrepareError {
+    /// The command line is wrong (`--set`, `--strict`): exit 2.
+    Usage(Vec<ResolveError>),
+    /// The profile is wrong: positioned errors in its file (exit 3).
+    Profile(Vec<Diagnostic>),
+}
+
+/// Resolve `server` (from the file `source`) with `sets`, type its pvlaunch settings, and
+/// write a trial job script with them. The one path for `validate`, `show` and `connect`: a
+/// profile `validate` accepts resolves the same way for the others.
+pub fn prepare(
+    server: &Server,
+    source: &Source,
+    sets: &[String],
+    ctx: &mut Context,
+    strictness: Strictness,
+) -> Result<Prepared, PrepareError> {
+    let mut diags = Collector::new(source);
+    let server_path = format!("Servers/Server[{}]", server.name);
+    let resolved = match resolve::resolve(server, sets, ctx, strictness) {
+        Ok(r) => r,
+        Err(errors) => {
+            let (usage, profile): (Vec<_>, Vec<_>) =
+                errors.into_iter().partition(ResolveError::is_usage);
+            if profile.is_empty() {
+                return Err(PrepareError::Usage(usage));
+            }
+            for e in profile {
+                let offset = e.offset().unwrap_or(0);
+                diags.push(
+                    Severity::Error,
+                    offset,
+                    &format!("{server_path}/CommandStartup"),
+                    e.to_string(),
+                    Some(
+                        "a command line is at most 64 KiB after substitution, in at most 1000 replacements"
+                            .into(),
+                    ),
+                );
+            }
+            return Err(PrepareError::Profile(diags.diagnostics));
+        }
+    };
+    let Some(settings) = &server.pvlaunch else {
+        return Ok(Prepared {
+            resolved,
+            launch: None,
+        });
+    };
+    let path = format!("{server_path}/PVLaunch");
+    let launch = match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
+        Ok(l) => l,
+        Err(problems) => {
+            for (offset, at, message, hint) in problems {
+                diags.push(
+                    Severity::Error,
+                    offset,
+                    &format!("{path}/{at}"),
+                    message,
+                    hint,
+                );
+            }
+            return Err(PrepareError::Profile(diags.diagnostics));
+        }
+    };
+    if let Err(e) = trial_plan(&resolved, &launch) {
+        let why = match e {
+            crate::plan::PlanError::Script(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        diags.push(
+            Severity::Error,
+            settings.job.scheduler.offset,
+            &format!("{path}/Job"),
+            format!(
+                "the {} job script cannot be written: {why}",
+                launch.scheduler
+            ),
+            None,
+        );
+        return Err(PrepareError::Profile(diags.diagnostics));
+    }
+    Ok(Prepared {
+        resolved,
+        launch: Some(launch),
+    })
+}
+
+/// Build the plan `connect` would build (no client of its own, a placeholder login and
+/// session): what fails here would fail there.
+fn trial_plan(
+    resolved: &Resolved,
+    launch: &Launch,
+) -> Result<crate::plan::Plan, crate::plan::PlanError> {
+    let target = crate::ssh::Target {
+        program: "ssh".into(),
+        destination: launch.login_host.clone(),
+        user: launch.login_user.clone(),
+        port: launch.login_port,
+        jump_hosts: launch.jump_hosts.clone(),
+        control_path: "/nonexistent/cm".into(),
+        extra_options: vec![],
+    };
+    crate::plan::build(
+        resolved,
+        launch,
+        crate::client::Mode::Wait,
+        &crate::plan::Overrides::default(),
+        &target,
+        true,
+        crate::plan::Fresh {
+            connect_id: 1,
+            tag: "check".into(),
+        },
+    )
+}
+
+/// Whether to ask the local client for its version when picking a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionProbe {
+    /// Always (`connect`: the server must match the client that will run).
+    Always,
+    /// Only when the profile uses `PV_VERSION*` (`show`, `validate`).
+    IfUsed,
+}
+
 /// Load the catalog, find `name`, resolve it with `sets`, and resolve its pvlaunch settings.
-/// Problems are printed on stderr; the error is the exit code to return.
+/// Problems are printed on stderr; the error is the exit code to return. Asks the local client
+/// for its version (see [`pick_with`]).
 pub fn pick(
     cli_files: Vec<PathBuf>,
     name: &str,
     sets: &[String],
     strict: bool,
 ) -> Result<Picked, Code> {
-    let catalog = load_catalog(cli_files);
-    let index = match catalog.get(name) {
+    pick_with(cli_files, name, sets, strict, VersionProbe::Always)
+}
+
+/// [`pick`], saying when to probe the client's version. A profile whose definition has errors
+/// is refused with those errors (exit 3), not reported as missing.
+pub fn pick_with(
+    cli_files: Vec<PathBuf>,
+    name: &str,
+    sets: &[String],
+    strict: bool,
+    probe: VersionProbe,
+) -> Result<Picked, Code> {
+    let places = Places::from_system(cli_files);
+    let catalog = Catalog::load(&places.candidates());
+    let mut err = std::io::stderr().lock();
+    report_unreadable(&catalog, &mut err);
+    let index = match catalog.lookup(name) {
         Ok(e) => catalog
             .entries
             .iter()
             .position(|x| std::ptr::eq(x, e))
             .expect("from the catalog"),
-        Err(e) => {
-            crate::say_err!("error: {e}");
+        Err(LookupError::Invalid(bad)) => {
+            let _ = writeln!(
+                err,
+                "error: profile `{name}` is invalid: {} error(s) in its definition at {} (from {})\n",
+                bad.server.errors,
+                bad.server.location,
+                bad.origin.describe()
+            );
+            let _ = writeln!(err, "{}", bad.server.rendered_errors());
+            return Err(Code::InvalidProfile);
+        }
+        Err(LookupError::Unknown(e)) => {
+            let _ = writeln!(err, "error: {e}");
             return Err(Code::Usage);
         }
     };
     let entry = &catalog.entries[index];
-    let mut ctx = profile::system_context();
+    let source = catalog
+        .reports
+        .iter()
+        .find(|r| r.source.path == entry.server.location.file)
+        .map(|r| r.source.clone())
+        .expect("the entry's file was read");
+    let wants_version = probe == VersionProbe::Always || profile::uses_version(&entry.server);
+    let mut ctx = profile::system_context(wants_version);
+    if wants_version && let resolve::VersionOrigin::BuiltIn { reason } = &ctx.version_origin {
+        let _ = writeln!(
+            err,
+            "warning: the local ParaView's version is unknown ({reason}); PV_VERSION* say {} (set PVLAUNCH_PARAVIEW_VERSION to choose)",
+            ctx.version.full
+        );
+    }
     let environment = ctx.environment.clone();
-    let resolved = resolve::resolve(&entry.server, sets, &mut ctx, Strictness { strict }).map_err(
-        |errors| {
+    let prepared = match prepare(
+        &entry.server,
+        &source,
+        sets,
+        &mut ctx,
+        Strictness { strict },
+    ) {
+        Ok(p) => p,
+        Err(PrepareError::Usage(errors)) => {
             for e in errors {
-                crate::say_err!("error: {e}");
+                let _ = writeln!(err, "error: {e}");
             }
-            Code::Usage
-        },
-    )?;
-    let launch = match &entry.server.pvlaunch {
-        None => None,
-        Some(settings) => match settings.resolve(|n| resolved.lookup(n).map(str::to_string)) {
-            Ok(l) => Some(l),
-            Err(problems) => {
-                let source = catalog
-                    .reports
-                    .iter()
-                    .find(|r| r.source.path == entry.server.location.file)
-                    .map(|r| r.source.clone())
-                    .expect("the entry's file was read");
-                let mut diags = crate::profile::diag::Collector::new(&source);
-                let path = format!("Servers/Server[{}]/PVLaunch", entry.server.name);
-                for (offset, at, message, hint) in problems {
-                    diags.push(
-                        crate::profile::diag::Severity::Error,
-                        offset,
-                        &format!("{path}/{at}"),
-                        message,
-                        hint,
-                    );
-                }
-                for d in &diags.diagnostics {
-                    crate::say_err!("{}", d.render());
-                }
-                return Err(Code::InvalidProfile);
-            }
-        },
+            return Err(Code::Usage);
+        }
+        Err(PrepareError::Profile(diags)) => {
+            let _ = writeln!(err, "error: profile `{name}` is invalid\n");
+            let _ = writeln!(
+                err,
+                "{}",
+                crate::profile::diag::render_limited(&diags, diags.len())
+            );
+            return Err(Code::InvalidProfile);
+        }
     };
     Ok(Picked {
         catalog,
         index,
-        resolved,
-        launch,
+        resolved: prepared.resolved,
+        launch: prepared.launch,
         environment,
     })
 }
 
 pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) -> Result<Code> {
-    let picked = match pick(cli_files, &args.name, &args.set, args.strict) {
+    let picked = match pick_with(
+        cli_files,
+        &args.name,
+        &args.set,
+        args.strict,
+        VersionProbe::IfUsed,
+    ) {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -279,6 +457,14 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
     if let Some(id) = r.connect_id {
         let _ = writeln!(s, "  connect-id {id}");
     }
+    let _ = writeln!(
+        s,
+        "  paraview   {} ({})",
+        r.variables
+            .get("PV_VERSION_FULL")
+            .map_or("?", |v| v.value.as_str()),
+        r.version_origin
+    );
     if let Some(t) = server.timeout {
         let _ = writeln!(
             s,
@@ -288,7 +474,13 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
     }
     if !r.options.is_empty() {
         let _ = writeln!(s, "\noptions");
-        let w = r.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
+        let w = r
+            .options
+            .iter()
+            .map(|o| o.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(MAX_COLUMN);
         let wv = r
             .options
             .iter()
@@ -310,7 +502,13 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
         }
     }
     let _ = writeln!(s, "\nvariables");
-    let w = r.variables.keys().map(String::len).max().unwrap_or(0);
+    let w = r
+        .variables
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(MAX_COLUMN);
     for (k, v) in &r.variables {
         let value = if r
             .options
@@ -358,11 +556,11 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
         let _ = writeln!(s, "  login       {login}");
         let _ = writeln!(
             s,
-            "  job         {:?}: {} node(s) x {} rank(s), walltime {}, partition {}, account {}",
+            "  job         {}: {} node(s) x {} rank(s), walltime {}, partition {}, account {}",
             l.scheduler,
             l.nodes,
             l.ranks_per_node,
-            l.walltime.as_deref().unwrap_or("(site default)"),
+            l.walltime.map_or("(site default)".to_string(), |w| w.hms()),
             l.partition.as_deref().unwrap_or("(site default)"),
             l.account.as_deref().unwrap_or("(none)")
         );
@@ -376,7 +574,7 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
         server.push(l.pvserver.clone());
         server.extend(l.pvserver_args.iter().cloned());
         let _ = writeln!(s, "  pvserver    {}", server.join(" "));
-        let _ = writeln!(s, "  recipe      {:?}", l.recipe);
+        let _ = writeln!(s, "  recipe      {}", l.recipe.name());
         let remote = if l.remote_port == 0 {
             "chosen by sshd".to_string()
         } else {
@@ -416,22 +614,61 @@ struct ValidateFile<'a> {
     errors: usize,
     warnings: usize,
     diagnostics: &'a [Diagnostic],
+    /// Diagnostics found but not kept (beyond the first of each file).
+    omitted: usize,
+}
+
+/// Read one file and resolve each of its servers as `show` and `connect` would (no `--set`):
+/// a server that fails is moved to the report's invalid servers with its positioned errors.
+pub fn check_file(path: &std::path::Path) -> std::io::Result<FileReport> {
+    let mut report = profile::read_file(path)?;
+    check_report(&mut report, |server| {
+        profile::system_context(profile::uses_version(server))
+    });
+    Ok(report)
+}
+
+/// Resolve every server of `report` in the context `context` gives it (see [`prepare`]);
+/// failures become the report's errors.
+pub fn check_report(report: &mut FileReport, mut context: impl FnMut(&Server) -> Context) {
+    let mut failed = Vec::new();
+    for (i, server) in report.servers.iter().enumerate() {
+        let mut ctx = context(server);
+        match prepare(server, &report.source, &[], &mut ctx, Strictness::default()) {
+            Ok(_) => {}
+            Err(PrepareError::Profile(diags)) => failed.push((i, diags)),
+            // No `--set` is given, so no usage error can occur; report one as a profile error.
+            Err(PrepareError::Usage(errors)) => {
+                let mut c = Collector::new(&report.source);
+                let offset = report.source.text.find("<Server").unwrap_or(0);
+                for e in errors {
+                    c.error(
+                        offset,
+                        &format!("Servers/Server[{}]", server.name),
+                        e.to_string(),
+                    );
+                }
+                failed.push((i, c.diagnostics));
+            }
+        }
+    }
+    for (i, diags) in failed.into_iter().rev() {
+        report.invalidate(i, diags);
+    }
 }
 
 pub fn validate(files: &[PathBuf], json: bool) -> Result<Code> {
     let mut reports = Vec::new();
     let mut unreadable = Vec::new();
     for f in files {
-        match profile::read_file(f) {
+        match check_file(f) {
             Ok(r) => reports.push(r),
             Err(e) => unreadable.push((f.clone(), e.to_string())),
         }
     }
     let errors: usize = reports.iter().map(|r| r.error_count()).sum::<usize>() + unreadable.len();
-    let warnings: usize = reports
-        .iter()
-        .map(|r| r.diagnostics.iter().filter(|d| !d.is_error()).count())
-        .sum();
+    let warnings: usize = reports.iter().map(|r| r.warning_count()).sum();
+    // A reader that went away does not change the verdict (exit 3 for an invalid file).
     let mut out = crate::term::stdout();
     if json {
         let mut docs: Vec<serde_json::Value> = reports
@@ -441,8 +678,10 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<Code> {
                     file: display_path(&r.source.path),
                     servers: r.servers.iter().map(|s| s.name.as_str()).collect(),
                     errors: r.error_count(),
-                    warnings: r.diagnostics.iter().filter(|d| !d.is_error()).count(),
+                    warnings: r.warning_count(),
                     diagnostics: &r.diagnostics,
+                    omitted: (r.error_count() + r.warning_count())
+                        .saturating_sub(r.diagnostics.len()),
                 })
                 .expect("serialisable")
             })
@@ -457,17 +696,28 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<Code> {
             writeln!(out, "error: cannot read {}: {e}\n", f.display())?;
         }
         for r in &reports {
-            for d in &r.diagnostics {
-                writeln!(out, "{}", d.render())?;
+            if !r.diagnostics.is_empty() {
+                writeln!(out, "{}", r.rendered())?;
             }
-            let names: Vec<&str> = r.servers.iter().map(|s| s.name.as_str()).collect();
+            let names: Vec<String> = r
+                .servers
+                .iter()
+                .take(20)
+                .map(|s| crate::profile::diag::bounded(&s.name, 60))
+                .collect();
+            let more = r.servers.len().saturating_sub(names.len());
             let status = if r.has_errors() { "INVALID" } else { "ok" };
             writeln!(
                 out,
-                "{status}: {} ({} server(s): {})",
+                "{status}: {} ({} server(s): {}{})",
                 display_path(&r.source.path),
-                names.len(),
-                names.join(", ")
+                r.servers.len(),
+                names.join(", "),
+                if more > 0 {
+                    format!(", and {more} more")
+                } else {
+                    String::new()
+                }
             )?;
         }
         writeln!(

@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::client::{self, Mode};
 use crate::profile::resolve::Resolved;
 use crate::profile::resource::Endpoint;
-use crate::profile::settings::{ConnectId, Launch, Recipe, SchedulerKind};
+use crate::profile::settings::{ConnectId, Launch, Recipe};
 use crate::pvserver::{self, ServerEnd};
-use crate::scheduler::{self, JobSpec, Kind, Walltime};
+use crate::scheduler::{self, JobSpec, Kind};
 use crate::ssh;
 
 /// Placeholders in the dry-run rendering for what the session learns while running.
@@ -68,8 +68,6 @@ pub enum PlanError {
     ReverseResource(String),
     #[error("the job script cannot be written: {0}")]
     Script(#[from] scheduler::ScriptError),
-    #[error("walltime: {0}")]
-    Walltime(String),
 }
 
 /// What the command line adds to the profile.
@@ -79,15 +77,6 @@ pub struct Overrides {
     pub recipe: Option<Recipe>,
     pub connect_id: Option<ConnectId>,
     pub keep_job: bool,
-}
-
-pub fn scheduler_kind(k: SchedulerKind) -> Kind {
-    match k {
-        SchedulerKind::Slurm => Kind::Slurm,
-        SchedulerKind::Pbs => Kind::Pbs,
-        SchedulerKind::Lsf => Kind::Lsf,
-        SchedulerKind::None => Kind::None,
-    }
 }
 
 /// What is drawn fresh for each session.
@@ -159,15 +148,8 @@ pub fn build(
         ConnectId::None => None,
         ConnectId::Fixed(n) => Some(n),
     };
-    let kind = scheduler_kind(launch.scheduler);
-    let walltime = launch
-        .walltime
-        .as_deref()
-        .map(|w| {
-            w.parse::<Walltime>()
-                .map_err(|e| PlanError::Walltime(e.to_string()))
-        })
-        .transpose()?;
+    let kind = launch.scheduler;
+    let walltime = launch.walltime;
     let job = JobSpec {
         name: launch.job_name.clone(),
         nodes: launch.nodes,
@@ -410,13 +392,7 @@ impl Plan {
 
 /// A recipe's name as profiles write it.
 pub fn recipe_name(r: Recipe) -> &'static str {
-    match r {
-        Recipe::Auto => "auto",
-        Recipe::Reverse => "reverse",
-        Recipe::Relay => "relay",
-        Recipe::TwoHop => "two-hop",
-        Recipe::ReverseTwoHop => "reverse-two-hop",
-    }
+    r.name()
 }
 
 #[cfg(test)]

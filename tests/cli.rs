@@ -410,3 +410,109 @@ esac
         );
     }
 }
+
+/// A profile whose definition has errors is not "missing": `show` and `connect` say it is
+/// invalid (exit 3) and show its positioned errors, also when a later file's broken definition
+/// replaces a good one.
+#[test]
+fn a_profile_with_errors_is_reported_invalid_with_its_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let good = r#"<Server name="good" resource="csrc://localhost:11111"><CommandStartup><Command exec="x"/></CommandStartup>
+  <PVLaunch version="1"><Login host="login"/></PVLaunch></Server>"#;
+    let typos = r#"<Server name="typos" resource="csrc://localhost:11111"><CommandStartup><Command exec="x"/></CommandStartup>
+  <PVLaunch version="1"><Login host="login"/><Job nodse="2"/></PVLaunch></Server>"#;
+    std::fs::write(
+        h.join("f.pvsc"),
+        format!("<Servers>\n{good}\n{typos}\n</Servers>\n"),
+    )
+    .unwrap();
+    let f = h.join("f.pvsc");
+    let f = f.to_str().unwrap();
+    for args in [
+        &["-f", f, "show", "typos"][..],
+        &["-f", f, "connect", "typos", "--dry-run", "--client=wait"],
+    ] {
+        let out = pvlaunch(h, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{}: {err}", args[2]);
+        assert!(err.contains("profile `typos` is invalid"), "{err}");
+        assert!(err.contains("f.pvsc:5:51"), "{err}");
+        assert!(err.contains("did you mean `nodes`?"), "{err}");
+        assert!(!err.contains("no profile named"), "{err}");
+    }
+    let ok = pvlaunch(h, &["-f", f, "show", "good"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+
+    // A later, broken definition of `good` replaces the first one.
+    std::fs::write(
+        h.join("g.pvsc"),
+        format!(
+            "<Servers>\n{}\n</Servers>\n",
+            typos.replace("typos", "good")
+        ),
+    )
+    .unwrap();
+    let g = h.join("g.pvsc");
+    let out = pvlaunch(h, &["-f", f, "-f", g.to_str().unwrap(), "show", "good"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("g.pvsc:3:51"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `PV_VERSION*` follow the client pvlaunch will use, and `show` says where they came from:
+/// ParaView's environment, else the local client's `--version`, else the built-in default.
+#[cfg(unix)]
+#[test]
+fn show_takes_the_paraview_version_from_paraview_or_the_local_client() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bin = h.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pvpython = bin.join("pvpython");
+    std::fs::write(&pvpython, "#!/bin/sh\necho 'paraview version 5.10.1'\n").unwrap();
+    std::fs::set_permissions(&pvpython, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        h.join("v.pvsc"),
+        r#"<Servers><Server name="v" resource="csrc://localhost:11111"><CommandStartup><Command exec="x"/></CommandStartup>
+<PVLaunch version="1"><Login host="login"/><Job><Setup line="module load paraview/$PV_VERSION$"/></Job></PVLaunch></Server></Servers>"#,
+    )
+    .unwrap();
+    let show = |path: &std::ffi::OsStr, env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pvlaunch"));
+        c.args(["-f", h.join("v.pvsc").to_str().unwrap(), "show", "v"])
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", h)
+            .env("XDG_CONFIG_HOME", h.join(".config"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (o, _) = show(bin.as_os_str(), &[("PV_VERSION_FULL", "5.11.0")]);
+    assert!(o.contains("paraview   5.11.0 (from ParaView"), "{o}");
+    assert!(o.contains("module load paraview/5.11"), "{o}");
+
+    let (o, _) = show(bin.as_os_str(), &[]);
+    assert!(
+        o.contains(&format!("paraview   5.10.1 (from `{}", pvpython.display())),
+        "{o}"
+    );
+    assert!(o.contains("module load paraview/5.10"), "{o}");
+
+    let empty = h.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (o, e) = show(empty.as_os_str(), &[]);
+    assert!(o.contains("paraview   6.0.1 (built in"), "{o}");
+    assert!(
+        e.contains("warning: the local ParaView's version is unknown"),
+        "{e}"
+    );
+}

@@ -54,3 +54,21 @@ fn wrong_root_and_unknown_entities() {
     insta::assert_snapshot!(render("wrong-root.pvsc").0);
     insta::assert_snapshot!(render("entity.pvsc").0);
 }
+
+/// `delay`, `process_wait` and `timeout` are read by one checked rule: a finite number of
+/// seconds from 0 to 3600 (`delay` may also be -1: wait for the command to end). Anything else
+/// used to pass and then panic when `connect` made a duration of it.
+#[test]
+fn command_numbers_outside_their_rule_are_positioned_errors() {
+    let rel = "tests/fixtures/invalid/command-numbers.pvsc";
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap();
+    let report = parse_source(Source::new(rel, text));
+    let names: Vec<&str> = report.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["fine"]);
+    let cmd = report.servers[0].command().unwrap();
+    assert_eq!((cmd.delay, cmd.process_wait), (-1.0, 2.5));
+    let invalid: Vec<&str> = report.invalid.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(invalid, ["nan", "inf", "negative", "huge", "words"]);
+    assert_eq!(report.error_count(), 7);
+    insta::assert_snapshot!(render_all(&report.diagnostics));
+}

@@ -203,7 +203,10 @@ fn a_login_that_fails_starts_no_client() {
     let pvpython = bin.join("pvpython");
     std::fs::write(
         &pvpython,
-        format!("#!/bin/sh\ntouch {}\nsleep 30\n", marker.display()),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'paraview version 5.11.0'; exit 0; }}\ntouch {}\nsleep 30\n",
+            marker.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(
@@ -294,7 +297,7 @@ fn fake_pvpython(f: &Fake) -> PathBuf {
     std::fs::write(
         &pvpython,
         format!(
-            "#!/bin/sh\ntouch {}\necho 'Accepting connection(s): desk:'$PVLAUNCH_PORT\nexec python3 -c 'import os,socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", int(os.environ[\"PVLAUNCH_PORT\"]))); s.listen(); time.sleep(60)'\n",
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'paraview version 5.11.0'; exit 0; }}\ntouch {}\necho 'Accepting connection(s): desk:'$PVLAUNCH_PORT\nexec python3 -c 'import os,socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", int(os.environ[\"PVLAUNCH_PORT\"]))); s.listen(); time.sleep(60)'\n",
             f.state().join("client-started").display()
         ),
     )

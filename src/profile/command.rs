@@ -28,21 +28,34 @@ pub struct Substituted {
     pub unknown: BTreeSet<String>,
 }
 
-/// Substitution cannot finish: a value keeps producing new `$NAME$` references.
+/// Substitution cannot finish, or would make a text too long to be a command line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("substitution of `${name}$` does not terminate (a value refers to itself)")]
-pub struct SubstitutionLoop {
-    pub name: String,
+pub enum SubstitutionError {
+    #[error("substitution of `${name}$` does not terminate (a value refers to itself)")]
+    Loop { name: String },
+    #[error(
+        "substituting `${name}$` makes the text longer than {limit} bytes (values that repeat other values grow it at each step)"
+    )]
+    TooLong { name: String, limit: usize },
 }
 
-const MAX_SUBSTITUTIONS: usize = 10_000;
+/// The former name of [`SubstitutionError`].
+pub type SubstitutionLoop = SubstitutionError;
+
+/// At most this many `$NAME$` replacements per text (ParaView's loop has no limit; each one
+/// rescans the whole text).
+pub const MAX_SUBSTITUTIONS: usize = 1_000;
+/// The longest text substitution may produce: a command line, a value, a job script line.
+pub const MAX_SUBSTITUTED_LEN: usize = 64 * 1024;
 
 /// ParaView's loop: find the first `$X$` (X without `$` or space, possibly empty), replace every
 /// occurrence of that exact text with X's value (or X itself when X has none), start over.
+/// The result is at most [`MAX_SUBSTITUTED_LEN`] bytes, after at most [`MAX_SUBSTITUTIONS`]
+/// replacements; beyond that it is an error, not a 2 GB string.
 pub fn substitute(
     command: &str,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Substituted, SubstitutionLoop> {
+) -> Result<Substituted, SubstitutionError> {
     let mut text = command.to_string();
     let mut unknown = BTreeSet::new();
     for _ in 0..MAX_SUBSTITUTIONS {
@@ -58,17 +71,30 @@ pub fn substitute(
                 name.to_string()
             }
         };
+        let count = text.matches(whole.as_str()).count();
+        let grown =
+            (text.len() - count * whole.len()).saturating_add(count.saturating_mul(value.len()));
+        if grown > MAX_SUBSTITUTED_LEN {
+            return Err(SubstitutionError::TooLong {
+                name: name.to_string(),
+                limit: MAX_SUBSTITUTED_LEN,
+            });
+        }
         text = text.replace(&whole, &value);
     }
     let name = first_reference(&text)
         .map(|(s, e)| text[s + 1..e - 1].to_string())
         .unwrap_or_default();
-    Err(SubstitutionLoop { name })
+    Err(SubstitutionError::Loop { name })
 }
 
 /// One pass of `$NAME$` substitution over the text as written: values are inserted verbatim and
-/// never scanned again (pvlaunch's own settings; ParaView's command uses [`substitute`]).
-pub fn substitute_once(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Substituted {
+/// never scanned again (pvlaunch's own settings; ParaView's command uses [`substitute`]). The
+/// result is at most [`MAX_SUBSTITUTED_LEN`] bytes.
+pub fn substitute_once(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Substituted, SubstitutionError> {
     let mut out = String::with_capacity(text.len());
     let mut unknown = BTreeSet::new();
     let mut rest = text;
@@ -82,10 +108,22 @@ pub fn substitute_once(text: &str, lookup: impl Fn(&str) -> Option<String>) -> S
                 out.push_str(name);
             }
         }
+        if out.len() > MAX_SUBSTITUTED_LEN {
+            return Err(SubstitutionError::TooLong {
+                name: name.to_string(),
+                limit: MAX_SUBSTITUTED_LEN,
+            });
+        }
         rest = &rest[end..];
     }
     out.push_str(rest);
-    Substituted { text: out, unknown }
+    if out.len() > MAX_SUBSTITUTED_LEN {
+        return Err(SubstitutionError::TooLong {
+            name: String::new(),
+            limit: MAX_SUBSTITUTED_LEN,
+        });
+    }
+    Ok(Substituted { text: out, unknown })
 }
 
 /// The span of the first match of the regular expression `\$([^$ ]*)\$`.
@@ -195,9 +233,37 @@ mod tests {
     #[test]
     fn single_pass_keeps_values_verbatim() {
         let v = vars(&[("A", "$(id)$B$"), ("B", "x")]);
-        let s = substitute_once("pv$A$-$B$-$C$", |n| v.get(n).cloned());
+        let s = substitute_once("pv$A$-$B$-$C$", |n| v.get(n).cloned()).unwrap();
         assert_eq!(s.text, "pv$(id)$B$-x-C");
         assert_eq!(s.unknown.iter().collect::<Vec<_>>(), vec!["C"]);
+    }
+
+    #[test]
+    fn a_doubling_chain_is_refused_not_built() {
+        // Each value is the previous one twice: 40 steps would make a terabyte.
+        let mut v = vars(&[("A0", "xxxxxxxx")]);
+        for i in 1..=40 {
+            v.insert(format!("A{i}"), format!("$A{}$$A{}$", i - 1, i - 1));
+        }
+        let e = substitute("run $A40$", |n| v.get(n).cloned()).unwrap_err();
+        assert!(matches!(e, SubstitutionError::TooLong { .. }), "{e}");
+        // Short chains still work.
+        let s = substitute("$A3$", |n| v.get(n).cloned()).unwrap();
+        assert_eq!(s.text.len(), 64);
+        // One pass: many references to a long value.
+        let big = vars(&[("B", &"y".repeat(40_000))]);
+        assert!(substitute_once("$B$ $B$", |n| big.get(n).cloned()).is_err());
+        assert!(substitute_once("$B$", |n| big.get(n).cloned()).is_ok());
+    }
+
+    #[test]
+    fn a_long_cycle_stops_at_the_replacement_limit() {
+        let mut v = vars(&[]);
+        for i in 0..MAX_SUBSTITUTIONS + 10 {
+            v.insert(format!("V{i}"), format!("$V{}$", i + 1));
+        }
+        let e = substitute("$V0$", |n| v.get(n).cloned()).unwrap_err();
+        assert!(matches!(e, SubstitutionError::Loop { .. }), "{e}");
     }
 
     #[test]

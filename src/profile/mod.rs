@@ -8,6 +8,7 @@ pub mod command;
 pub mod diag;
 pub mod discover;
 pub mod model;
+pub mod number;
 pub mod parse;
 pub mod resolve;
 pub mod resource;
@@ -39,11 +40,14 @@ pub fn read_file(path: &std::path::Path) -> Result<FileReport, std::io::Error> {
             let source = Source::new(path, lossy);
             let mut out = diag::Collector::new(&source);
             out.error(valid, "", "the file is not valid UTF-8");
-            let diagnostics = out.diagnostics;
+            let (diagnostics, errors, warnings) = (out.diagnostics, out.errors, out.warnings);
             return Ok(FileReport {
                 source,
                 servers: Vec::new(),
                 diagnostics,
+                errors,
+                warnings,
+                invalid: Vec::new(),
             });
         }
     };
@@ -66,6 +70,25 @@ pub struct Catalog {
     pub reports: Vec<FileReport>,
     /// Files that could not be read: path, origin and the reason.
     pub unreadable: Vec<(PathBuf, discover::Origin, String)>,
+    /// The names whose last definition has errors, with that definition.
+    pub invalid: BTreeMap<String, InvalidEntry>,
+}
+
+/// A profile whose last definition has errors: asking for it shows them.
+#[derive(Debug, Clone)]
+pub struct InvalidEntry {
+    pub server: parse::InvalidServer,
+    pub origin: discover::Origin,
+}
+
+/// No usable profile of that name.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownProfile),
+    /// The profile exists but its definition has errors.
+    #[error("profile `{}` is invalid ({} error(s) in {})", .0.server.name, .0.server.errors, .0.server.location)]
+    Invalid(Box<InvalidEntry>),
 }
 
 /// No profile of that name.
@@ -92,28 +115,69 @@ impl Catalog {
                     continue;
                 }
             };
-            for server in &report.servers {
-                let entry = Entry {
-                    server: server.clone(),
-                    origin: c.origin,
-                    overrides: Vec::new(),
-                };
-                match index.get(&server.name) {
-                    Some(&i) => {
-                        let old = std::mem::replace(&mut catalog.entries[i], entry);
-                        let mut overrides = old.overrides;
-                        overrides.push(old.server.location);
-                        catalog.entries[i].overrides = overrides;
-                    }
-                    None => {
-                        index.insert(server.name.clone(), catalog.entries.len());
-                        catalog.entries.push(entry);
+            catalog.add(report, c.origin, &mut index);
+        }
+        catalog
+    }
+
+    /// Add one file's servers, valid and invalid, in document order: a later definition of a
+    /// name replaces an earlier one, and if it has errors the name is invalid.
+    fn add(
+        &mut self,
+        report: FileReport,
+        origin: discover::Origin,
+        index: &mut BTreeMap<String, usize>,
+    ) {
+        enum Def<'a> {
+            Valid(&'a Server),
+            Invalid(&'a parse::InvalidServer),
+        }
+        let mut defs: Vec<(usize, Def<'_>)> = report
+            .servers
+            .iter()
+            .map(|s| (s.location.line, Def::Valid(s)))
+            .chain(
+                report
+                    .invalid
+                    .iter()
+                    .map(|s| (s.location.line, Def::Invalid(s))),
+            )
+            .collect();
+        defs.sort_by_key(|(line, _)| *line);
+        for (_, def) in defs {
+            match def {
+                Def::Invalid(s) => {
+                    self.invalid.insert(
+                        s.name.clone(),
+                        InvalidEntry {
+                            server: s.clone(),
+                            origin,
+                        },
+                    );
+                }
+                Def::Valid(server) => {
+                    self.invalid.remove(&server.name);
+                    let entry = Entry {
+                        server: server.clone(),
+                        origin,
+                        overrides: Vec::new(),
+                    };
+                    match index.get(&server.name) {
+                        Some(&i) => {
+                            let old = std::mem::replace(&mut self.entries[i], entry);
+                            let mut overrides = old.overrides;
+                            overrides.push(old.server.location);
+                            self.entries[i].overrides = overrides;
+                        }
+                        None => {
+                            index.insert(server.name.clone(), self.entries.len());
+                            self.entries.push(entry);
+                        }
                     }
                 }
             }
-            catalog.reports.push(report);
         }
-        catalog
+        self.reports.push(report);
     }
 
     pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
@@ -121,7 +185,16 @@ impl Catalog {
     }
 
     pub fn has_errors(&self) -> bool {
-        !self.unreadable.is_empty() || self.diagnostics().any(Diagnostic::is_error)
+        !self.unreadable.is_empty() || self.reports.iter().any(FileReport::has_errors)
+    }
+
+    /// The profile called `name`; an error if its last definition has errors, or if there is
+    /// none (then with a suggestion of near names).
+    pub fn lookup(&self, name: &str) -> Result<&Entry, LookupError> {
+        if let Some(bad) = self.invalid.get(name) {
+            return Err(LookupError::Invalid(Box::new(bad.clone())));
+        }
+        Ok(self.get(name)?)
     }
 
     /// The profile called `name`, or an error that suggests near names.
@@ -133,11 +206,24 @@ impl Catalog {
                 name: name.to_string(),
                 hint: crate::suggest::did_you_mean(
                     name,
-                    self.entries.iter().map(|e| e.server.name.as_str()),
+                    self.entries
+                        .iter()
+                        .map(|e| e.server.name.as_str())
+                        .chain(self.invalid.keys().map(String::as_str)),
                     |c| format!("`{c}`"),
                 )
                 .or_else(|| {
-                    if std::env::var_os("PV_CONNECTION_URI").is_some() {
+                    let unusable = self
+                        .reports
+                        .iter()
+                        .find(|r| r.servers.is_empty() && r.invalid.is_empty() && r.has_errors());
+                    if let Some(r) = unusable {
+                        Some(format!(
+                            "{} has errors and no server could be read from it: see `pvlaunch validate {}`",
+                            diag::display_path(&r.source.path),
+                            diag::display_path(&r.source.path)
+                        ))
+                    } else if std::env::var_os("PV_CONNECTION_URI").is_some() {
                         Some("run from ParaView: put the .pvsc file in pvlaunch's config folder (~/.config/pvlaunch/), or import it with ParaView's Connect > Load Servers".into())
                     } else if self.entries.is_empty() {
                         Some("no profiles found: pass -f FILE or see `pvlaunch list`".into())
@@ -149,14 +235,144 @@ impl Catalog {
     }
 }
 
-/// The context ParaView would see on this workstation.
-pub fn system_context() -> Context {
-    let environment: BTreeMap<String, String> = std::env::vars().collect();
-    let version = environment
-        .get("PVLAUNCH_PARAVIEW_VERSION")
-        .or_else(|| environment.get("PV_VERSION_FULL"))
+/// How long `paraview --version` may take before the built-in version is used.
+pub const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The ParaView version for `PV_VERSION*`, and where it came from. In order: ParaView's own
+/// `PV_VERSION_*` variables (ParaView runs pvlaunch and exports them), `PVLAUNCH_PARAVIEW_VERSION`,
+/// the local client's `--version` when `probe` is set, else the built-in
+/// [`DEFAULT_PARAVIEW_VERSION`]. Pure apart from the probe, which [`probe_client_version`] does.
+pub fn paraview_version(
+    environment: &BTreeMap<String, String>,
+    probe: impl FnOnce() -> Result<(Version, String), String>,
+    should_probe: bool,
+) -> (Version, resolve::VersionOrigin) {
+    use resolve::VersionOrigin;
+    let from_parts = || {
+        let major = environment.get("PV_VERSION_MAJOR")?;
+        let minor = environment.get("PV_VERSION_MINOR")?;
+        let patch = environment
+            .get("PV_VERSION_PATCH")
+            .map_or("0", String::as_str);
+        Version::parse(&format!(
+            "{}.{}.{}",
+            major.trim(),
+            minor.trim(),
+            patch.trim()
+        ))
+    };
+    if let Some(v) = environment
+        .get("PV_VERSION_FULL")
         .and_then(|v| Version::parse(v))
-        .unwrap_or_else(|| Version::parse(DEFAULT_PARAVIEW_VERSION).expect("valid default"));
+        .or_else(from_parts)
+    {
+        return (v, VersionOrigin::Environment);
+    }
+    if let Some(v) = environment
+        .get("PVLAUNCH_PARAVIEW_VERSION")
+        .and_then(|v| Version::parse(v))
+    {
+        return (v, VersionOrigin::Override);
+    }
+    let default = || Version::parse(DEFAULT_PARAVIEW_VERSION).expect("valid default");
+    if !should_probe {
+        return (
+            default(),
+            VersionOrigin::BuiltIn {
+                reason: "the profile does not use PV_VERSION*".into(),
+            },
+        );
+    }
+    match probe() {
+        Ok((v, program)) => (v, VersionOrigin::Client { program }),
+        Err(reason) => (default(), VersionOrigin::BuiltIn { reason }),
+    }
+}
+
+/// Ask the local client for its version: `pvpython --version` (it needs no display), else
+/// `paraview --version`; each may take [`VERSION_PROBE_TIMEOUT`]. The answer of the first
+/// call is kept for the rest of the process.
+pub fn probe_client_version() -> Result<(Version, String), String> {
+    static ANSWER: std::sync::OnceLock<Result<(Version, String), String>> =
+        std::sync::OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let mut reasons = Vec::new();
+            for name in ["pvpython", "paraview"] {
+                let Ok(path) = which::which(name) else {
+                    reasons.push(format!("no {name} on PATH"));
+                    continue;
+                };
+                match run_version(&path, VERSION_PROBE_TIMEOUT) {
+                    Ok(v) => return Ok((v, path.display().to_string())),
+                    Err(e) => reasons.push(format!("{name}: {e}")),
+                }
+            }
+            Err(reasons.join("; "))
+        })
+        .clone()
+}
+
+/// Run `program --version` and read `... version X.Y.Z` from its output, within `timeout`.
+pub fn run_version(
+    program: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<Version, String> {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.by_ref().take(64 * 1024).read_to_end(&mut out);
+        let _ = tx.send(out);
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("no answer within {} s", timeout.as_secs()));
+        }
+    };
+    // The output is complete; the program should be gone by now.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    parse_version_output(&String::from_utf8_lossy(&out))
+        .ok_or_else(|| "its --version output names no version".to_string())
+}
+
+/// `paraview version 5.11.0` (ParaView 5.x and 6.x, Debian's too) -> 5.11.0.
+pub fn parse_version_output(text: &str) -> Option<Version> {
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("version") {
+            return words.next().and_then(Version::parse);
+        }
+    }
+    None
+}
+
+/// The context ParaView would see on this workstation. `probe_version`: ask the local client
+/// for its version when the environment does not say (see [`paraview_version`]).
+pub fn system_context(probe_version: bool) -> Context {
+    let environment: BTreeMap<String, String> = std::env::vars().collect();
+    let (version, version_origin) =
+        paraview_version(&environment, probe_client_version, probe_version);
     let paraview = which::which("paraview").ok();
     let application_dir = environment
         .get("PV_APPLICATION_DIR")
@@ -171,6 +387,7 @@ pub fn system_context() -> Context {
     Context {
         client_host: hostname(),
         version,
+        version_origin,
         platform: platform().into(),
         application_dir,
         application_name: environment
@@ -181,6 +398,11 @@ pub fn system_context() -> Context {
         noise: Box::new(rand::random::<f64>),
         find_program: Box::new(|name| which::which(name).ok().map(|p| p.display().to_string())),
     }
+}
+
+/// Whether a server refers to `PV_VERSION*` anywhere (then its version is worth probing).
+pub fn uses_version(server: &Server) -> bool {
+    serde_json::to_string(server).map_or(true, |j| j.contains("PV_VERSION"))
 }
 
 fn platform() -> &'static str {

@@ -182,6 +182,9 @@ pub struct CommandSpec {
     pub delay: f64,
     /// `Some` for `<SSHCommand>` with an `<SSHConfig>`.
     pub ssh: Option<SshConfig>,
+    /// Byte offset of the element, for errors found when the command is built.
+    #[serde(skip)]
+    pub offset: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,7 +1,7 @@
 //! From the XML tree to [`Server`]s. ParaView's own parts are read as ParaView reads them
 //! (unknown parts are warnings, as ParaView only warns); pvlaunch's part is strict.
 
-use super::diag::{Collector, Source};
+use super::diag::{Collector, Diagnostic, Location, Source, render_limited};
 use super::model::*;
 use super::resource::Resource;
 use super::settings;
@@ -12,8 +12,32 @@ use crate::suggest::did_you_mean;
 #[derive(Debug)]
 pub struct FileReport {
     pub source: Source,
+    /// The servers without errors, in document order.
     pub servers: Vec<Server>,
-    pub diagnostics: Vec<super::diag::Diagnostic>,
+    /// The first [`super::diag::KEEP_PER_FILE`] diagnostics.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Errors and warnings found, kept in `diagnostics` or not.
+    pub errors: usize,
+    pub warnings: usize,
+    /// Servers left out because they have errors.
+    pub invalid: Vec<InvalidServer>,
+}
+
+/// A `<Server>` with errors: it is not usable, and asking for it says why.
+#[derive(Debug, Clone)]
+pub struct InvalidServer {
+    pub name: String,
+    pub location: Location,
+    /// Its errors (some may not have been kept: see `errors`).
+    pub diagnostics: Vec<Diagnostic>,
+    pub errors: usize,
+}
+
+impl InvalidServer {
+    /// Its errors, rendered (at most [`super::diag::PRINT_LIMIT`]).
+    pub fn rendered_errors(&self) -> String {
+        render_limited(&self.diagnostics, self.errors)
+    }
 }
 
 impl FileReport {
@@ -22,25 +46,51 @@ impl FileReport {
     }
 
     pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.is_error()).count()
+        self.errors
     }
 
-    /// Every error, rendered (for messages that list what is wrong).
+    pub fn warning_count(&self) -> usize {
+        self.warnings
+    }
+
+    /// Every error, rendered (at most [`super::diag::PRINT_LIMIT`], then how many more).
     pub fn rendered_errors(&self) -> String {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.render())
-            .collect::<Vec<_>>()
-            .join("\n")
+        render_limited(
+            self.diagnostics.iter().filter(|d| d.is_error()),
+            self.errors,
+        )
+    }
+
+    /// Every diagnostic, rendered (at most [`super::diag::PRINT_LIMIT`], then how many more).
+    pub fn rendered(&self) -> String {
+        render_limited(&self.diagnostics, self.errors + self.warnings)
+    }
+
+    /// Move `servers[index]` to `invalid` with `errors` (positioned diagnostics of this
+    /// file), as if the parser had found them.
+    pub fn invalidate(&mut self, index: usize, errors: Vec<Diagnostic>) {
+        if index >= self.servers.len() {
+            return;
+        }
+        let server = self.servers.remove(index);
+        self.errors += errors.len();
+        let room = super::diag::KEEP_PER_FILE.saturating_sub(self.diagnostics.len());
+        self.diagnostics.extend(errors.iter().take(room).cloned());
+        self.invalid.push(InvalidServer {
+            name: server.name,
+            location: server.location,
+            errors: errors.len(),
+            diagnostics: errors,
+        });
     }
 }
 
 /// Parse one file's text. Never panics; all problems become diagnostics.
 pub fn parse_source(source: Source) -> FileReport {
     let mut out = Collector::new(&source);
+    let mut invalid = Vec::new();
     let servers = match xml::parse(&source.text) {
-        Ok(root) => read_servers(&root, &mut out),
+        Ok(root) => read_servers(&root, &mut out, &mut invalid),
         Err(e) => {
             out.error_hint(
                 e.offset,
@@ -51,11 +101,14 @@ pub fn parse_source(source: Source) -> FileReport {
             Vec::new()
         }
     };
-    let diagnostics = out.diagnostics;
+    let (diagnostics, errors, warnings) = (out.diagnostics, out.errors, out.warnings);
     FileReport {
         source,
         servers,
         diagnostics,
+        errors,
+        warnings,
+        invalid,
     }
 }
 
@@ -67,7 +120,11 @@ const SERVER_CHILDREN: &[&str] = &[
     settings::ELEMENT,
 ];
 
-fn read_servers(root: &Element, out: &mut Collector<'_>) -> Vec<Server> {
+fn read_servers(
+    root: &Element,
+    out: &mut Collector<'_>,
+    invalid: &mut Vec<InvalidServer>,
+) -> Vec<Server> {
     if root.name != "Servers" {
         out.error_hint(
             root.offset,
@@ -78,6 +135,8 @@ fn read_servers(root: &Element, out: &mut Collector<'_>) -> Vec<Server> {
         return Vec::new();
     }
     let mut servers = Vec::new();
+    // The first definition's line of each name: one lookup per server, so linear.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for child in &root.children {
         if child.name != "Server" {
             let hint = did_you_mean(&child.name, ["Server"], |c| format!("<{c}>"));
@@ -90,32 +149,41 @@ fn read_servers(root: &Element, out: &mut Collector<'_>) -> Vec<Server> {
             );
             continue;
         }
-        if let Some(server) = read_server(child, out) {
+        let first_diagnostic = out.diagnostics.len();
+        let errors_before = out.error_count();
+        let server = read_server(child, out);
+        if let Some(name) = child.attr("name") {
+            let line = out.source.line_col(child.offset).0;
+            match seen.get(name) {
+                Some(first) => out.warning(
+                    child.offset,
+                    &format!("Servers/Server[{name}]"),
+                    format!(
+                        "a second server named `{name}` (first on line {first}); the later one wins"
+                    ),
+                ),
+                None => {
+                    seen.insert(name.to_string(), line);
+                }
+            }
+            if server.is_none() {
+                invalid.push(InvalidServer {
+                    name: name.to_string(),
+                    location: out.source.locate(child.offset),
+                    diagnostics: out.diagnostics[first_diagnostic..]
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .cloned()
+                        .collect(),
+                    errors: out.error_count() - errors_before,
+                });
+            }
+        }
+        if let Some(server) = server {
             servers.push(server);
         }
     }
-    let mut seen = std::collections::HashMap::new();
-    for s in &servers {
-        if let Some(first) = seen.insert(s.name.clone(), s.location.line) {
-            let offset = line_offset(&out.source.text, s.location.line);
-            out.warning(
-                offset,
-                &format!("Servers/Server[{}]", s.name),
-                format!(
-                    "a second server named `{}` (first on line {first}); the later one wins",
-                    s.name
-                ),
-            );
-        }
-    }
     servers
-}
-
-fn line_offset(text: &str, line: usize) -> usize {
-    text.split_inclusive('\n')
-        .take(line.saturating_sub(1))
-        .map(str::len)
-        .sum()
 }
 
 fn warn_unknown_attrs(el: &Element, known: &[&str], path: &str, out: &mut Collector<'_>) {
@@ -185,22 +253,20 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
         }
     };
 
-    let timeout = el
-        .attr_entry("timeout")
-        .and_then(|a| match a.value.trim().parse::<i64>() {
-            Ok(t) => Some(t),
-            Err(_) => {
-                out.warning(
+    let timeout = el.attr_entry("timeout").and_then(|a| {
+        match super::number::SERVER_TIMEOUT.parse(&a.value) {
+            Ok(t) => Some(t as i64),
+            Err(refused) => {
+                out.warning_hint(
                     a.offset,
                     &format!("{path}@timeout"),
-                    format!(
-                        "timeout `{}` is not a whole number; ParaView uses 60",
-                        a.value
-                    ),
+                    format!("{}; ParaView uses 60", refused.message),
+                    refused.hint,
                 );
                 None
             }
-        });
+        }
+    });
 
     for child in &el.children {
         if !SERVER_CHILDREN.contains(&child.name.as_str()) {
@@ -305,15 +371,24 @@ fn read_command_startup(el: &Element, path: &str, out: &mut Collector<'_>) -> Co
     CommandStartup { options, command }
 }
 
-fn number_attr(el: &Element, name: &str, path: &str, out: &mut Collector<'_>) -> Option<f64> {
+/// A number attribute of `<Command>`, read by its rule; a refused value is an error here
+/// (pvlaunch acts on these numbers, and ParaView's reading of them is undefined).
+fn number_attr(
+    el: &Element,
+    name: &str,
+    rule: &super::number::Rule,
+    path: &str,
+    out: &mut Collector<'_>,
+) -> Option<f64> {
     let a = el.attr_entry(name)?;
-    match a.value.trim().parse::<f64>() {
+    match rule.parse(&a.value) {
         Ok(v) => Some(v),
-        Err(_) => {
-            out.warning(
+        Err(refused) => {
+            out.error_hint(
                 a.offset,
                 &format!("{path}@{name}"),
-                format!("`{name}=\"{}\"` is not a number; ParaView reads 0", a.value),
+                refused.message,
+                refused.hint,
             );
             Some(0.0)
         }
@@ -321,11 +396,15 @@ fn number_attr(el: &Element, name: &str, path: &str, out: &mut Collector<'_>) ->
 }
 
 fn read_command(el: &Element, path: &str, is_ssh: bool, out: &mut Collector<'_>) -> CommandSpec {
+    use super::number::{DELAY, PROCESS_WAIT};
     warn_unknown_attrs(el, &["exec", "process_wait", "timeout", "delay"], path, out);
-    let process_wait = number_attr(el, "process_wait", path, out)
-        .or_else(|| number_attr(el, "timeout", path, out))
-        .unwrap_or(0.0);
-    let delay = number_attr(el, "delay", path, out).unwrap_or(0.0);
+    // ParaView reads `process_wait` and falls back to the older `timeout`.
+    let process_wait = match el.attr_entry("process_wait") {
+        Some(_) => number_attr(el, "process_wait", &PROCESS_WAIT, path, out),
+        None => number_attr(el, "timeout", &PROCESS_WAIT, path, out),
+    }
+    .unwrap_or(0.0);
+    let delay = number_attr(el, "delay", &DELAY, path, out).unwrap_or(0.0);
     let known: &[&str] = if is_ssh {
         &["Arguments", "SSHConfig"]
     } else {
@@ -383,6 +462,7 @@ fn read_command(el: &Element, path: &str, is_ssh: bool, out: &mut Collector<'_>)
         }
     });
     CommandSpec {
+        offset: el.offset,
         exec: el.attr("exec").unwrap_or("").to_string(),
         arguments,
         process_wait,

@@ -59,6 +59,33 @@ impl Version {
     }
 }
 
+/// Where the `PV_VERSION*` values came from (`show` says it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum VersionOrigin {
+    /// ParaView's own `PV_VERSION*` variables: ParaView runs pvlaunch.
+    Environment,
+    /// `PVLAUNCH_PARAVIEW_VERSION`.
+    Override,
+    /// The output of `PROGRAM --version`.
+    Client { program: String },
+    /// pvlaunch's built-in version, and why.
+    BuiltIn { reason: String },
+}
+
+impl std::fmt::Display for VersionOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionOrigin::Environment => {
+                f.write_str("from ParaView (PV_VERSION_* in the environment)")
+            }
+            VersionOrigin::Override => f.write_str("from PVLAUNCH_PARAVIEW_VERSION"),
+            VersionOrigin::Client { program } => write!(f, "from `{program} --version`"),
+            VersionOrigin::BuiltIn { reason } => write!(f, "built in ({reason})"),
+        }
+    }
+}
+
 /// Finds a program by name, as `which` does.
 pub type ProgramFinder = Box<dyn Fn(&str) -> Option<String>>;
 
@@ -68,6 +95,8 @@ pub struct Context {
     pub environment: BTreeMap<String, String>,
     pub client_host: String,
     pub version: Version,
+    /// Where `version` came from.
+    pub version_origin: VersionOrigin,
     pub platform: String,
     pub application_dir: String,
     pub application_name: String,
@@ -86,6 +115,9 @@ impl Context {
             client_host: "desk".into(),
             version: Version::parse(version)
                 .unwrap_or_else(|| Version::parse("6.0.1").expect("valid")),
+            version_origin: VersionOrigin::BuiltIn {
+                reason: "a fixed context".into(),
+            },
             platform: "Linux".into(),
             application_dir: String::new(),
             application_name: "ParaView".into(),
@@ -143,6 +175,8 @@ pub struct Resolved {
     pub connect_id: Option<i64>,
     pub command: Option<ResolvedCommand>,
     pub warnings: Vec<String>,
+    /// Where the `PV_VERSION*` values came from.
+    pub version_origin: VersionOrigin,
     /// Every variable, environment included: what `$NAME$` can refer to.
     #[serde(skip)]
     pub all_variables: BTreeMap<String, String>,
@@ -176,8 +210,27 @@ pub enum ResolveError {
     },
     #[error("the command refers to {} with no value", names.iter().map(|n| format!("${n}$")).collect::<Vec<_>>().join(", "))]
     Unknown { names: Vec<String> },
-    #[error(transparent)]
-    Loop(#[from] command::SubstitutionLoop),
+    /// The command cannot be built: `offset` is the `<Command>` element's.
+    #[error("the command cannot be built: {error}")]
+    Substitution {
+        offset: usize,
+        error: command::SubstitutionError,
+    },
+}
+
+impl ResolveError {
+    /// A fault of the command line (`--set`, `--strict`), not of the profile itself.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ResolveError::Substitution { .. })
+    }
+
+    /// Where in the file the problem is, for a problem of the profile itself.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            ResolveError::Substitution { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
 }
 
 /// Resolve `server` with `sets` (`OPTION=VALUE` strings). Every error is collected.
@@ -358,8 +411,11 @@ pub fn resolve(
                         unknown: sub.unknown.into_iter().collect(),
                     })
                 }
-                Err(e) => {
-                    errors.push(e.into());
+                Err(error) => {
+                    errors.push(ResolveError::Substitution {
+                        offset: spec.offset,
+                        error,
+                    });
                     None
                 }
             }
@@ -379,6 +435,7 @@ pub fn resolve(
         connect_id,
         command,
         warnings,
+        version_origin: ctx.version_origin.clone(),
         all_variables: all,
     })
 }

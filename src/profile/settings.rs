@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use super::diag::Collector;
+use super::number;
 use super::xml::Element;
+use crate::scheduler::{Kind, Walltime};
 use crate::suggest::did_you_mean;
 
 /// The element name inside `<Server>`.
@@ -91,9 +93,6 @@ pub struct Connection {
     /// The pvlaunch program on the login node, for the relay recipe.
     pub relay_program: Option<Value>,
 }
-
-pub const SCHEDULERS: [&str; 4] = ["slurm", "pbs", "lsf", "none"];
-pub const RECIPES: [&str; 5] = ["auto", "reverse", "relay", "two-hop", "reverse-two-hop"];
 
 struct Spec {
     element: &'static str,
@@ -328,10 +327,11 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             relay_program: get(connection, "relay-program"),
         },
     };
-    // Literal values (no `$NAME$`) are checked now; templates once the options are known.
+    // Literal values (no `$NAME$`) are checked now, by the parsers that type them when the
+    // profile is resolved; templates once the options are known.
     let literal = |v: &Value| !v.text.contains('$');
     let mut problems = Vec::new();
-    settings.check_values(literal, &mut problems);
+    settings.typed(literal, &mut problems);
     for (value, message, hint) in problems {
         out.push(
             super::diag::Severity::Error,
@@ -362,101 +362,174 @@ fn children_values(el: Option<&Element>, name: &str, attr: &str) -> Vec<Value> {
 /// A problem with one value: the value, the message, and a hint.
 pub type Problem<'a> = (&'a Value, String, Option<String>);
 
-impl Settings {
-    /// Check every value that `filter` selects; problems are appended to `out`.
-    pub fn check_values<'a>(&'a self, filter: impl Fn(&Value) -> bool, out: &mut Vec<Problem<'a>>) {
-        let mut check = |v: &'a Value, f: fn(&str) -> Check| {
-            if filter(v)
-                && let Err((message, hint)) = f(&v.text)
-            {
-                out.push((v, message, hint));
+/// A parser's refusal: the message and a hint.
+type Check<T = ()> = Result<T, (String, Option<String>)>;
+
+/// Reads the values a filter selects, each with its parser, and collects the refusals.
+struct Reader<'a, 'p, F> {
+    filter: F,
+    problems: &'p mut Vec<Problem<'a>>,
+    /// Every value was selected (so a complete result can be built).
+    complete: bool,
+}
+
+impl<'a, F: Fn(&Value) -> bool> Reader<'a, '_, F> {
+    fn read<T>(&mut self, v: &'a Value, parse: impl FnOnce(&str) -> Check<T>) -> Option<T> {
+        if !(self.filter)(v) {
+            self.complete = false;
+            return None;
+        }
+        match parse(&v.text) {
+            Ok(t) => Some(t),
+            Err((message, hint)) => {
+                self.problems.push((v, message, hint));
+                None
             }
+        }
+    }
+
+    /// An optional value: `Some(None)` when it is absent, `None` when it is refused.
+    fn opt<T>(
+        &mut self,
+        v: &'a Option<Value>,
+        parse: impl FnOnce(&str) -> Check<T>,
+    ) -> Option<Option<T>> {
+        match v {
+            None => Some(None),
+            Some(v) => self.read(v, parse).map(Some),
+        }
+    }
+
+    fn all(&mut self, vs: &'a [Value], parse: fn(&str) -> Check<String>) -> Option<Vec<String>> {
+        let read: Vec<Option<String>> = vs.iter().map(|v| self.read(v, parse)).collect();
+        read.into_iter().collect()
+    }
+}
+
+impl Settings {
+    /// Parse every value that `filter` selects with the one parser of that value; refusals are
+    /// appended to `problems`. The typed settings come back when every value was selected and
+    /// accepted. Parse time runs this on literal values, resolution on all of them: the same
+    /// parsers, so what passes the first never fails the second for the same text.
+    pub fn typed<'a>(
+        &'a self,
+        filter: impl Fn(&Value) -> bool,
+        problems: &mut Vec<Problem<'a>>,
+    ) -> Option<Launch> {
+        let mut r = Reader {
+            filter,
+            problems,
+            complete: true,
         };
-        check(&self.login.host, check_host);
-        if let Some(v) = &self.login.user {
-            check(v, check_user);
-        }
-        if let Some(v) = &self.login.jump {
-            check(v, check_jump);
-        }
-        if let Some(v) = &self.login.port {
-            check(v, |t| check_number(t, "ssh port", 1, 65535));
-        }
-        check(&self.job.scheduler, |t| {
-            check_choice(t, "scheduler", &SCHEDULERS)
+        let login_host = r.read(&self.login.host, check_host);
+        let login_user = r.opt(&self.login.user, check_user);
+        let jump_hosts = r.opt(&self.login.jump, check_jump);
+        let login_port = r.opt(&self.login.port, |t| port(t, "ssh port", 1));
+        let scheduler = r.read(&self.job.scheduler, parse_scheduler);
+        let nodes = r.read(&self.job.nodes, parse_nodes);
+        let ranks_per_node = r.read(&self.job.ranks_per_node, parse_ranks);
+        let walltime = r.opt(&self.job.walltime, parse_walltime);
+        let partition = r.opt(&self.job.partition, check_word);
+        let account = r.opt(&self.job.account, check_word);
+        let job_name = r.read(&self.job.name, check_word);
+        let queue_timeout_secs = r.read(&self.job.queue_timeout, |t| {
+            whole(t, "queue timeout (seconds)", 1, u32::MAX as u64)
         });
-        check(&self.job.nodes, |t| {
-            check_number(t, "node count", 1, 100_000)
+        let directives = r.all(&self.job.directives, check_one_line);
+        let setup = r.all(&self.job.setup, check_one_line);
+        let pvserver_args = r.all(&self.pvserver.args, check_one_line);
+        let pvserver = r.read(&self.pvserver.exec, check_word);
+        let launcher = r.read(&self.pvserver.launcher, |t| {
+            check_one_line(t).map(|t| super::command::split(&t))
         });
-        check(&self.job.ranks_per_node, |t| {
-            check_number(t, "ranks per node", 1, 100_000)
+        let recipe = r.read(&self.connection.recipe, parse_recipe);
+        let client_port = r.opt(&self.connection.client_port, |t| port(t, "client port", 1));
+        let remote_port = r.read(&self.connection.remote_port, |t| port(t, "remote port", 0));
+        let connect_timeout_secs = r.read(&self.connection.connect_timeout, |t| {
+            whole(t, "connect timeout (seconds)", 1, 86_400 * 7)
         });
-        if let Some(v) = &self.job.walltime {
-            check(v, check_walltime);
+        let connect_id = r.read(&self.connection.connect_id, parse_connect_id);
+        let relay_program = r.opt(&self.connection.relay_program, check_word);
+        if !r.complete || !r.problems.is_empty() {
+            return None;
         }
-        for v in [&self.job.partition, &self.job.account]
-            .into_iter()
-            .flatten()
-        {
-            check(v, check_word);
-        }
-        check(&self.job.name, check_word);
-        check(&self.job.queue_timeout, |t| {
-            check_number(t, "queue timeout (seconds)", 1, u32::MAX as u64)
-        });
-        for v in self
-            .job
-            .directives
-            .iter()
-            .chain(&self.job.setup)
-            .chain(&self.pvserver.args)
-        {
-            check(v, check_one_line);
-        }
-        check(&self.pvserver.exec, check_program);
-        check(&self.pvserver.launcher, check_one_line);
-        check(&self.connection.recipe, |t| {
-            check_choice(t, "recipe", &RECIPES)
-        });
-        if let Some(v) = &self.connection.client_port {
-            check(v, |t| check_number(t, "client port", 1, 65535));
-        }
-        check(&self.connection.remote_port, |t| {
-            check_number(t, "remote port", 0, 65535)
-        });
-        check(&self.connection.connect_timeout, |t| {
-            check_number(t, "connect timeout (seconds)", 1, 86_400 * 7)
-        });
-        check(&self.connection.connect_id, check_connect_id);
-        if let Some(v) = &self.connection.relay_program {
-            check(v, check_program);
-        }
+        let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
+        Some(Launch {
+            login_host: login_host?,
+            login_user: non_empty(login_user?),
+            jump_hosts: jump_hosts?.unwrap_or_default(),
+            login_port: login_port?,
+            scheduler: scheduler?,
+            nodes: nodes?,
+            ranks_per_node: ranks_per_node?,
+            walltime: walltime?,
+            partition: non_empty(partition?),
+            account: non_empty(account?),
+            job_name: job_name?,
+            queue_timeout_secs: queue_timeout_secs?,
+            directives: directives?,
+            setup: setup?,
+            pvserver: pvserver?,
+            launcher: launcher?,
+            pvserver_args: pvserver_args?,
+            recipe: recipe?,
+            client_port: client_port?,
+            remote_port: remote_port?,
+            connect_timeout_secs: connect_timeout_secs?,
+            connect_id: connect_id?,
+            relay_program: non_empty(relay_program?),
+        })
     }
 }
 
-type Check = Result<(), (String, Option<String>)>;
-
-fn check_choice(text: &str, what: &str, choices: &[&str]) -> Check {
-    if choices.contains(&text) {
-        return Ok(());
-    }
-    let hint = did_you_mean(text, choices.iter().copied(), |c| format!("`{c}`"))
-        .unwrap_or_else(|| format!("choose one of {}", choices.join(", ")));
-    Err((format!("unknown {what} `{text}`"), Some(hint)))
+fn whole(text: &str, what: &str, min: u64, max: u64) -> Check<u64> {
+    number::whole(text, what, min, max).map_err(|r| (r.message, Some(r.hint)))
 }
 
-fn check_number(text: &str, what: &str, min: u64, max: u64) -> Check {
-    match text.trim().parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(()),
-        Ok(n) => Err((
-            format!("{what} {n} is out of range"),
-            Some(format!("allowed: {min} to {max}")),
-        )),
-        Err(_) => Err((
-            format!("{what} `{text}` is not a whole number"),
-            Some(format!("allowed: {min} to {max}")),
-        )),
-    }
+fn port(text: &str, what: &str, min: u16) -> Check<u16> {
+    whole(text, what, u64::from(min), 65535).map(|p| p as u16)
+}
+
+/// The most nodes, and ranks per node, a profile may ask for.
+pub const MAX_COUNT: u64 = 100_000;
+
+fn parse_nodes(text: &str) -> Check<u32> {
+    whole(text, "node count", 1, MAX_COUNT).map(|n| n as u32)
+}
+
+fn parse_ranks(text: &str) -> Check<u32> {
+    whole(text, "ranks per node", 1, MAX_COUNT).map(|n| n as u32)
+}
+
+/// The scheduler list lives in [`Kind`]: its `FromStr` and [`Kind::ALL`].
+fn parse_scheduler(text: &str) -> Check<Kind> {
+    text.parse::<Kind>().map_err(|_| {
+        let names = Kind::ALL.map(Kind::name);
+        let hint = did_you_mean(text, names.iter().copied(), |c| format!("`{c}`"))
+            .unwrap_or_else(|| format!("choose one of {}", names.join(", ")));
+        (format!("unknown scheduler `{text}`"), Some(hint))
+    })
+}
+
+/// Walltimes are read by the scheduler layer's own parser, the one the job script uses.
+fn parse_walltime(text: &str) -> Check<Walltime> {
+    text.parse::<Walltime>().map_err(|_| {
+        (
+            format!("walltime `{text}` is not a duration"),
+            Some(
+                "write minutes (`30`), `H:MM:SS` (`1:30:00`) or `D-H:MM:SS` (`1-12:00:00`)".into(),
+            ),
+        )
+    })
+}
+
+fn parse_recipe(text: &str) -> Check<Recipe> {
+    text.parse::<Recipe>().map_err(|_| {
+        let names = Recipe::ALL.map(Recipe::name);
+        let hint = did_you_mean(text, names.iter().copied(), |c| format!("`{c}`"))
+            .unwrap_or_else(|| format!("choose one of {}", names.join(", ")));
+        (format!("unknown recipe `{text}`"), Some(hint))
+    })
 }
 
 fn no_control(text: &str, what: &str) -> Check {
@@ -469,18 +542,20 @@ fn no_control(text: &str, what: &str) -> Check {
     Ok(())
 }
 
-fn check_one_line(text: &str) -> Check {
-    no_control(text, "the value")
+fn check_one_line(text: &str) -> Check<String> {
+    no_control(text, "the value")?;
+    Ok(text.to_string())
 }
 
-fn check_host(text: &str) -> Check {
+fn check_host(text: &str) -> Check<String> {
     if text.is_empty() {
         return Err((
             "the login host is empty".into(),
             Some("set <Login host=\"...\"/> to an ssh destination".into()),
         ));
     }
-    check_ssh_word(text, "login host")
+    check_ssh_word(text, "login host")?;
+    Ok(text.to_string())
 }
 
 /// ssh destinations, users and jump hosts must not look like options or carry spaces.
@@ -498,7 +573,7 @@ fn check_ssh_word(text: &str, what: &str) -> Check {
     Ok(())
 }
 
-fn check_user(text: &str) -> Check {
+fn check_user(text: &str) -> Check<String> {
     check_ssh_word(text, "user")?;
     if text.contains('@') {
         return Err((
@@ -506,10 +581,10 @@ fn check_user(text: &str) -> Check {
             Some("give the host in `host` and the user in `user`".into()),
         ));
     }
-    Ok(())
+    Ok(text.to_string())
 }
 
-fn check_jump(text: &str) -> Check {
+fn check_jump(text: &str) -> Check<Vec<String>> {
     for hop in text.split(',') {
         check_ssh_word(hop, "jump host")?;
         if hop.is_empty() {
@@ -519,55 +594,23 @@ fn check_jump(text: &str) -> Check {
             ));
         }
     }
-    Ok(())
+    Ok(text.split(',').map(str::to_string).collect())
 }
 
-fn check_word(text: &str) -> Check {
+fn check_word(text: &str) -> Check<String> {
     no_control(text, "the value")?;
     if text.is_empty() || text.chars().any(char::is_whitespace) {
         return Err((format!("`{text}` must be one non-empty word"), None));
     }
-    Ok(())
+    Ok(text.to_string())
 }
 
-fn check_program(text: &str) -> Check {
-    check_word(text)
-}
-
-/// Slurm/PBS/LSF walltimes: `MM`, `HH:MM:SS`, `D-HH:MM:SS`, `MM:SS`, `D-HH`.
-fn check_walltime(text: &str) -> Check {
-    let bad = || {
-        Err((
-            format!("walltime `{text}` is not a duration"),
-            Some("write minutes (`30`), `HH:MM:SS` (`01:30:00`) or `D-HH:MM:SS`".into()),
-        ))
-    };
-    let (days, rest) = match text.split_once('-') {
-        Some((d, r)) => (Some(d), r),
-        None => (None, text),
-    };
-    if let Some(d) = days
-        && (d.is_empty() || !d.chars().all(|c| c.is_ascii_digit()))
-    {
-        return bad();
-    }
-    let parts: Vec<&str> = rest.split(':').collect();
-    if parts.is_empty()
-        || parts.len() > 3
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
-    {
-        return bad();
-    }
-    Ok(())
-}
-
-fn check_connect_id(text: &str) -> Check {
+fn parse_connect_id(text: &str) -> Check<ConnectId> {
     match text {
-        "random" | "none" => Ok(()),
+        "random" => Ok(ConnectId::Random),
+        "none" => Ok(ConnectId::None),
         _ => match text.parse::<u32>() {
-            Ok(n) if n >= 1 && n <= i32::MAX as u32 => Ok(()),
+            Ok(n) if n >= 1 && n <= i32::MAX as u32 => Ok(ConnectId::Fixed(n)),
             _ => Err((
                 format!("connect-id `{text}` is not `random`, `none` or a number"),
                 Some("a fixed id is a whole number from 1 to 2147483647".into()),
@@ -581,12 +624,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn walltime_forms() {
-        for ok in ["30", "01:30:00", "1-00:00:00", "10:00", "2-12"] {
-            assert!(check_walltime(ok).is_ok(), "{ok}");
+    fn walltimes_are_the_scheduler_layers() {
+        for ok in ["30", "01:30:00", "1-00:00:00", "2-12:00:00", "48:00:00"] {
+            assert!(parse_walltime(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1h", "1:2:3:4", "-1", "a-01:00:00", "01::00"] {
-            assert!(check_walltime(bad).is_err(), "{bad}");
+        // `10:00` is not MM:SS and `01:99:00` has 99 minutes: the job script could not say
+        // either, so neither passes here.
+        for bad in [
+            "",
+            "1h",
+            "1:2:3:4",
+            "-1",
+            "a-01:00:00",
+            "01::00",
+            "10:00",
+            "01:99:00",
+        ] {
+            assert!(parse_walltime(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_scheduler_kind_is_accepted() {
+        for kind in Kind::ALL {
+            assert_eq!(parse_scheduler(kind.name()), Ok(kind));
+        }
+        let (_, hint) = parse_scheduler("torqe").unwrap_err();
+        assert_eq!(hint.as_deref(), Some("did you mean `torque`?"));
+        for recipe in Recipe::ALL {
+            assert_eq!(parse_recipe(recipe.name()), Ok(recipe));
         }
     }
 
@@ -601,26 +667,15 @@ mod tests {
 
     #[test]
     fn connect_ids() {
-        assert!(check_connect_id("random").is_ok());
-        assert!(check_connect_id("42").is_ok());
-        assert!(check_connect_id("0").is_err());
-        assert!(check_connect_id("x").is_err());
+        assert_eq!(parse_connect_id("random"), Ok(ConnectId::Random));
+        assert_eq!(parse_connect_id("42"), Ok(ConnectId::Fixed(42)));
+        assert!(parse_connect_id("0").is_err());
+        assert!(parse_connect_id("x").is_err());
     }
 }
 
 /// A problem found when resolving: byte offset, place below `<PVLaunch>`, message, hint.
 pub type SettingsProblem = (usize, String, String, Option<String>);
-
-/// The scheduler that runs the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SchedulerKind {
-    Slurm,
-    Pbs,
-    Lsf,
-    /// Run pvserver directly on the login node.
-    None,
-}
 
 /// How the connection crosses the site's firewalls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -631,6 +686,39 @@ pub enum Recipe {
     Relay,
     TwoHop,
     ReverseTwoHop,
+}
+
+impl Recipe {
+    /// Every recipe, in the order they are documented.
+    pub const ALL: [Recipe; 5] = [
+        Recipe::Auto,
+        Recipe::Reverse,
+        Recipe::Relay,
+        Recipe::TwoHop,
+        Recipe::ReverseTwoHop,
+    ];
+
+    /// The name profiles and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::Auto => "auto",
+            Recipe::Reverse => "reverse",
+            Recipe::Relay => "relay",
+            Recipe::TwoHop => "two-hop",
+            Recipe::ReverseTwoHop => "reverse-two-hop",
+        }
+    }
+}
+
+impl std::str::FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Recipe, String> {
+        Recipe::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| s.to_string())
+    }
 }
 
 /// What connect-id the session uses.
@@ -649,10 +737,10 @@ pub struct Launch {
     pub login_user: Option<String>,
     pub jump_hosts: Vec<String>,
     pub login_port: Option<u16>,
-    pub scheduler: SchedulerKind,
+    pub scheduler: Kind,
     pub nodes: u32,
     pub ranks_per_node: u32,
-    pub walltime: Option<String>,
+    pub walltime: Option<Walltime>,
     pub partition: Option<String>,
     pub account: Option<String>,
     pub job_name: String,
@@ -687,13 +775,25 @@ impl Settings {
     ) -> Result<Launch, Vec<SettingsProblem>> {
         let mut problems = Vec::new();
         let mut sub = |v: &Value, extra: &[(&str, String)]| -> Value {
-            let s = super::command::substitute_once(&v.text, |n| {
+            let found = |n: &str| {
                 extra
                     .iter()
                     .find(|(k, _)| *k == n)
                     .map(|(_, v)| v.clone())
                     .or_else(|| lookup(n))
-            });
+            };
+            let s = match super::command::substitute_once(&v.text, found) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push((
+                        v.offset,
+                        v.at.clone(),
+                        e.to_string(),
+                        Some("pvlaunch's values are at most 64 KiB after substitution".into()),
+                    ));
+                    return v.clone();
+                }
+            };
             if !s.unknown.is_empty() {
                 problems.push((
                     v.offset,
@@ -718,8 +818,9 @@ impl Settings {
         };
         let nodes = sub(&self.job.nodes, &[]);
         let ranks = sub(&self.job.ranks_per_node, &[]);
-        let n: u64 = nodes.text.trim().parse().unwrap_or(1);
-        let r: u64 = ranks.text.trim().parse().unwrap_or(1);
+        // The counts the launcher and directives may use; a refused count is reported below.
+        let n = u64::from(parse_nodes(&nodes.text).unwrap_or(1));
+        let r = u64::from(parse_ranks(&ranks.text).unwrap_or(1));
         let extra = [
             ("PVLAUNCH_NODES", n.to_string()),
             ("PVLAUNCH_RANKS", (n * r).to_string()),
@@ -759,63 +860,15 @@ impl Settings {
             },
         };
         let mut checks = Vec::new();
-        resolved.check_values(|_| true, &mut checks);
+        let launch = resolved.typed(|_| true, &mut checks);
         problems.extend(
             checks
                 .into_iter()
                 .map(|(v, m, h)| (v.offset, v.at.clone(), m, h)),
         );
-        if !problems.is_empty() {
-            return Err(problems);
+        match launch {
+            Some(l) if problems.is_empty() => Ok(l),
+            _ => Err(problems),
         }
-        let s = resolved;
-        let num = |v: &Value| v.text.trim().parse::<u64>().expect("checked");
-        let opt_text =
-            |v: &Option<Value>| v.as_ref().map(|v| v.text.clone()).filter(|t| !t.is_empty());
-        Ok(Launch {
-            login_host: s.login.host.text.clone(),
-            login_user: opt_text(&s.login.user),
-            jump_hosts: s
-                .login
-                .jump
-                .as_ref()
-                .map(|j| j.text.split(',').map(str::to_string).collect())
-                .unwrap_or_default(),
-            login_port: s.login.port.as_ref().map(|p| num(p) as u16),
-            scheduler: match s.job.scheduler.text.as_str() {
-                "slurm" => SchedulerKind::Slurm,
-                "pbs" => SchedulerKind::Pbs,
-                "lsf" => SchedulerKind::Lsf,
-                _ => SchedulerKind::None,
-            },
-            nodes: num(&s.job.nodes) as u32,
-            ranks_per_node: num(&s.job.ranks_per_node) as u32,
-            walltime: opt_text(&s.job.walltime),
-            partition: opt_text(&s.job.partition),
-            account: opt_text(&s.job.account),
-            job_name: s.job.name.text.clone(),
-            queue_timeout_secs: num(&s.job.queue_timeout),
-            directives: s.job.directives.iter().map(|v| v.text.clone()).collect(),
-            setup: s.job.setup.iter().map(|v| v.text.clone()).collect(),
-            pvserver: s.pvserver.exec.text.clone(),
-            launcher: super::command::split(&s.pvserver.launcher.text),
-            pvserver_args: s.pvserver.args.iter().map(|v| v.text.clone()).collect(),
-            recipe: match s.connection.recipe.text.as_str() {
-                "reverse" => Recipe::Reverse,
-                "relay" => Recipe::Relay,
-                "two-hop" => Recipe::TwoHop,
-                "reverse-two-hop" => Recipe::ReverseTwoHop,
-                _ => Recipe::Auto,
-            },
-            client_port: s.connection.client_port.as_ref().map(|p| num(p) as u16),
-            remote_port: num(&s.connection.remote_port) as u16,
-            connect_timeout_secs: num(&s.connection.connect_timeout),
-            connect_id: match s.connection.connect_id.text.as_str() {
-                "random" => ConnectId::Random,
-                "none" => ConnectId::None,
-                n => ConnectId::Fixed(n.parse().expect("checked")),
-            },
-            relay_program: opt_text(&s.connection.relay_program),
-        })
     }
 }

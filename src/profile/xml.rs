@@ -159,14 +159,26 @@ fn attach(
 fn open(text: &str, tag: &BytesStart<'_>, offset: usize) -> Result<Element, XmlError> {
     let name = String::from_utf8_lossy(tag.name().as_ref()).into_owned();
     let mut attrs = Vec::new();
-    for attr in tag.attributes().with_checks(true) {
+    // quick-xml's own duplicate check compares every attribute with every earlier one; a set
+    // keeps a tag with many attributes linear.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = offset;
+    for attr in tag.attributes().with_checks(false) {
         let attr = attr.map_err(|e| XmlError {
             message: describe_attr_error(&e),
             offset: offset + attr_error_position(&e),
         })?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
         let raw = String::from_utf8_lossy(&attr.value).into_owned();
-        let attr_offset = find_attr_offset(text, offset, &key);
+        let attr_offset = offset_in(text, attr.key.as_ref())
+            .unwrap_or_else(|| find_attr_offset(text, cursor, &key));
+        cursor = offset_in(text, &attr.value).map_or(attr_offset, |v| v + attr.value.len());
+        if !seen.insert(attr.key.as_ref().to_vec()) {
+            return Err(XmlError {
+                message: format!("duplicated attribute `{key}`"),
+                offset: attr_offset,
+            });
+        }
         let value =
             unescape(&normalize_attribute_whitespace(&raw)).map_err(|message| XmlError {
                 message,
@@ -185,6 +197,14 @@ fn open(text: &str, tag: &BytesStart<'_>, offset: usize) -> Result<Element, XmlE
         offset,
         text: None,
     })
+}
+
+/// The byte offset of `part` in `text`, when `part` is a slice of it (quick-xml reading from a
+/// `&str` hands out slices of the input).
+fn offset_in(text: &str, part: &[u8]) -> Option<usize> {
+    let start = text.as_ptr() as usize;
+    let at = (part.as_ptr() as usize).checked_sub(start)?;
+    (at + part.len() <= text.len()).then_some(at)
 }
 
 /// XML 1.0 §3.3.3: a literal tab, newline or carriage return in an attribute value becomes one
@@ -207,7 +227,8 @@ fn unescape(raw: &str) -> Result<String, String> {
         })
 }
 
-/// Where attribute `key` starts inside the tag that begins at `tag_offset`.
+/// Where attribute `key` starts inside the tag, searching from `tag_offset` (a fallback: the
+/// offset normally comes from the slice quick-xml returns).
 fn find_attr_offset(text: &str, tag_offset: usize, key: &str) -> usize {
     let tag_end = text[tag_offset..]
         .find('>')
@@ -313,6 +334,20 @@ mod tests {
             err.message.contains("never closed") || err.message.contains("Servers"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn attribute_offsets_point_at_their_names() {
+        let text = "<A a='1' bb=\"2\"\n   ccc='a=b bb=3'  d='' />";
+        let root = parse(text).unwrap();
+        for a in &root.attrs {
+            assert!(
+                text[a.offset..].starts_with(&format!("{}=", a.name)),
+                "{a:?}"
+            );
+        }
+        let err = parse("<A a='1' b='2' a='3'/>").unwrap_err();
+        assert_eq!(err.offset, 15, "{err:?}");
     }
 
     #[test]
