@@ -325,7 +325,7 @@ async fn drive(
     });
 
     // 6. The guard: cancels the job if this session's ssh link drops (even on SIGKILL).
-    match crate::job::start_guard(master, scheduler, &job) {
+    match crate::job::start_guard_after_submit(master, scheduler, &job) {
         Ok(g) => held.guard = Some(g),
         Err(e) => reporter.emit(Event::Warning {
             message: format!("no guard on the login node: {e}"),
