@@ -1188,3 +1188,105 @@ fn sigkill_with_tcsh_as_login_shell_still_cancels_the_job() {
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }
+
+/// The guard script against the real sshd (tcsh as login shell) and the real Slurm: its input
+/// ends, it cancels the job by id, and checks that none with the tag is left.
+fn run_guard_on_login(sb: &Sandbox, tag: &str, input: &str, window_secs: u64) -> sandbox::Output {
+    use pvlaunch::job::{GuardTimings, guard_command};
+    let timings = GuardTimings {
+        deadline: Duration::from_secs(60),
+        sweep_window: Duration::from_secs(window_secs),
+        first_pause: Duration::from_secs(1),
+        max_pause: Duration::from_secs(2),
+    };
+    let slurm = pvlaunch::scheduler::Kind::Slurm.scheduler();
+    let line = guard_command(slurm.as_ref(), tag, timings).unwrap();
+    let wire = pvlaunch::ssh::RemoteCommand::new(line);
+    sb.run_stdin(
+        Host::Desk,
+        &format!("ssh -T login {}", shell_quote(wire.wire())),
+        input.as_bytes(),
+    )
+}
+
+fn fresh_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{nanos:08x}")
+}
+
+fn submit_tagged(sb: &Sandbox, tag: &str) -> String {
+    sb.run(
+        Host::Login,
+        &format!("sbatch --parsable -J pvserver-{tag} --wrap 'sleep 300'"),
+    )
+    .assert_success()
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn the_guard_cancels_a_real_job_by_id_under_tcsh() {
+    let shell = "/usr/bin/tcsh";
+    let Some(sb) = sandbox::shared() else { return };
+    if !login_shell_or_skip(shell) {
+        return;
+    }
+    let _site = sb.configure(gateway_ports_open().login_shell(Host::Login, shell));
+    let tag = fresh_tag();
+    let id = submit_tagged(sb, &tag);
+    let other = sb
+        .run(Host::Login, "sbatch --parsable -J other --wrap 'sleep 300'")
+        .assert_success()
+        .stdout
+        .trim()
+        .to_string();
+    let out = run_guard_on_login(sb, &tag, &format!("submitting\njob {id}\n"), 30);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            Some(0),
+            format!("ready\ncancelled {id}\nnone left\n").as_str()
+        ),
+        "{out:?}"
+    );
+    let left = queue(sb);
+    assert!(!left.contains(&format!("pvserver-{tag}")), "{left}");
+    assert!(left.contains("other"), "another job stays: {left}");
+    sb.run(Host::Login, &format!("scancel {other}"))
+        .assert_success();
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn the_guard_sweeps_up_a_real_submit_that_lands_after_the_session_ended() {
+    let shell = "/usr/bin/tcsh";
+    let Some(sb) = sandbox::shared() else { return };
+    if !login_shell_or_skip(shell) {
+        return;
+    }
+    let _site = sb.configure(gateway_ports_open().login_shell(Host::Login, shell));
+    let tag = fresh_tag();
+    let (out, id) = std::thread::scope(|s| {
+        let late = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            submit_tagged(sb, &tag)
+        });
+        let out = run_guard_on_login(sb, &tag, "submitting\n", 10);
+        (out, late.join().unwrap())
+    });
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            Some(0),
+            format!("ready\nnone left\ncancelled {id}\nnone left\n").as_str()
+        ),
+        "{out:?}"
+    );
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
