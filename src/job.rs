@@ -1,35 +1,376 @@
 //! The batch job on the login node, through the session's ssh master: the guard that cancels
-//! it when the link drops, its state, and the tail of its output.
+//! it when the session ends or the link drops, its state, and the tail of its output.
+//!
+//! # The guard
+//!
+//! One fixed POSIX sh script ([`GUARD`]) in its own ssh session, started **before** the job is
+//! submitted and knowing the session's tag ([`crate::scheduler::JobSpec::tag`]), is the one
+//! canceller of the session's job. It prints `ready` once it runs, then reads its stdin:
+//!
+//! - `submitting`: a submit is under way (its result may never arrive);
+//! - `job ID`: the job's id;
+//! - `keep`: leave the job; the guard prints `kept` and exits 0;
+//! - end of input (the session closed it, or pvlaunch or the link died, even by SIGKILL):
+//!   cancel. It cancels by id (when known) and by tag, then checks that no unfinished job with
+//!   the tag is left. A scheduler that cannot be reached (controller down) is retried with
+//!   back-off until [`GUARD_DEADLINE`]. Without an id (or with a submit still under way) it
+//!   keeps sweeping by tag for [`GUARD_SWEEP_WINDOW`], long enough for a submit that was
+//!   still in flight to land and be cancelled.
+//!
+//! It ignores SIGHUP and SIGPIPE (the ssh session that started it may be gone) and reports on
+//! its stdout, while anyone still reads it: `cancelled ID`, `retry: REASON`, `none left`,
+//! `gave up: REASON`. [`Guard::cancel`] reads those lines for a while and returns a
+//! [`GuardReport`].
 
 use std::time::Duration;
 
-use tokio::process::Child;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::plan::{self, Plan};
 use crate::quote;
-use crate::scheduler::{CommandOutput, JobId, JobState, Scheduler};
+use crate::scheduler::{self, CommandOutput, JobId, JobState, Scheduler};
 use crate::ssh::{self, Master};
 
 /// Lines of the job's output shown when it fails.
 pub const TAIL_LINES: usize = 20;
 
-/// The remote guard: reads its stdin until the session ends; EOF (the link dropped) cancels
-/// the job, the line `keep` leaves it.
-pub fn start_guard(
+/// How long the guard keeps trying to cancel when the scheduler cannot be reached.
+pub const GUARD_DEADLINE: Duration = Duration::from_secs(600);
+/// How long the guard keeps sweeping by tag when it never learnt the job's id: a submit still
+/// in flight ends within [`ssh::COMMAND_TIMEOUT`] (after which the session gives up on it),
+/// plus a margin for the scheduler to register the job.
+pub const GUARD_SWEEP_WINDOW: Duration = Duration::from_secs(ssh::COMMAND_TIMEOUT.as_secs() + 30);
+/// The guard's first pause between attempts (and between sweeps); it doubles after each
+/// failure up to [`GUARD_MAX_PAUSE`].
+pub const GUARD_FIRST_PAUSE: Duration = Duration::from_secs(2);
+/// The guard's longest pause between attempts.
+pub const GUARD_MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How long the guard may take to say `ready` (or `kept`).
+pub const GUARD_REPLY_TIMEOUT: Duration = ssh::COMMAND_TIMEOUT;
+
+/// How many times an ended job's accounting record is asked for, and the pause between
+/// (accounting may lag a little behind the queue): at most
+/// `ACCOUNTING_TRIES * ACCOUNTING_PAUSE` of waiting in [`query_state`].
+pub const ACCOUNTING_TRIES: u32 = 5;
+/// See [`ACCOUNTING_TRIES`].
+pub const ACCOUNTING_PAUSE: Duration = Duration::from_secs(1);
+
+/// The guard. Arguments: deadline, sweep window, first and longest pause (whole seconds),
+/// then three command lines: list the tagged jobs (`ID STATE` lines), cancel the tagged jobs
+/// (prints the ids cancelled), and the cancel to which a job id is appended.
+pub const GUARD: &str = r#"trap '' HUP PIPE
+deadline=$1 window=$2 pause=$3 max_pause=$4 list=$5 cancel_tagged=$6 cancel_id=$7
+first_pause=$pause
+say() { printf '%s\n' "$*" 2> /dev/null; }
+slept=0
+now() { t=$(date +%s 2> /dev/null); case $t in ''|*[!0-9]*) t=$slept ;; esac; }
+err=$(mktemp 2> /dev/null) || err=
+[ -n "$err" ] && trap 'rm -f "$err"' EXIT
+[ -n "$err" ] || err=/dev/null
+reason_of() {
+  reason=
+  [ "$err" = /dev/null ] || reason=$(sed -n '$p' "$err" 2> /dev/null)
+  [ -n "$reason" ] || reason="exit status $1"
+}
+say ready
+id= pending=0
+while IFS= read -r line; do
+  case $line in
+    keep) say kept; exit 0 ;;
+    submitting) pending=1 ;;
+    "job "*)
+      id=${line#job }; pending=0
+      case $id in ''|*[!A-Za-z0-9._\;-]*) id= ;; esac ;;
+  esac
+done
+now; start=$t; end=$((start + deadline)); sweep_end=$start
+if [ -z "$id" ] || [ "$pending" = 1 ]; then sweep_end=$((start + window)); fi
+said=" " none=
+set -f
+while :; do
+  reason=
+  if [ -n "$id" ]; then
+    case $said in *" $id "*) ;; *)
+      if eval "$cancel_id \"\$id\"" > /dev/null 2> "$err"; then say "cancelled $id"; said="$said$id "; fi ;;
+    esac
+  fi
+  if cancelled=$(eval "$cancel_tagged" 2> "$err"); then :; else reason_of $?; fi
+  for c in $cancelled; do
+    case $said in *" $c "*) ;; *) say "cancelled $c"; said="$said$c "; none= ;; esac
+  done
+  if left=$(eval "$list" 2> "$err"); then
+    if [ -z "$left" ]; then
+      [ -n "$none" ] || { say "none left"; none=1; }
+      now
+      [ "$t" -lt "$sweep_end" ] || exit 0
+      pause=$first_pause
+      sleep "$pause"; slept=$((slept + pause))
+      continue
+    fi
+    none=
+    reason="still there: $(printf '%s' "$left" | tr '\n' ' ')"
+  else
+    none=
+    reason_of $?
+  fi
+  now
+  if [ $((t + pause)) -gt "$end" ]; then say "gave up: $reason"; exit 1; fi
+  say "retry: $reason"
+  sleep "$pause"; slept=$((slept + pause))
+  pause=$((pause * 2)); [ "$pause" -le "$max_pause" ] || pause=$max_pause
+done"#;
+
+/// The guard's timings (whole seconds); [`GuardTimings::default`] is the named constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardTimings {
+    /// [`GUARD_DEADLINE`].
+    pub deadline: Duration,
+    /// [`GUARD_SWEEP_WINDOW`].
+    pub sweep_window: Duration,
+    /// [`GUARD_FIRST_PAUSE`].
+    pub first_pause: Duration,
+    /// [`GUARD_MAX_PAUSE`].
+    pub max_pause: Duration,
+}
+
+impl Default for GuardTimings {
+    fn default() -> Self {
+        GuardTimings {
+            deadline: GUARD_DEADLINE,
+            sweep_window: GUARD_SWEEP_WINDOW,
+            first_pause: GUARD_FIRST_PAUSE,
+            max_pause: GUARD_MAX_PAUSE,
+        }
+    }
+}
+
+/// Why the guard could not be started or told something.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// The tag is not a session tag ([`scheduler::valid_tag`]).
+    #[error("invalid session tag {0:?} (expected letters and digits)")]
+    InvalidTag(String),
+    /// A command with a NUL byte.
+    #[error(transparent)]
+    Nul(#[from] quote::NulError),
+    /// ssh could not be run.
+    #[error("cannot run ssh for the guard: {0}")]
+    Spawn(std::io::Error),
+    /// The guard did not say `ready` on the login node.
+    #[error("the guard did not start on the login node{}", tail(.stderr))]
+    NotStarted {
+        /// What ssh printed.
+        stderr: String,
+    },
+    /// The guard's ssh session has ended: it is cancelling (or has cancelled) the job.
+    #[error("the guard on the login node is gone (its ssh session ended)")]
+    Gone,
+}
+
+fn tail(stderr: &str) -> String {
+    let t = crate::process::tail(stderr, 3);
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", t.join(" / "))
+    }
+}
+
+/// What the guard said after it was told to cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardReport {
+    /// No unfinished job with the session's tag is left; these were cancelled on the way.
+    /// (Without a job id the guard goes on sweeping for a late submit after saying so.)
+    NoneLeft {
+        /// The ids whose cancel the scheduler accepted.
+        cancelled: Vec<String>,
+    },
+    /// The scheduler accepted these cancels; the guard had not yet confirmed that none is
+    /// left when the wait ended.
+    Cancelled {
+        /// The ids.
+        ids: Vec<String>,
+    },
+    /// The guard is still trying (e.g. the controller is down) and goes on after the session.
+    StillRetrying {
+        /// Its last reason.
+        reason: String,
+    },
+    /// The guard gave up after [`GUARD_DEADLINE`].
+    GaveUp {
+        /// Its last reason.
+        reason: String,
+    },
+    /// The guard said nothing that tells (its ssh session or the link is gone).
+    Unknown,
+}
+
+/// The command line that runs the guard (before the login-shell wrapper).
+pub fn guard_command(
+    scheduler: &dyn Scheduler,
+    tag: &str,
+    timings: GuardTimings,
+) -> Result<String, GuardError> {
+    if !scheduler::valid_tag(tag) {
+        return Err(GuardError::InvalidTag(tag.to_owned()));
+    }
+    let secs = |d: Duration| d.as_secs().max(1).to_string();
+    let list = quote::join(scheduler.tagged_jobs_command(tag))?;
+    let cancel_tagged = quote::join(scheduler.cancel_tagged_command(tag))?;
+    let cancel_id = quote::join(scheduler.cancel_id_prefix())?;
+    Ok(quote::join([
+        "exec",
+        "sh",
+        "-c",
+        GUARD,
+        "pvlaunch-guard",
+        &secs(timings.deadline),
+        &secs(timings.sweep_window),
+        &secs(timings.first_pause),
+        &secs(timings.max_pause),
+        &list,
+        &cancel_tagged,
+        &cancel_id,
+    ])?)
+}
+
+/// Start the guard on the login node, before anything is submitted, and wait until it runs.
+pub async fn start_guard(
     master: &Master,
     scheduler: &dyn Scheduler,
-    job: &JobId,
-) -> Result<Child, String> {
-    let cancel = quote::join(scheduler.cancel_command(job)).map_err(|e| e.to_string())?;
-    let guard = format!(
-        "while IFS= read -r line; do [ \"$line\" = keep ] && exit 0; done; {cancel} >/dev/null 2>&1"
-    );
-    let argv = master.target.remote_argv(&guard);
-    let mut cmd = crate::process::command(&argv, crate::process::Kind::Helper);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    cmd.spawn().map_err(|e| e.to_string())
+    tag: &str,
+) -> Result<Guard, GuardError> {
+    let command = guard_command(scheduler, tag, GuardTimings::default())?;
+    Guard::spawn(&master.target.remote_argv(&command)).await
+}
+
+/// The running guard: its ssh session, its stdin and its report lines. Dropping it kills the
+/// local ssh, which ends the guard's input: it cancels.
+pub struct Guard {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Guard {
+    /// Run the guard's argv (ssh, or a local shell in tests) and wait for its `ready`.
+    pub(crate) async fn spawn(argv: &[String]) -> Result<Guard, GuardError> {
+        let mut cmd = crate::process::command(argv, crate::process::Kind::Helper);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(GuardError::Spawn)?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let stderr = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s).await;
+            s
+        });
+        let mut guard = Guard {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            stderr,
+        };
+        match tokio::time::timeout(GUARD_REPLY_TIMEOUT, guard.lines.next_line()).await {
+            Ok(Ok(Some(line))) if line == "ready" => Ok(guard),
+            _ => {
+                let _ = guard.child.start_kill();
+                let _ = guard.child.wait().await;
+                let stderr = tokio::time::timeout(Duration::from_secs(2), &mut guard.stderr)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                Err(GuardError::NotStarted { stderr })
+            }
+        }
+    }
+
+    /// The local ssh's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    async fn tell(&mut self, line: &str) -> Result<(), GuardError> {
+        let stdin = self.stdin.as_mut().ok_or(GuardError::Gone)?;
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|_| GuardError::Gone)?;
+        stdin.flush().await.map_err(|_| GuardError::Gone)
+    }
+
+    /// A submit is about to run: if its result never arrives, the guard sweeps by tag.
+    pub async fn submitting(&mut self) -> Result<(), GuardError> {
+        self.tell("submitting").await
+    }
+
+    /// The job's id, once the submit printed it.
+    pub async fn job_known(&mut self, id: &JobId) -> Result<(), GuardError> {
+        self.tell(&format!("job {id}")).await
+    }
+
+    /// Leave the job running (`--keep-job`): the guard exits without cancelling.
+    pub async fn keep(mut self) -> Result<(), GuardError> {
+        self.tell("keep").await?;
+        self.stdin.take();
+        let said = tokio::time::timeout(GUARD_REPLY_TIMEOUT, async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                if line == "kept" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        match said {
+            Ok(true) => Ok(()),
+            _ => Err(GuardError::Gone),
+        }
+    }
+
+    /// Tell the guard to cancel (close its input), and read what it says for up to `wait`:
+    /// until it reports none left, gives up, or exits. It goes on by itself on the login node
+    /// after this returns (retrying, or sweeping for a late submit).
+    pub async fn cancel(mut self, wait: Duration) -> GuardReport {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let mut cancelled = Vec::new();
+        let mut last: Option<String> = None;
+        let _ = tokio::time::timeout(wait, async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                if let Some(id) = line.strip_prefix("cancelled ") {
+                    cancelled.push(id.to_owned());
+                    last = None;
+                } else if line == "none left" || line.starts_with("gave up: ") {
+                    last = Some(line);
+                    break;
+                } else if line.starts_with("retry: ") {
+                    last = Some(line);
+                }
+            }
+        })
+        .await;
+        match last.as_deref() {
+            Some("none left") => GuardReport::NoneLeft { cancelled },
+            Some(l) if l.starts_with("gave up: ") => GuardReport::GaveUp {
+                reason: l["gave up: ".len()..].to_owned(),
+            },
+            Some(l) if l.starts_with("retry: ") => GuardReport::StillRetrying {
+                reason: l["retry: ".len()..].to_owned(),
+            },
+            _ if !cancelled.is_empty() => GuardReport::Cancelled { ids: cancelled },
+            _ => GuardReport::Unknown,
+        }
+    }
 }
 
 /// Where the job is; once it left the queue, how it ended (accounting may lag a little).
@@ -50,7 +391,7 @@ pub async fn query_state(
         return Ok(state);
     }
     // Out of the queue: ask accounting, which may lag a little.
-    for _ in 0..5 {
+    for attempt in 1..=ACCOUNTING_TRIES {
         let cmd = quote::join(scheduler.finished_command(job)).map_err(|e| e.to_string())?;
         let out = master
             .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
@@ -62,7 +403,9 @@ pub async fn query_state(
         {
             return Ok(state);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if attempt < ACCOUNTING_TRIES {
+            tokio::time::sleep(ACCOUNTING_PAUSE).await;
+        }
     }
     Ok(JobState::Finished {
         state: "UNKNOWN (left the queue)".into(),
@@ -92,5 +435,296 @@ pub async fn output_tail(master: &Master, plan: &Plan) -> Vec<String> {
     {
         Ok(o) if o.success() => crate::process::tail(&o.stdout, TAIL_LINES),
         _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::scheduler::Kind;
+
+    const TAG: &str = "1a2b3c4d";
+
+    /// A fake Slurm controller in a folder: `jobs` (`ID|STATE|NAME` lines, what squeue -o
+    /// '%i|%T|%j' prints), `fail` (how many more calls fail as if the controller were down),
+    /// and `log` (every call).
+    struct FakeSlurm {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeSlurm {
+        fn new(jobs: &str, failures: u32) -> FakeSlurm {
+            let dir = tempfile::tempdir().unwrap();
+            let down = r#"n=$(cat "$FAKE_DIR/fail"); if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$FAKE_DIR/fail"; echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1; fi"#;
+            let squeue =
+                format!("echo \"squeue $*\" >> \"$FAKE_DIR/log\"\n{down}\ncat \"$FAKE_DIR/jobs\"");
+            let scancel = format!(
+                "echo \"scancel $*\" >> \"$FAKE_DIR/log\"\n{down}\n\
+                 grep -q \"^$1|\" \"$FAKE_DIR/jobs\" || {{ echo \"scancel: error: Kill job error on job id $1: Invalid job id specified\" >&2; exit 1; }}\n\
+                 sed -i \"s/^$1|[^|]*|/$1|CANCELLED|/\" \"$FAKE_DIR/jobs\""
+            );
+            std::fs::create_dir(dir.path().join("bin")).unwrap();
+            for (name, body) in [("squeue", squeue), ("scancel", scancel)] {
+                let p = dir.path().join("bin").join(name);
+                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let fake = FakeSlurm { dir };
+            fake.set_jobs(jobs);
+            std::fs::write(fake.path("fail"), failures.to_string()).unwrap();
+            std::fs::write(fake.path("log"), "").unwrap();
+            fake
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn set_jobs(&self, jobs: &str) {
+            std::fs::write(self.path("jobs"), jobs).unwrap();
+        }
+
+        fn jobs(&self) -> String {
+            std::fs::read_to_string(self.path("jobs")).unwrap()
+        }
+
+        /// The guard's command line, run with this controller's programs first on PATH.
+        fn argv(&self, shell: &Path, timings: GuardTimings) -> Vec<String> {
+            let line = guard_command(Kind::Slurm.scheduler().as_ref(), TAG, timings).unwrap();
+            let wire = crate::ssh::RemoteCommand::new(line).wire().to_owned();
+            vec![
+                "env".into(),
+                format!("PATH={}:/usr/bin:/bin", self.path("bin").display()),
+                format!("FAKE_DIR={}", self.dir.path().display()),
+                shell.display().to_string(),
+                "-c".into(),
+                wire,
+            ]
+        }
+    }
+
+    fn timings(deadline: u64, window: u64) -> GuardTimings {
+        GuardTimings {
+            deadline: Duration::from_secs(deadline),
+            sweep_window: Duration::from_secs(window),
+            first_pause: Duration::from_secs(1),
+            max_pause: Duration::from_secs(2),
+        }
+    }
+
+    /// Run the guard as a process group, feed it `input`, then end its input (after
+    /// `before_eof`), and collect every line it printed until it exits.
+    fn run_raw(
+        argv: &[String],
+        input: &str,
+        before_eof: impl FnOnce(u32),
+    ) -> (Vec<String>, Option<i32>, Duration) {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert_eq!(first, "ready\n");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        before_eof(child.id());
+        let started = Instant::now();
+        drop(stdin);
+        let lines: Vec<String> = out.lines().map(Result::unwrap).collect();
+        let status = child.wait().unwrap();
+        (lines, status.code(), started.elapsed())
+    }
+
+    fn sh() -> PathBuf {
+        PathBuf::from("/bin/sh")
+    }
+
+    #[test]
+    fn the_guard_retries_while_the_controller_is_down_then_cancels_by_id() {
+        let jobs = format!("5|RUNNING|pvserver-{TAG}\n6|RUNNING|other\n7|PENDING|x-ffff0000\n");
+        let mut shells = vec![sh()];
+        for name in ["tcsh", "fish"] {
+            match which::which(name) {
+                Ok(p) => shells.push(p),
+                Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("{name} is missing (scripts/install-deps installs it)")
+                }
+                Err(_) => eprintln!("SKIPPED for {name}: not installed"),
+            }
+        }
+        for shell in shells {
+            // Each round asks three times (cancel by id, cancel by tag, list): two rounds fail.
+            let fake = FakeSlurm::new(&jobs, 6);
+            let (lines, code, _) = run_raw(
+                &fake.argv(&shell, timings(60, 30)),
+                "submitting\njob 5\n",
+                |_| {},
+            );
+            let down =
+                "slurm_load_jobs error: Unable to contact slurm controller (connect failure)";
+            assert_eq!(
+                lines,
+                [
+                    format!("retry: {down}"),
+                    format!("retry: {down}"),
+                    "cancelled 5".into(),
+                    "none left".into()
+                ],
+                "{}",
+                shell.display()
+            );
+            assert_eq!(code, Some(0));
+            assert_eq!(
+                fake.jobs(),
+                format!("5|CANCELLED|pvserver-{TAG}\n6|RUNNING|other\n7|PENDING|x-ffff0000\n")
+            );
+        }
+    }
+
+    #[test]
+    fn a_submit_that_lands_after_the_end_is_swept_up() {
+        let fake = FakeSlurm::new("6|RUNNING|other\n", 0);
+        let jobs = fake.path("jobs");
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2000));
+            let mut f = std::fs::OpenOptions::new().append(true).open(jobs).unwrap();
+            f.write_all(format!("9|PENDING|pvserver-{TAG}\n").as_bytes())
+                .unwrap();
+        });
+        let (lines, code, took) =
+            run_raw(&fake.argv(&sh(), timings(60, 5)), "submitting\n", |_| {});
+        late.join().unwrap();
+        assert_eq!(lines, ["none left", "cancelled 9", "none left"]);
+        assert_eq!(code, Some(0));
+        assert!(
+            took >= Duration::from_secs(5),
+            "swept for the whole window: {took:?}"
+        );
+        assert!(fake.jobs().contains(&format!("9|CANCELLED|pvserver-{TAG}")));
+    }
+
+    #[test]
+    fn with_the_id_known_the_guard_does_not_wait_for_late_submits() {
+        let fake = FakeSlurm::new(&format!("5|PENDING|pvserver-{TAG}\n"), 0);
+        let (lines, code, took) = run_raw(&fake.argv(&sh(), timings(60, 30)), "job 5\n", |_| {});
+        assert_eq!(lines, ["cancelled 5", "none left"]);
+        assert_eq!(code, Some(0));
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[test]
+    fn the_guard_gives_up_at_its_deadline() {
+        let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 1000);
+        let (lines, code, took) = run_raw(&fake.argv(&sh(), timings(3, 1)), "job 5\n", |_| {});
+        assert_eq!(code, Some(1));
+        let last = lines.last().unwrap();
+        assert!(
+            last.starts_with("gave up: slurm_load_jobs error"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[..lines.len() - 1]
+                .iter()
+                .all(|l| l.starts_with("retry: "))
+        );
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        assert!(fake.jobs().contains("5|RUNNING|"));
+    }
+
+    #[test]
+    fn the_guard_ignores_hangup_and_still_cancels() {
+        let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 0);
+        let (lines, code, _) = run_raw(&fake.argv(&sh(), timings(60, 30)), "job 5\n", |pid| {
+            // What a closing ssh session may send to its process group.
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "HUP", "--", &format!("-{pid}")])
+                .status();
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        assert_eq!(lines, ["cancelled 5", "none left"]);
+        assert_eq!(code, Some(0));
+    }
+
+    #[test]
+    fn keep_leaves_the_job() {
+        let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 0);
+        let (lines, code, _) = run_raw(&fake.argv(&sh(), timings(60, 30)), "job 5\nkeep\n", |_| {});
+        assert_eq!((lines, code), (vec!["kept".to_string()], Some(0)));
+        assert!(fake.jobs().contains("5|RUNNING|"));
+        assert_eq!(std::fs::read_to_string(fake.path("log")).unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn guard_reports_what_the_login_node_said() {
+        // Cancelled and confirmed.
+        let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 1);
+        let mut g = Guard::spawn(&fake.argv(&sh(), timings(60, 30)))
+            .await
+            .unwrap();
+        g.submitting().await.unwrap();
+        g.job_known(&Kind::Slurm.scheduler().job_id("5").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            g.cancel(Duration::from_secs(20)).await,
+            GuardReport::NoneLeft {
+                cancelled: vec!["5".into()]
+            }
+        );
+
+        // The controller stays down past the wait: the guard goes on by itself.
+        let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 1000);
+        let mut g = Guard::spawn(&fake.argv(&sh(), timings(4, 1)))
+            .await
+            .unwrap();
+        g.job_known(&Kind::Slurm.scheduler().job_id("5").unwrap())
+            .await
+            .unwrap();
+        match g.cancel(Duration::from_millis(1500)).await {
+            GuardReport::StillRetrying { reason } => {
+                assert!(reason.contains("Unable to contact"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Kept.
+        let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 0);
+        let g = Guard::spawn(&fake.argv(&sh(), timings(60, 30)))
+            .await
+            .unwrap();
+        g.keep().await.unwrap();
+        assert!(fake.jobs().contains("5|RUNNING|"));
+
+        // A guard that never starts.
+        let err = Guard::spawn(&["sh".into(), "-c".into(), "echo nope >&2; exit 255".into()])
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn guard_command_checks_the_tag() {
+        let s = Kind::Slurm.scheduler();
+        assert!(matches!(
+            guard_command(s.as_ref(), "a'b", GuardTimings::default()),
+            Err(GuardError::InvalidTag(_))
+        ));
+        let line = guard_command(s.as_ref(), TAG, GuardTimings::default()).unwrap();
+        assert!(line.contains(" pvlaunch-guard 600 90 2 30 "), "{line}");
     }
 }

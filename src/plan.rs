@@ -160,6 +160,7 @@ pub fn build(
         output_path: Some(output_path(&fresh.tag)),
         extra_directives: launch.directives.clone(),
         setup_lines: launch.setup.clone(),
+        tag: Some(fresh.tag.clone()),
         command: match recipe {
             Recipe::TwoHop => pvserver::argv(
                 launch,

@@ -100,6 +100,75 @@ where
     Ok(out)
 }
 
+/// The interpreter every remote command runs under, whatever the user's login shell.
+pub const REMOTE_SHELL: &str = "/bin/sh";
+
+/// Bytes written as themselves in [`for_any_login_shell`]: literal inside single quotes in sh,
+/// bash, dash, zsh, csh, tcsh and fish, inside double quotes in sh, and in a `printf` format.
+fn is_wire_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b' ' | b',' | b'.' | b'_' | b'+' | b':' | b'@' | b'/' | b'='
+        )
+}
+
+/// A command string that any common login shell (sh, bash, dash, zsh, csh, tcsh, fish) turns
+/// into `exec /bin/sh -c SCRIPT`, with `SCRIPT` byte for byte as given.
+///
+/// sshd runs a remote command as `$SHELL -c STRING` with the user's login shell, and those
+/// shells disagree on nearly every quoting rule (csh expands `!` inside single quotes and
+/// rejects a newline there, fish treats `\\` there specially). The string built here uses only
+/// what they all agree on: one single-quoted word made of letters, digits, ` ,._+:@/=-`, `$`,
+/// `(`, `)`, `"`, `;`, `{`, `}`, `%` and backslashes before digits, which reads
+///
+/// ```text
+/// exec /bin/sh -c 's=$(printf "ENCODED"; printf x); exec /bin/sh -c -- "${s%x}"'
+/// ```
+///
+/// where `ENCODED` is the script with every byte outside the safe set written as a three-digit
+/// octal escape (`%` too, which printf would read as a format, and `-`, which it could read as
+/// an option). The trailing `x` keeps the
+/// script's trailing newlines, which command substitution would drop; `--` keeps a script that
+/// starts with `-` from being read as an option.
+///
+/// A script is at most about 32 KiB of arbitrary bytes (130 KiB of plain words): Linux limits
+/// one argument to 128 KiB.
+///
+/// ```
+/// use pvlaunch::quote::for_any_login_shell;
+/// assert_eq!(
+///     for_any_login_shell("echo 'a b'").unwrap(),
+///     r#"exec /bin/sh -c 's=$(printf "echo \047a b\047"; printf x); exec /bin/sh -c -- "${s%x}"'"#
+/// );
+/// assert!(for_any_login_shell("a\0b").is_err());
+/// ```
+pub fn for_any_login_shell(script: &str) -> Result<String, NulError> {
+    if script.contains('\0') {
+        return Err(NulError {
+            value: script.to_owned(),
+        });
+    }
+    Ok(wrap_for_login_shell(script.as_bytes(), REMOTE_SHELL))
+}
+
+/// [`for_any_login_shell`] for any bytes but NUL, with another interpreter for the script
+/// (tests put a recorder there).
+fn wrap_for_login_shell(script: &[u8], interpreter: &str) -> String {
+    use std::fmt::Write as _;
+    let mut encoded = String::with_capacity(script.len() * 2);
+    for &b in script {
+        if is_wire_safe(b) {
+            encoded.push(char::from(b));
+        } else {
+            let _ = write!(encoded, "\\{b:03o}");
+        }
+    }
+    format!(
+        "exec {REMOTE_SHELL} -c 's=$(printf \"{encoded}\"; printf x); exec {interpreter} -c -- \"${{s%x}}\"'"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -250,6 +319,133 @@ mod tests {
             let words = through_shell(shell, &line);
             let expected: Vec<Vec<u8>> = HOSTILE.iter().map(|s| s.as_bytes().to_vec()).collect();
             assert_eq!(words, expected, "{shell}");
+        }
+    }
+
+    /// Login shells a remote command may meet; a missing one is skipped loudly, or fails the
+    /// test under `CI=true`.
+    fn login_shells() -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for name in ["sh", "bash", "dash", "zsh", "csh", "tcsh", "fish"] {
+            match which::which(name) {
+                Ok(p) => found.push(p),
+                Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("login shell {name} is missing (scripts/install-deps installs it)")
+                }
+                Err(_) => eprintln!(
+                    "SKIPPED for {name}: not installed (scripts/install-deps installs it)"
+                ),
+            }
+        }
+        found
+    }
+
+    /// Run `wire` as sshd would (`SHELL -c WIRE`) with a recorder as the script's interpreter,
+    /// and return the script the recorder was given.
+    fn recorded_script(shell: &std::path::Path, script: &[u8]) -> Vec<u8> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::Builder::new().prefix("pvq").tempdir().unwrap();
+        let recorder = dir.path().join("record");
+        std::fs::write(
+            &recorder,
+            "#!/bin/sh\n[ \"$1 $2\" = '-c --' ] || exit 9\nprintf '%s' \"$3\" > \"$(dirname \"$0\")/got\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wire = wrap_for_login_shell(script, recorder.to_str().unwrap());
+        let out = Command::new(shell)
+            .arg("-c")
+            .arg(&wire)
+            .env_remove("ENV")
+            .output()
+            .expect("run a login shell");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            shell.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(dir.path().join("got")).expect("the recorder ran")
+    }
+
+    #[test]
+    fn every_login_shell_hands_sh_the_script_byte_for_byte() {
+        let all: Vec<u8> = (1..=255u8).collect();
+        let mut scripts: Vec<Vec<u8>> = vec![
+            all.clone(),
+            all.iter().rev().copied().collect(),
+            b"echo 'it'\\''s' \"$HOME\" `id` !! !$ ~ * %s %% \\0 \\\\ \\' \n\n".to_vec(),
+            b"\n".to_vec(),
+            b"x\n\n\n".to_vec(),
+            b"".to_vec(),
+            b"plain words only".to_vec(),
+        ];
+        scripts.extend(HOSTILE.iter().map(|h| h.as_bytes().to_vec()));
+        for shell in login_shells() {
+            for script in &scripts {
+                assert_eq!(
+                    recorded_script(&shell, script),
+                    *script,
+                    "{}: {:?}",
+                    shell.display(),
+                    String::from_utf8_lossy(script)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_login_shell_runs_the_script_under_sh_with_stdin_and_status() {
+        let script = "read -r line; printf '%s|%s\\n' \"$line\" \"$(printf '%s' 'a!b')\"; \
+                      while IFS= read -r l; do :; done; exit 7";
+        let wire = for_any_login_shell(script).unwrap();
+        for shell in login_shells() {
+            let mut child = Command::new(&shell)
+                .arg("-c")
+                .arg(&wire)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"hello 'there' $x\nmore\n")
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(7), "{}", shell.display());
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "hello 'there' $x|a!b\n",
+                "{}",
+                shell.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_wire_uses_only_characters_every_shell_reads_literally_in_single_quotes() {
+        let all: String = (1..=127u8).map(char::from).collect::<String>() + "é データ";
+        let wire = for_any_login_shell(&all).unwrap();
+        let inner = wire
+            .strip_prefix("exec /bin/sh -c '")
+            .and_then(|w| w.strip_suffix('\''))
+            .unwrap();
+        for c in inner.chars() {
+            assert!(
+                c.is_ascii_alphanumeric() || " ,._+:@/=-$()\";{}%\\".contains(c),
+                "{c:?} in {inner}"
+            );
+        }
+        // A backslash is always followed by three octal digits (fish reads `\\` and `\'`).
+        for (i, _) in inner.match_indices('\\') {
+            assert!(
+                inner[i + 1..i + 4]
+                    .bytes()
+                    .all(|b| (b'0'..=b'7').contains(&b))
+            );
         }
     }
 

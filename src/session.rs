@@ -45,6 +45,8 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLIENT_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the local relay gets to close its connections at cleanup.
 pub const RELAY_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long cleanup waits for the guard to confirm the cancel (it goes on after that).
+pub const GUARD_CANCEL_WAIT: Duration = Duration::from_secs(20);
 /// How long a helper ssh session on the login node gets to end at cleanup.
 pub const HELPER_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -55,7 +57,8 @@ struct Held {
     relay_stop: Option<tokio::sync::oneshot::Sender<()>>,
     relay_task: Option<tokio::task::JoinHandle<relay::RelaySummary>>,
     job: Option<JobId>,
-    guard: Option<Child>,
+    /// The login node's guard, started before the job is submitted: the one canceller.
+    guard: Option<job::Guard>,
     /// Helpers on the login node (the relay's ssh session).
     remote: Vec<Child>,
     private_dir: Option<tempfile::TempDir>,
@@ -218,7 +221,22 @@ async fn steps(
     };
     let reach = crate::recipe::prepare(&mut ctx).await?;
 
-    // 5. The job.
+    // 5. The guard, before the job: from here on, whatever happens (a signal, SIGKILL, a lost
+    //    link, a submit that hangs after submitting), a job with this session's tag has someone
+    //    on the login node to cancel it.
+    let mut guard = job::start_guard(master, scheduler, &plan.session_tag)
+        .await
+        .map_err(|e| Failure::Ssh {
+            message: format!("the guard on the login node did not start: {e}"),
+            hint: Some(
+                "without a guard a job could outlive this session; check that `sh` runs on the login node".into(),
+            ),
+        })?;
+    let told = guard.submitting().await;
+    held.guard = Some(guard);
+    told.map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+
+    // 6. The job.
     let mut spec = plan.job.clone();
     spec.command = reach.job_command(launch, plan.connect_id);
     let script = scheduler
@@ -234,7 +252,12 @@ async fn steps(
     let out = master
         .exec(&submit, Some(script.as_bytes()), ssh::COMMAND_TIMEOUT)
         .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
+        .map_err(|e| match e {
+            ssh::SshError::Timeout { timeout, .. } => Failure::SubmitHung {
+                secs: timeout.as_secs(),
+            },
+            e => Failure::ssh(e.to_string()),
+        })?;
     let job = scheduler
         .parse_submit(&CommandOutput::from(&out))
         .map_err(|e| Failure::SubmitFailed {
@@ -250,13 +273,13 @@ async fn steps(
             plan::output_path(&plan.session_tag)
         ),
     });
-
-    // 6. The guard: cancels the job if this session's ssh link drops (even on SIGKILL).
-    match job::start_guard(master, scheduler, &job) {
-        Ok(g) => held.guard = Some(g),
-        Err(e) => reporter.emit(Event::Warning {
-            message: format!("no guard on the login node: {e}"),
-        }),
+    if let Some(g) = held.guard.as_mut()
+        && let Err(e) = g.job_known(&job).await
+    {
+        // It still cancels by the session's tag.
+        reporter.emit(Event::Warning {
+            message: format!("the guard on the login node did not take the job's id: {e}"),
+        });
     }
 
     // 7. Follow the job until pvserver connects, then until the session ends.
@@ -664,37 +687,7 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
             detail: None,
         });
     }
-    if let Some(job) = held.job.take() {
-        if plan.keep_job {
-            if let Some(g) = held.guard.as_mut()
-                && let Some(mut stdin) = g.stdin.take()
-            {
-                use tokio::io::AsyncWriteExt;
-                let _ = stdin.write_all(b"keep\n").await;
-                let _ = stdin.shutdown().await;
-            }
-            reporter.emit(Event::Cleanup {
-                step: format!("job {job} kept (--keep-job)"),
-                ok: true,
-                detail: None,
-            });
-        } else {
-            let usable = held.master.as_mut().is_some_and(|m| m.alive());
-            let master = held.master.as_ref().filter(|_| usable);
-            let result = cancel_job(master, scheduler, &job).await;
-            reporter.emit(Event::Cleanup {
-                step: match &result {
-                    Ok(_) => format!("job {job} cancelled"),
-                    Err(_) => format!("job {job} not cancelled by this session"),
-                },
-                ok: result.is_ok(),
-                detail: result.err(),
-            });
-        }
-    }
-    if let Some(mut g) = held.guard.take() {
-        crate::process::stop(&mut g, HELPER_STOP_GRACE).await;
-    }
+    settle_job(plan, scheduler, held, reporter).await;
     for mut r in held.remote.drain(..) {
         // Closing its ssh session ends the login node's relay (--stop-on-stdin-eof).
         let exited_on_its_own = matches!(r.try_wait(), Ok(Some(_)));
@@ -735,6 +728,95 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
     held.private_dir.take();
 }
 
+/// The job at the end of a session: kept (`--keep-job`), or cancelled by the guard (by its id
+/// and by the session's tag, so also a job whose submit never answered), or, without a guard,
+/// directly. Every cleanup event says what really happened.
+async fn settle_job(
+    plan: &Plan,
+    scheduler: &dyn Scheduler,
+    held: &mut Held,
+    reporter: &mut Reporter,
+) {
+    let job = held.job.take();
+    let what = match &job {
+        Some(j) => format!("job {j}"),
+        None => "any job of this session".to_string(),
+    };
+    match held.guard.take() {
+        Some(guard) if plan.keep_job && job.is_some() => {
+            let kept = guard.keep().await;
+            reporter.emit(Event::Cleanup {
+                step: format!("{what} kept (--keep-job)"),
+                ok: kept.is_ok(),
+                detail: kept
+                    .err()
+                    .map(|e| format!("the guard did not confirm: {e}")),
+            });
+        }
+        Some(guard) => {
+            let report = guard.cancel(GUARD_CANCEL_WAIT).await;
+            let (ok, detail) = match &report {
+                job::GuardReport::NoneLeft { .. } | job::GuardReport::Cancelled { .. } => {
+                    (true, None)
+                }
+                job::GuardReport::StillRetrying { reason } => (
+                    false,
+                    Some(format!(
+                        "the scheduler did not take the cancel yet ({reason}); the guard on the login node keeps trying for {} min",
+                        job::GUARD_DEADLINE.as_secs() / 60
+                    )),
+                ),
+                job::GuardReport::GaveUp { reason } => (
+                    false,
+                    Some(format!("the guard gave up: {reason}; cancel it by hand")),
+                ),
+                job::GuardReport::Unknown => (
+                    false,
+                    Some(
+                        "the guard's ssh session is gone: it cancels on the login node once that notices the session ended".into(),
+                    ),
+                ),
+            };
+            // Nothing to report when no job was ever made and the guard found none.
+            if job.is_some()
+                || !matches!(report, job::GuardReport::NoneLeft { ref cancelled } if cancelled.is_empty())
+            {
+                reporter.emit(Event::Cleanup {
+                    step: if ok {
+                        format!("{what} cancelled")
+                    } else {
+                        format!("{what} not cancelled yet")
+                    },
+                    ok,
+                    detail,
+                });
+            }
+        }
+        None => {
+            let Some(job) = job else { return };
+            if plan.keep_job {
+                reporter.emit(Event::Cleanup {
+                    step: format!("job {job} kept (--keep-job)"),
+                    ok: true,
+                    detail: None,
+                });
+                return;
+            }
+            let usable = held.master.as_mut().is_some_and(|m| m.alive());
+            let master = held.master.as_ref().filter(|_| usable);
+            let result = cancel_job(master, scheduler, &job).await;
+            reporter.emit(Event::Cleanup {
+                step: match &result {
+                    Ok(_) => format!("job {job} cancelled"),
+                    Err(_) => format!("job {job} not cancelled by this session"),
+                },
+                ok: result.is_ok(),
+                detail: result.err(),
+            });
+        }
+    }
+}
+
 /// Cancel the job through the master; the error says why not (and who still will).
 async fn cancel_job(
     master: Option<&Master>,
@@ -762,9 +844,8 @@ async fn hard_stop(held: &mut Held) {
     if let Some(mut c) = held.client.take() {
         crate::process::stop_group(&mut c, Duration::from_millis(200)).await;
     }
-    if let Some(mut g) = held.guard.take() {
-        let _ = g.start_kill();
-    }
+    // Dropping the guard closes its input: on the login node it cancels by itself.
+    held.guard.take();
     if let Some(mut m) = held.master.take() {
         m.stop().await;
     }

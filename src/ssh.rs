@@ -42,6 +42,15 @@ impl Target {
     }
 
     fn common_options(&self, out: &mut Vec<String>) {
+        self.login_options(out);
+        if !self.jump_hosts.is_empty() {
+            out.push("-J".into());
+            out.push(self.jump_hosts.join(","));
+        }
+    }
+
+    /// `-o` extras, `-l` and `-p`: everything but the route to the host.
+    fn login_options(&self, out: &mut Vec<String>) {
         for o in &self.extra_options {
             out.push("-o".into());
             out.push(o.clone());
@@ -53,10 +62,6 @@ impl Target {
         if let Some(p) = self.port {
             out.push("-p".into());
             out.push(p.to_string());
-        }
-        if !self.jump_hosts.is_empty() {
-            out.push("-J".into());
-            out.push(self.jump_hosts.join(","));
         }
     }
 
@@ -128,16 +133,83 @@ impl Target {
         )
     }
 
-    /// Run one shell command line on the login node through the master. The command must
-    /// already be quoted: ssh hands it to the remote user's shell as one string.
+    /// Run one POSIX shell command line on the login node through the master, under
+    /// `/bin/sh` whatever the user's login shell (see [`RemoteCommand`]). Values in it must
+    /// already be quoted ([`crate::quote`]).
     pub fn remote_argv(&self, command: &str) -> Vec<String> {
+        self.remote_command_argv(&RemoteCommand::new(command))
+    }
+
+    /// [`Target::remote_argv`] for a command already wrapped.
+    ///
+    /// Only through the master: when its socket is gone, ssh would quietly open a new login
+    /// (a second authentication, or a silent one with an agent). The failing `ProxyCommand`
+    /// stops that; it is only consulted when the socket cannot be used, so `-J` is left out
+    /// (ssh refuses both together) and a `ProxyJump` in ssh_config loses to it. The error
+    /// then carries [`MASTER_GONE`] ([`master_gone`] recognises it).
+    pub fn remote_command_argv(&self, command: &RemoteCommand) -> Vec<String> {
         let mut a = self.base();
         a.extend(["-T", "-o", "ControlMaster=no", "-o", "BatchMode=yes"].map(String::from));
-        self.common_options(&mut a);
+        a.push("-o".into());
+        a.push(MASTER_ONLY_PROXY.into());
+        self.login_options(&mut a);
         a.push("--".into());
         a.push(self.destination.clone());
-        a.push(command.into());
+        a.push(command.wire().into());
         a
+    }
+}
+
+/// What a command through the master prints when the master is gone.
+pub const MASTER_GONE: &str = "pvlaunch: the ssh master is gone";
+
+/// The `ProxyCommand` of every multiplexed command: never a new connection. ssh runs it
+/// with the local user's shell (`$SHELL -c "exec ..."`): only characters every shell reads
+/// literally, no `%` (ssh's tokens).
+const MASTER_ONLY_PROXY: &str =
+    "ProxyCommand=/bin/sh -c 'echo pvlaunch: the ssh master is gone >&2; exit 255'";
+
+/// Whether a multiplexed command failed because the master is gone.
+pub fn master_gone(out: &Output) -> bool {
+    out.code == Some(255) && out.stderr.contains(MASTER_GONE)
+}
+
+/// A shell command line for the login node, kept both as written (for messages and traces)
+/// and as sent (wrapped for any login shell).
+///
+/// sshd runs a remote command with the user's login shell (`$SHELL -c STRING`), which may be
+/// tcsh or fish; every command pvlaunch writes is POSIX sh. The wire form is read by sh, bash,
+/// dash, zsh, csh, tcsh and fish alike as `exec /bin/sh -c SCRIPT`, `SCRIPT` byte for byte
+/// ([`crate::quote::for_any_login_shell`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCommand {
+    script: String,
+    wire: String,
+}
+
+impl RemoteCommand {
+    /// Wrap `script`. A NUL byte, which no shell can hold, is left in the wire form, so that
+    /// running it fails (as any argument with a NUL does) instead of running something else.
+    pub fn new(script: impl Into<String>) -> Self {
+        let script = script.into();
+        let wire = crate::quote::for_any_login_shell(&script).unwrap_or_else(|_| script.clone());
+        RemoteCommand { script, wire }
+    }
+
+    /// The POSIX sh script as written.
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+
+    /// What ssh sends: the string for the login shell.
+    pub fn wire(&self) -> &str {
+        &self.wire
+    }
+}
+
+impl std::fmt::Display for RemoteCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.script)
     }
 }
 
@@ -206,6 +278,10 @@ pub enum SshError {
     Timeout { what: String, timeout: Duration },
     #[error("the remote forward was refused{}", tail_text(.stderr))]
     ForwardRefused { stderr: String },
+    #[error(
+        "the ssh master connection to {destination} is gone, so `{what}` was not run (no new login is opened behind its back)"
+    )]
+    MasterGone { destination: String, what: String },
 }
 
 fn tail_text(stderr: &str) -> String {
@@ -228,7 +304,16 @@ pub async fn run(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Output, SshError> {
-    let short = short_form(argv);
+    run_labelled(argv, &short_form(argv), stdin, timeout).await
+}
+
+/// [`run`], logged as `short` (a remote command's script rather than its wire form).
+async fn run_labelled(
+    argv: &[String],
+    short: &str,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, SshError> {
     tracing::debug!(?argv, "running `{short}`");
     let started = std::time::Instant::now();
     let mut cmd = process::command(argv, Kind::Helper);
@@ -343,8 +428,10 @@ async fn read_bounded(
 }
 
 /// A command in a few words for the log: `ssh -O check`, or the remote command line.
+/// The longest command shown in the log.
+const SHORT_FORM_MAX: usize = 120;
+
 fn short_form(argv: &[String]) -> String {
-    const MAX: usize = 120;
     let program = argv
         .first()
         .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
@@ -364,8 +451,13 @@ fn short_form(argv: &[String]) -> String {
     } else {
         argv.join(" ")
     };
-    let clean = crate::term::sanitize(&text).replace('\n', " ");
-    crate::term::clip(&clean, MAX).into_owned()
+    script_label(&text)
+}
+
+/// A script (or any text) as one bounded, printable line for the log.
+fn script_label(text: &str) -> String {
+    let clean = crate::term::sanitize(text).replace('\n', " ");
+    crate::term::clip(&clean, SHORT_FORM_MAX).into_owned()
 }
 
 /// A running ControlMaster.
@@ -439,14 +531,46 @@ impl Master {
         let _ = self.child.wait().await;
     }
 
-    /// Run a (quoted) shell command line on the login node.
+    /// Run a (quoted) POSIX shell command line on the login node, under `/bin/sh`.
     pub async fn exec(
         &self,
         command: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Output, SshError> {
-        run(&self.target.remote_argv(command), stdin, timeout).await
+        self.exec_command(&RemoteCommand::new(command), stdin, timeout)
+            .await
+    }
+
+    /// [`Master::exec`] for a command already wrapped. Errors name the script as written;
+    /// a gone master is [`SshError::MasterGone`].
+    pub async fn exec_command(
+        &self,
+        command: &RemoteCommand,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
+        let out = run_labelled(
+            &self.target.remote_command_argv(command),
+            &script_label(command.script()),
+            stdin,
+            timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            SshError::Timeout { timeout, .. } => SshError::Timeout {
+                what: command.script().to_owned(),
+                timeout,
+            },
+            e => e,
+        })?;
+        if master_gone(&out) {
+            return Err(SshError::MasterGone {
+                destination: self.target.destination.clone(),
+                what: command.script().to_owned(),
+            });
+        }
+        Ok(out)
     }
 
     /// Open `-R [bind:]remote:localhost:local`; returns the port sshd bound.
@@ -581,7 +705,10 @@ mod tests {
             "127.0.0.1:5000:node1:11111"
         );
         let r = t.remote_argv("squeue -h -j 42");
-        assert_eq!(r.last().unwrap(), "squeue -h -j 42");
+        assert_eq!(
+            r.last().unwrap(),
+            &crate::quote::for_any_login_shell("squeue -h -j 42").unwrap()
+        );
         assert_eq!(r[r.len() - 3], "--");
         assert!(r.contains(&"BatchMode=yes".to_string()));
     }
@@ -594,12 +721,10 @@ mod tests {
             short_form(&t.remote_forward_argv(None, 0, 40000)),
             "ssh -O forward -R 0:localhost:40000"
         );
-        assert_eq!(
-            short_form(&t.remote_argv("squeue -h -j 42")),
-            "squeue -h -j 42"
-        );
+        // Remote commands are logged by their script, not by the wire form sent to the shell.
+        assert_eq!(script_label("squeue -h -j 42\n"), "squeue -h -j 42 ");
         assert_eq!(short_form(&t.master_argv(false)), "ssh -M cluster");
-        let long = short_form(&t.remote_argv(&"x".repeat(500)));
+        let long = script_label(&"x".repeat(500));
         assert!(long.len() <= 120 && long.ends_with(" […]"), "{long}");
     }
 
@@ -651,5 +776,153 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, SshError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn multiplexed_commands_never_route_a_new_login() {
+        let r = target().remote_argv("hostname").join(" ");
+        assert_eq!(
+            r,
+            format!(
+                "ssh -S /run/user/1/pvlaunch-x/cm -T -o ControlMaster=no -o BatchMode=yes \
+                 -o {MASTER_ONLY_PROXY} -l alice -- cluster {}",
+                crate::quote::for_any_login_shell("hostname").unwrap()
+            )
+        );
+        // The master itself still goes through the jump hosts.
+        assert!(target().master_argv(true).contains(&"-J".to_string()));
+    }
+
+    #[test]
+    fn remote_command_keeps_the_script_for_messages() {
+        let c = RemoteCommand::new("echo 'a b'");
+        assert_eq!(c.script(), "echo 'a b'");
+        assert_eq!(c.to_string(), "echo 'a b'");
+        assert_ne!(c.wire(), c.script());
+        // A NUL stays in the wire form: spawning it fails instead of running another script.
+        assert!(RemoteCommand::new("a\0b").wire().contains('\0'));
+    }
+
+    /// sshd runs the command string with the login shell (`$SHELL -c STRING`): a POSIX loop
+    /// like the guard's must work under tcsh and fish too.
+    #[test]
+    fn remote_commands_run_under_sh_whatever_the_login_shell() {
+        use std::io::Write as _;
+        let script = "while IFS= read -r line; do [ \"$line\" = keep ] && exit 3; \
+                      printf 'got %s\\n' \"$line\"; done; echo end";
+        let wire = target().remote_argv(script).pop().unwrap();
+        let mut tried = 0;
+        for shell in ["sh", "bash", "dash", "zsh", "csh", "tcsh", "fish"] {
+            let Ok(path) = which::which(shell) else {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "{shell} is missing (scripts/install-deps installs it)"
+                );
+                eprintln!("SKIPPED for {shell}: not installed (scripts/install-deps installs it)");
+                continue;
+            };
+            tried += 1;
+            for (input, code, stdout) in [
+                ("a b\n$HOME\n", 0, "got a b\ngot $HOME\nend\n"),
+                ("x\nkeep\ny\n", 3, "got x\n"),
+            ] {
+                let mut child = std::process::Command::new(&path)
+                    .arg("-c")
+                    .arg(&wire)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert_eq!(
+                    (
+                        out.status.code(),
+                        String::from_utf8_lossy(&out.stdout).as_ref()
+                    ),
+                    (Some(code), stdout),
+                    "{shell}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        assert!(tried > 0);
+    }
+
+    /// With the master's socket gone (never made, or left stale), a multiplexed command fails
+    /// at once and says so, without connecting anywhere: not to the host, not to a jump host,
+    /// not to a ProxyJump from ssh_config.
+    #[tokio::test]
+    async fn without_the_master_a_command_fails_fast_and_opens_no_login() {
+        if which::which("ssh").is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "ssh is missing"
+            );
+            eprintln!("SKIPPED: no ssh");
+            return;
+        }
+        // Loopback listeners that would see any connection ssh tried.
+        let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let jump = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg_jump = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        for l in [&host, &jump, &cfg_jump] {
+            l.set_nonblocking(true).unwrap();
+        }
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(
+            &config,
+            format!(
+                "Host cluster\n  HostName 127.0.0.1\n  Port {}\n  ProxyJump 127.0.0.1:{}\n",
+                port(&host),
+                port(&cfg_jump)
+            ),
+        )
+        .unwrap();
+        let stale = dir.path().join("stale");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        for (control_path, destination, jumps) in [
+            (dir.path().join("missing"), "127.0.0.1".to_string(), vec![]),
+            (
+                stale.clone(),
+                "127.0.0.1".to_string(),
+                vec![format!("127.0.0.1:{}", port(&jump))],
+            ),
+            (stale, "cluster".to_string(), vec![]),
+        ] {
+            let t = Target {
+                program: "ssh".into(),
+                destination,
+                user: None,
+                port: Some(port(&host)),
+                jump_hosts: jumps,
+                control_path,
+                extra_options: vec![
+                    format!("UserKnownHostsFile={}", dir.path().join("kh").display()),
+                    "ConnectTimeout=5".into(),
+                ],
+            };
+            let mut argv = t.remote_argv("echo hi");
+            argv.splice(1..1, ["-F".to_string(), config.display().to_string()]);
+            let started = std::time::Instant::now();
+            let out = run(&argv, None, Duration::from_secs(20)).await.unwrap();
+            assert!(master_gone(&out), "{argv:?}: {out:?}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{out:?}");
+            for l in [&host, &jump, &cfg_jump] {
+                assert!(
+                    l.accept().is_err(),
+                    "ssh connected to port {} for {argv:?}",
+                    port(l)
+                );
+            }
+        }
     }
 }

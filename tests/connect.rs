@@ -1103,3 +1103,190 @@ fn a_second_ctrl_c_stops_at_once_and_still_leaves_nothing() {
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }
+
+/// sshd runs a remote command with the user's login shell (`$SHELL -c STRING`): with tcsh or
+/// fish on the login node, every command pvlaunch sends (guard, submit, queries, forwards'
+/// checks) must still run as POSIX sh.
+fn login_shell_or_skip(shell: &str) -> bool {
+    if std::path::Path::new(shell).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{shell} is missing (scripts/install-deps installs it)"
+    );
+    sandbox::report(&format!("SKIPPED: {shell} is not installed"));
+    false
+}
+
+#[track_caller]
+fn assert_login_shell(sb: &Sandbox, shell: &str) {
+    let out = sb
+        .run(Host::Desk, "ssh login getent passwd pvtest")
+        .assert_success();
+    assert!(out.stdout.trim().ends_with(&format!(":{shell}")), "{out:?}");
+}
+
+fn reverse_session_with_login_shell(shell: &str) {
+    let Some(sb) = sandbox::shared() else { return };
+    if !login_shell_or_skip(shell) {
+        return;
+    }
+    let _site = sb.configure(gateway_ports_open().login_shell(Host::Login, shell));
+    install(sb);
+    assert_login_shell(sb, shell);
+    let out = sb.run_timeout(
+        Host::Desk,
+        "bin/pvlaunch -f sandbox.pvsc --json connect sandbox --client pvpython --script demo-render.py -- demo.png",
+        SESSION_TIMEOUT,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("demo: data from server ranks 0 1"),
+        "{}",
+        out.stdout
+    );
+    let evs = events(&out.stdout);
+    let warnings: Vec<&serde_json::Value> =
+        evs.iter().filter(|e| e["event"] == "warning").collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let forward = evs.iter().find(|e| e["event"] == "forward_opened").unwrap();
+    assert_eq!(forward["compute_facing"], true, "{forward}");
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn reverse_recipe_session_with_tcsh_as_login_shell() {
+    reverse_session_with_login_shell("/usr/bin/tcsh");
+}
+
+#[test]
+fn reverse_recipe_session_with_fish_as_login_shell() {
+    reverse_session_with_login_shell("/usr/bin/fish");
+}
+
+/// The guard on the login node is a POSIX sh loop: under tcsh it used to die at once
+/// (`while: Expression Syntax`), and nothing cancelled the job after a SIGKILL.
+#[test]
+fn sigkill_with_tcsh_as_login_shell_still_cancels_the_job() {
+    let shell = "/usr/bin/tcsh";
+    let Some(sb) = sandbox::shared() else { return };
+    if !login_shell_or_skip(shell) {
+        return;
+    }
+    let _site = sb.configure(gateway_ports_open().login_shell(Host::Login, shell));
+    install(sb);
+    assert_login_shell(sb, shell);
+    let mut bg = spawn_pvlaunch(sb, "connect sandbox --client pvpython --script hold.py");
+    bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
+    assert!(
+        !queue(sb).trim().is_empty(),
+        "the job is in the queue before the signal"
+    );
+    signal_pvlaunch(sb, "KILL");
+    let _ = bg.wait(Duration::from_secs(60));
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+/// The guard script against the real sshd (tcsh as login shell) and the real Slurm: its input
+/// ends, it cancels the job by id, and checks that none with the tag is left.
+fn run_guard_on_login(sb: &Sandbox, tag: &str, input: &str, window_secs: u64) -> sandbox::Output {
+    use pvlaunch::job::{GuardTimings, guard_command};
+    let timings = GuardTimings {
+        deadline: Duration::from_secs(60),
+        sweep_window: Duration::from_secs(window_secs),
+        first_pause: Duration::from_secs(1),
+        max_pause: Duration::from_secs(2),
+    };
+    let slurm = pvlaunch::scheduler::Kind::Slurm.scheduler();
+    let line = guard_command(slurm.as_ref(), tag, timings).unwrap();
+    let wire = pvlaunch::ssh::RemoteCommand::new(line);
+    sb.run_stdin(
+        Host::Desk,
+        &format!("ssh -T login {}", shell_quote(wire.wire())),
+        input.as_bytes(),
+    )
+}
+
+fn fresh_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{nanos:08x}")
+}
+
+fn submit_tagged(sb: &Sandbox, tag: &str) -> String {
+    sb.run(
+        Host::Login,
+        &format!("sbatch --parsable -J pvserver-{tag} --wrap 'sleep 300'"),
+    )
+    .assert_success()
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn the_guard_cancels_a_real_job_by_id_under_tcsh() {
+    let shell = "/usr/bin/tcsh";
+    let Some(sb) = sandbox::shared() else { return };
+    if !login_shell_or_skip(shell) {
+        return;
+    }
+    let _site = sb.configure(gateway_ports_open().login_shell(Host::Login, shell));
+    let tag = fresh_tag();
+    let id = submit_tagged(sb, &tag);
+    let other = sb
+        .run(Host::Login, "sbatch --parsable -J other --wrap 'sleep 300'")
+        .assert_success()
+        .stdout
+        .trim()
+        .to_string();
+    let out = run_guard_on_login(sb, &tag, &format!("submitting\njob {id}\n"), 30);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            Some(0),
+            format!("ready\ncancelled {id}\nnone left\n").as_str()
+        ),
+        "{out:?}"
+    );
+    let left = queue(sb);
+    assert!(!left.contains(&format!("pvserver-{tag}")), "{left}");
+    assert!(left.contains("other"), "another job stays: {left}");
+    sb.run(Host::Login, &format!("scancel {other}"))
+        .assert_success();
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
+#[test]
+fn the_guard_sweeps_up_a_real_submit_that_lands_after_the_session_ended() {
+    let shell = "/usr/bin/tcsh";
+    let Some(sb) = sandbox::shared() else { return };
+    if !login_shell_or_skip(shell) {
+        return;
+    }
+    let _site = sb.configure(gateway_ports_open().login_shell(Host::Login, shell));
+    let tag = fresh_tag();
+    let (out, id) = std::thread::scope(|s| {
+        let late = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            submit_tagged(sb, &tag)
+        });
+        let out = run_guard_on_login(sb, &tag, "submitting\n", 10);
+        (out, late.join().unwrap())
+    });
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            Some(0),
+            format!("ready\nnone left\ncancelled {id}\nnone left\n").as_str()
+        ),
+        "{out:?}"
+    );
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}

@@ -133,6 +133,31 @@ impl Fake {
     }
 }
 
+impl Drop for Fake {
+    /// A guard may sweep on for a while by design (on a real login node it would); the test's
+    /// copies go with the test.
+    fn drop(&mut self) {
+        for pid in fake_processes(&self.state()) {
+            // SAFETY: signalling a process of this test's fake cluster.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Processes whose environment names this fake cluster's state folder.
+fn fake_processes(state: &Path) -> Vec<u32> {
+    let marker = format!("FAKE_STATE={}", state.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
+        })
+        .collect()
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, sig) };
@@ -399,5 +424,66 @@ fn under_json_stdout_has_events_only_even_when_the_client_prints() {
     assert_eq!(evs.last().unwrap()["event"], "done");
     assert!(f.state().join("client-started").exists(), "{evs:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Accepting connection(s)"));
+    f.assert_nothing_left();
+}
+
+#[test]
+fn ctrl_c_while_the_submit_hangs_still_cancels_the_job_it_made() {
+    let f = Fake::new();
+    // sbatch makes the job, then takes its time to answer.
+    f.touch("sbatch-hangs", "8");
+    let child = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    f.wait_log("sbatch 101", Duration::from_secs(20));
+    signal(&child, libc::SIGINT);
+    let out = finish(child);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No job id ever reached pvlaunch: the guard finds the job by the session's tag.
+    f.wait_job("101", "CANCELLED", Duration::from_secs(30));
+}
+
+#[test]
+fn a_cancel_while_the_controller_is_down_is_retried_by_the_guard() {
+    let f = Fake::new();
+    let child = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    f.wait_log("squeue 101", Duration::from_secs(20));
+    f.touch("controller-down", "");
+    signal(&child, libc::SIGINT);
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(130));
+    let evs = events(&out);
+    let cleanup = evs
+        .iter()
+        .find(|e| e["event"] == "cleanup" && e["step"].as_str().unwrap().contains("101"))
+        .expect("a cleanup step for the job");
+    // The truth: not cancelled yet, and who goes on trying.
+    assert_eq!(cleanup["ok"], false, "{cleanup}");
+    assert!(
+        cleanup["detail"].as_str().unwrap().contains("keeps trying"),
+        "{cleanup}"
+    );
+    assert_eq!(f.job_state("101"), "PENDING");
+    std::fs::remove_file(f.state().join("controller-down")).unwrap();
+    f.wait_job("101", "CANCELLED", Duration::from_secs(60));
+}
+
+#[test]
+fn a_closed_stderr_does_not_abort_the_cleanup() {
+    let f = Fake::new();
+    // As `pvlaunch ... 2>&1 | head -5` once head has exited: every write fails with EPIPE.
+    let mut child = f.spawn(&["connect", "c", "--client", "wait"]);
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    f.wait_log("squeue 101", Duration::from_secs(20));
+    signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), None, "killed by a signal: {status:?}");
+    assert_eq!(status.code(), Some(130));
+    f.wait_job("101", "CANCELLED", Duration::from_secs(10));
     f.assert_nothing_left();
 }

@@ -12,6 +12,11 @@
 //!   `CLEAN_PERIOD` (an hour by default), so the same query serves for the finished state.
 //!   An unknown job is `Job <123> is not found` on stderr: gone.
 //! - Cancel: `bkill ID`; `Job has already finished` means gone.
+//! - The session's tag: the job is named `NAME-TAG` (`-J`; LSF allows 4094 characters). The
+//!   tagged jobs are this user's unfinished jobs (`bjobs` without `-a`) whose name ends in
+//!   `-TAG`, selected in the script rather than with a `-J` wildcard, whose placement rules
+//!   differ between LSF versions. `No unfinished job found` means none. Jobs are submitted
+//!   with `-rn` (not rerunnable).
 //!
 //! Directive values must be plain words.
 
@@ -26,6 +31,20 @@ pub struct Lsf;
 
 /// `bjobs -o` fields, `|`-delimited, the pending reason last.
 const BJOBS_FORMAT: &str = "jobid stat exec_host exit_code pend_reason delimiter='|'";
+
+/// LSF's limit on job names.
+const MAX_JOB_NAME: usize = 4094;
+
+/// Lists this user's unfinished jobs named `*-$1` as `ID STATE`.
+const TAGGED: &str = r#"out=$(bjobs -noheader -o "jobid stat job_name delimiter='|'" 2>&1); rc=$?
+case $out in *"No unfinished job found"*|*"No matching job found"*) exit 0 ;; esac
+[ "$rc" -eq 0 ] || { printf '%s\n' "$out" >&2; exit "$rc"; }
+printf '%s\n' "$out" | while IFS='|' read -r id state name; do
+  case $id in ''|*[!0-9]*) continue ;; esac
+  case $name in *-"$1") ;; *) continue ;; esac
+  case $state in ''|DONE|EXIT) continue ;; esac
+  printf '%s %s\n' "$id" "$state"
+done"#;
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
@@ -100,10 +119,12 @@ impl Scheduler for Lsf {
             s.push_str(text);
             s.push('\n');
         };
+        plain_value(kind, "job name", &spec.name)?;
         dir(&format!(
             "-J {}",
-            plain_value(kind, "job name", &spec.name)?
+            super::queue_name(spec, kind, MAX_JOB_NAME)?
         ));
+        dir("-rn");
         let total = u64::from(spec.nodes) * u64::from(spec.ranks_per_node);
         dir(&format!("-n {total}"));
         dir(&format!("-R \"span[ptile={}]\"", spec.ranks_per_node));
@@ -194,6 +215,14 @@ impl Scheduler for Lsf {
         argv(&["bkill", id.as_str()])
     }
 
+    fn tagged_jobs_command(&self, tag: &str) -> Vec<String> {
+        argv(&["sh", "-c", TAGGED, "pvlaunch-tagged", tag])
+    }
+
+    fn cancel_id_prefix(&self) -> Vec<String> {
+        argv(&["bkill"])
+    }
+
     fn parse_cancel(&self, out: &CommandOutput) -> Result<Cancel, ParseError> {
         let all = format!("{}\n{}", out.stdout, out.stderr);
         if all.contains("Job has already finished") || job_gone(&all) {
@@ -233,6 +262,7 @@ mod tests {
             command: ["mpirun", "pvserver", "--connect-id=817", "it's"]
                 .map(String::from)
                 .to_vec(),
+            tag: Some("1a2b3c4d".into()),
             ..JobSpec::new("pvserver")
         };
         insta::assert_snapshot!(Lsf.render_script(&spec).unwrap());
@@ -371,5 +401,46 @@ mod tests {
     #[test]
     fn every_fixture() {
         insta::assert_snapshot!(fixture_table("lsf", &Lsf));
+    }
+
+    fn tagged(fixture_name: &str) -> (CommandOutput, String) {
+        use crate::scheduler::test_support::{fake_printing, run_with_fakes};
+        run_with_fakes(
+            &Lsf.tagged_jobs_command("1a2b3c4d"),
+            &[("bjobs", &fake_printing("bjobs", "lsf", fixture_name))],
+        )
+    }
+
+    #[test]
+    fn tagged_jobs_are_unfinished_jobs_named_with_the_tag() {
+        let (out, log) = tagged("listing_bjobs");
+        let jobs: Vec<String> = Lsf
+            .parse_tagged_jobs(&out)
+            .unwrap()
+            .into_iter()
+            .map(|j| format!("{} {}", j.id, j.state))
+            .collect();
+        assert_eq!(jobs, ["201 RUN", "203 PSUSP"]);
+        assert_eq!(
+            log,
+            "bjobs -noheader -o jobid stat job_name delimiter='|'\n"
+        );
+        let (out, _) = tagged("listing_none");
+        assert_eq!(Lsf.parse_tagged_jobs(&out), Ok(vec![]));
+        let (out, _) = tagged("listing_down");
+        assert_eq!(out.status, Some(255));
+        assert!(out.stderr.contains("LSF is down"));
+    }
+
+    #[test]
+    fn jobs_carry_the_tag_and_are_not_rerun() {
+        let spec = JobSpec {
+            tag: Some("1a2b3c4d".into()),
+            command: vec!["pvserver".into()],
+            ..JobSpec::new("pvserver")
+        };
+        let script = Lsf.render_script(&spec).unwrap();
+        assert!(script.contains("#BSUB -J pvserver-1a2b3c4d\n#BSUB -rn\n"));
+        assert_eq!(Lsf.cancel_id_prefix(), ["bkill"]);
     }
 }

@@ -80,30 +80,79 @@ pub enum Kind {
     None,
 }
 
+/// One scheduler's facts: adding a scheduler is its file, its [`Kind`] variant and one line
+/// here.
+struct Entry {
+    kind: Kind,
+    /// The name in profiles and on the command line.
+    name: &'static str,
+    /// Other names accepted when parsing.
+    aliases: &'static [&'static str],
+    /// The adapter.
+    make: fn() -> Box<dyn Scheduler>,
+}
+
+/// Every scheduler, in the order they are documented.
+const REGISTRY: &[Entry] = &[
+    Entry {
+        kind: Kind::Slurm,
+        name: "slurm",
+        aliases: &[],
+        make: || Box::new(Slurm),
+    },
+    Entry {
+        kind: Kind::Pbs,
+        name: "pbs",
+        aliases: &["openpbs", "pbspro"],
+        make: || Box::new(Pbs::new(PbsFlavor::OpenPbs)),
+    },
+    Entry {
+        kind: Kind::Torque,
+        name: "torque",
+        aliases: &[],
+        make: || Box::new(Pbs::new(PbsFlavor::Torque)),
+    },
+    Entry {
+        kind: Kind::Lsf,
+        name: "lsf",
+        aliases: &[],
+        make: || Box::new(Lsf),
+    },
+    Entry {
+        kind: Kind::None,
+        name: "none",
+        aliases: &[],
+        make: || Box::new(Direct),
+    },
+];
+
 impl Kind {
     /// Every kind, in the order they are documented.
-    pub const ALL: [Kind; 5] = [Kind::Slurm, Kind::Pbs, Kind::Torque, Kind::Lsf, Kind::None];
+    pub const ALL: [Kind; REGISTRY.len()] = {
+        let mut all = [Kind::None; REGISTRY.len()];
+        let mut i = 0;
+        while i < REGISTRY.len() {
+            all[i] = REGISTRY[i].kind;
+            i += 1;
+        }
+        all
+    };
+
+    fn entry(self) -> &'static Entry {
+        REGISTRY
+            .iter()
+            .find(|e| e.kind == self)
+            .expect("every kind has a registry entry")
+    }
 
     /// The name used in profiles and on the command line.
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Slurm => "slurm",
-            Kind::Pbs => "pbs",
-            Kind::Torque => "torque",
-            Kind::Lsf => "lsf",
-            Kind::None => "none",
-        }
+        self.entry().name
     }
 
     /// The scheduler adapter for this kind.
     pub fn scheduler(self) -> Box<dyn Scheduler> {
-        match self {
-            Kind::Slurm => Box::new(Slurm),
-            Kind::Pbs => Box::new(Pbs::new(PbsFlavor::OpenPbs)),
-            Kind::Torque => Box::new(Pbs::new(PbsFlavor::Torque)),
-            Kind::Lsf => Box::new(Lsf),
-            Kind::None => Box::new(Direct),
-        }
+        (self.entry().make)()
     }
 }
 
@@ -115,21 +164,27 @@ impl fmt::Display for Kind {
 
 /// A scheduler name that pvlaunch does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown scheduler {0:?} (expected one of: slurm, pbs, torque, lsf, none)")]
+#[error("unknown scheduler {:?} (expected one of: {})", .0, known_names())]
 pub struct UnknownKind(pub String);
+
+fn known_names() -> String {
+    REGISTRY
+        .iter()
+        .map(|e| e.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl FromStr for Kind {
     type Err = UnknownKind;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.trim().to_ascii_lowercase();
-        match lower.as_str() {
-            "openpbs" | "pbspro" => Ok(Kind::Pbs),
-            _ => Kind::ALL
-                .into_iter()
-                .find(|k| k.name() == lower)
-                .ok_or_else(|| UnknownKind(s.to_owned())),
-        }
+        REGISTRY
+            .iter()
+            .find(|e| e.name == lower || e.aliases.contains(&lower.as_str()))
+            .map(|e| e.kind)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
     }
 }
 
@@ -237,6 +292,10 @@ pub struct JobSpec {
     pub setup_lines: Vec<String>,
     /// The command's argv (`mpiexec -n 8 pvserver ...`); every element is quoted.
     pub command: Vec<String>,
+    /// The session's tag (8 hex characters): the job's queue name becomes `NAME-TAG`
+    /// ([`queue_name`]), so that the session's guard can find and cancel it even when its id
+    /// never arrived ([`Scheduler::tagged_jobs_command`]). `None`: the name as given.
+    pub tag: Option<String>,
 }
 
 impl JobSpec {
@@ -253,8 +312,48 @@ impl JobSpec {
             extra_directives: Vec::new(),
             setup_lines: Vec::new(),
             command: Vec::new(),
+            tag: None,
         }
     }
+}
+
+/// Whether `tag` can be a session tag: 1 to 16 ASCII letters and digits (pvlaunch draws 8 hex
+/// characters), so it is a plain word in every scheduler's job name and in every command.
+pub fn valid_tag(tag: &str) -> bool {
+    (1..=16).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The job's name in the queue: `NAME-TAG` with a tag, the name part shortened so that the
+/// whole fits in `max_len` characters (the tag is never cut: it is what the guard looks for).
+pub fn queue_name(spec: &JobSpec, kind: Kind, max_len: usize) -> Result<String, ScriptError> {
+    let Some(tag) = checked_tag(spec, kind)? else {
+        return Ok(spec.name.clone());
+    };
+    let room = max_len.saturating_sub(tag.len() + 1);
+    let name: String = spec.name.chars().take(room).collect();
+    Ok(format!("{name}-{tag}"))
+}
+
+/// The spec's tag, checked with [`valid_tag`].
+fn checked_tag(spec: &JobSpec, kind: Kind) -> Result<Option<&str>, ScriptError> {
+    match &spec.tag {
+        None => Ok(None),
+        Some(tag) if valid_tag(tag) => Ok(Some(tag)),
+        Some(tag) => Err(ScriptError::Unrepresentable {
+            kind,
+            field: "session tag",
+            value: tag.clone(),
+        }),
+    }
+}
+
+/// One unfinished job that carries the session's tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaggedJob {
+    /// Its id.
+    pub id: JobId,
+    /// Its state as the scheduler printed it (`PENDING`, `R`, `RUN`, ...).
+    pub state: String,
 }
 
 /// A job id as the scheduler gave it, checked to be safe to put into a command.
@@ -531,7 +630,65 @@ pub trait Scheduler: fmt::Debug + Send + Sync {
 
     /// Whether the cancel worked; a job that had already ended is not an error.
     fn parse_cancel(&self, out: &CommandOutput) -> Result<Cancel, ParseError>;
+
+    /// The command that lists this user's unfinished jobs carrying `tag` (see
+    /// [`JobSpec::tag`]): one `ID STATE` line each, nothing when there are none; a non-zero
+    /// exit status when the scheduler could not be asked (controller down). Read it with
+    /// [`Scheduler::parse_tagged_jobs`].
+    fn tagged_jobs_command(&self, tag: &str) -> Vec<String>;
+
+    /// The jobs [`Scheduler::tagged_jobs_command`] printed.
+    fn parse_tagged_jobs(&self, out: &CommandOutput) -> Result<Vec<TaggedJob>, ParseError> {
+        if !out.ok() {
+            return Err(out.failed());
+        }
+        lines(&out.stdout)
+            .map(|line| {
+                let (id, state) = line
+                    .split_once(' ')
+                    .ok_or_else(|| ParseError::unexpected("`ID STATE` lines", line))?;
+                Ok(TaggedJob {
+                    id: self.job_id(id)?,
+                    state: state.trim().to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// The argv that cancels one job when its id is appended as one more argument: the
+    /// cancel for a script that learns the id at run time (the guard).
+    fn cancel_id_prefix(&self) -> Vec<String>;
+
+    /// The command that cancels every job [`Scheduler::tagged_jobs_command`] lists, printing
+    /// the id of each job whose cancel the scheduler accepted; exit status 0 when the listing
+    /// and every cancel worked (also when there was nothing to cancel).
+    fn cancel_tagged_command(&self, tag: &str) -> Vec<String> {
+        let (Ok(list), Ok(cancel)) = (
+            crate::quote::join(self.tagged_jobs_command(tag)),
+            crate::quote::join(self.cancel_id_prefix()),
+        ) else {
+            return argv(&[
+                "sh",
+                "-c",
+                "echo 'pvlaunch: invalid session tag' >&2; exit 2",
+            ]);
+        };
+        let mut cmd = argv(&["sh", "-c", CANCEL_TAGGED, "pvlaunch-cancel-tagged"]);
+        cmd.push(list);
+        cmd.push(cancel);
+        cmd
+    }
 }
+
+/// Cancels every job the listing `$1` prints with the cancel prefix `$2`; prints the ids it
+/// cancelled.
+const CANCEL_TAGGED: &str = r#"set -f
+jobs=$(eval "$1") || exit
+rc=0
+for id in $(printf '%s\n' "$jobs" | cut -d ' ' -f 1); do
+  if eval "$2 \"\$id\"" > /dev/null; then printf '%s\n' "$id"; else rc=1; fi
+done
+exit "$rc""#;
 
 /// Convert a list of `&str` into an argv.
 fn argv(parts: &[&str]) -> Vec<String> {
@@ -649,6 +806,34 @@ fn non_empty(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_the_registry() {
+        assert_eq!(Kind::ALL.len(), REGISTRY.len());
+        for (i, e) in REGISTRY.iter().enumerate() {
+            assert_eq!(Kind::ALL[i], e.kind);
+            assert_eq!(
+                REGISTRY.iter().filter(|o| o.kind == e.kind).count(),
+                1,
+                "{} is registered once",
+                e.name
+            );
+            assert_eq!(e.kind.name(), e.name);
+            assert_eq!(e.name.parse::<Kind>(), Ok(e.kind));
+            assert_eq!(e.name.to_uppercase().parse::<Kind>(), Ok(e.kind));
+            for alias in e.aliases {
+                assert_eq!(alias.parse::<Kind>(), Ok(e.kind));
+            }
+            assert_eq!(e.kind.scheduler().kind(), e.kind);
+            assert!(UnknownKind("x".into()).to_string().contains(e.name));
+        }
+        // Every variant is listed: this match stops compiling when one is added.
+        for kind in Kind::ALL {
+            match kind {
+                Kind::Slurm | Kind::Pbs | Kind::Torque | Kind::Lsf | Kind::None => {}
+            }
+        }
+    }
 
     #[test]
     fn kinds_round_trip_through_their_names() {
@@ -808,6 +993,10 @@ pub(crate) mod test_support {
         let mut table = String::new();
         for name in names {
             let out = fixture(kind, &name);
+            if name.starts_with("listing_") {
+                // Raw listings, read by the tagged-jobs scripts (see `run_with_fakes`).
+                continue;
+            }
             let parsed = match name.split('_').next() {
                 Some("submit") => format!("{:?}", scheduler.parse_submit(&out)),
                 Some("state") => format!("{:?}", scheduler.parse_state(&out)),
@@ -820,5 +1009,50 @@ pub(crate) mod test_support {
             writeln!(table, "{name}: {parsed}").unwrap();
         }
         table
+    }
+
+    /// The path of a fixture file.
+    pub(crate) fn fixture_path(kind: &str, file: &str) -> PathBuf {
+        dir(kind).join(file)
+    }
+
+    /// Run an argv locally as the login node would, with fake scheduler programs first on
+    /// PATH: each `(name, body)` becomes an executable `sh` script. Each fake may append its
+    /// arguments to `$FAKE_LOG` (one line per call, `name args...`).
+    pub(crate) fn run_with_fakes(
+        cmd: &[String],
+        fakes: &[(&str, &str)],
+    ) -> (CommandOutput, String) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bin = tempfile::tempdir().unwrap();
+        for (name, body) in fakes {
+            let path = bin.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let log = bin.path().join("log");
+        std::fs::write(&log, "").unwrap();
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+            .env("FAKE_LOG", &log)
+            .env("TMPDIR", bin.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.into(), std::fs::read_to_string(&log).unwrap())
+    }
+
+    /// A fake that logs its call and prints a fixture (with its status).
+    pub(crate) fn fake_printing(name: &str, kind: &str, fixture_name: &str) -> String {
+        let stdout = fixture_path(kind, &format!("{fixture_name}.stdout"));
+        let stderr = fixture_path(kind, &format!("{fixture_name}.stderr"));
+        let status = std::fs::read_to_string(fixture_path(kind, &format!("{fixture_name}.status")))
+            .map_or(0, |s| s.trim().parse().unwrap());
+        format!(
+            "echo \"{name} $*\" >> \"$FAKE_LOG\"\n[ -f '{o}' ] && cat '{o}'\n[ -f '{e}' ] && cat '{e}' >&2\nexit {status}",
+            o = stdout.display(),
+            e = stderr.display()
+        )
     }
 }

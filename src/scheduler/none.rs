@@ -13,6 +13,10 @@
 //!   or `KILLED` (no exit status: the group was signalled); nothing when the folder is gone.
 //! - Cancel: SIGTERM to the job's process group.
 //!
+//! - The session's tag: the job script carries it on its second line (`# pvlaunch-tag: TAG`),
+//!   and submit copies it to `tag` in the job's folder; the tagged jobs are the folders with
+//!   that tag whose job has not ended (`STARTING` without a pid yet, or `RUNNING`).
+//!
 //! The job's output goes to `output` in that folder unless the spec names a file. Resources,
 //! queue, account and directives mean nothing here and are refused; a wall time is enforced
 //! with `timeout`.
@@ -33,6 +37,7 @@ const SUBMIT: &str = r#"umask 077
 d=$(mktemp -d "${TMPDIR:-/tmp}/pvlaunch-job.XXXXXXXX") || exit 1
 cat > "$d/job.sh" || exit 1
 chmod 700 "$d/job.sh" || exit 1
+sed -n '2s/^# pvlaunch-tag: \([A-Za-z0-9]*\)$/\1/p' "$d/job.sh" > "$d/tag"
 setsid sh -c '"$1/job.sh" > "$1/output" 2>&1 < /dev/null; echo "$?" > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"' pvlaunch-job "$d" > /dev/null 2>&1 < /dev/null &
 echo "$!" > "$d/pid"
 echo "${d##*/pvlaunch-job.}""#;
@@ -45,6 +50,18 @@ elif [ ! -s "$d/pid" ]; then echo STARTING
 elif kill -0 "$(cat "$d/pid")" 2>/dev/null; then echo "RUNNING $(uname -n)"
 else echo KILLED
 fi"#;
+
+/// Lists this user's unfinished jobs tagged `$1` as `ID STATE`.
+const TAGGED: &str = r#"for d in "${TMPDIR:-/tmp}"/pvlaunch-job.*; do
+  [ -d "$d" ] && [ -r "$d/tag" ] || continue
+  [ "$(cat "$d/tag")" = "$1" ] || continue
+  [ -f "$d/exit" ] && continue
+  id=${d##*/pvlaunch-job.}
+  if [ ! -s "$d/pid" ]; then echo "$id STARTING"
+  elif kill -0 "$(cat "$d/pid")" 2>/dev/null; then echo "$id RUNNING"
+  fi
+done
+exit 0"#;
 
 /// Signals the job's process group.
 const CANCEL: &str = r#"d="${TMPDIR:-/tmp}/pvlaunch-job.$1"
@@ -96,6 +113,11 @@ impl Scheduler for Direct {
             ));
         }
         let mut s = format!("#!{SCRIPT_SHELL}\n");
+        if let Some(tag) = super::checked_tag(spec, Kind::None)? {
+            s.push_str("# pvlaunch-tag: ");
+            s.push_str(tag);
+            s.push('\n');
+        }
         if let Some(o) = &spec.output_path {
             one_line("output path", o)?;
             s.push_str("exec > ");
@@ -186,6 +208,14 @@ impl Scheduler for Direct {
 
     fn cancel_command(&self, id: &JobId) -> Vec<String> {
         argv(&["sh", "-c", CANCEL, "pvlaunch-cancel", id.as_str()])
+    }
+
+    fn tagged_jobs_command(&self, tag: &str) -> Vec<String> {
+        argv(&["sh", "-c", TAGGED, "pvlaunch-tagged", tag])
+    }
+
+    fn cancel_id_prefix(&self) -> Vec<String> {
+        argv(&["sh", "-c", CANCEL, "pvlaunch-cancel"])
     }
 
     fn parse_cancel(&self, out: &CommandOutput) -> Result<Cancel, ParseError> {
@@ -415,5 +445,61 @@ mod tests {
                 .unwrap(),
             Cancel::AlreadyGone
         );
+    }
+
+    #[test]
+    fn tagged_jobs_are_found_in_their_folders_and_cancelled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tmp.path();
+        let tagged = |tag: &str| {
+            Direct
+                .parse_tagged_jobs(&run(tmp, &Direct.tagged_jobs_command(tag), ""))
+                .unwrap()
+        };
+        assert_eq!(tagged("1a2b3c4d"), vec![]);
+        let job = |tag: Option<&str>| JobSpec {
+            command: ["sleep", "30"].map(String::from).to_vec(),
+            tag: tag.map(String::from),
+            ..JobSpec::new("t")
+        };
+        let script = Direct.render_script(&job(Some("1a2b3c4d"))).unwrap();
+        assert!(script.starts_with("#!/bin/bash\n# pvlaunch-tag: 1a2b3c4d\n"));
+        let ours = Direct
+            .parse_submit(&run(tmp, &Direct.submit_command(), &script))
+            .unwrap();
+        let other = Direct
+            .parse_submit(&run(
+                tmp,
+                &Direct.submit_command(),
+                &Direct.render_script(&job(Some("ffff0000"))).unwrap(),
+            ))
+            .unwrap();
+        let untagged = Direct
+            .parse_submit(&run(
+                tmp,
+                &Direct.submit_command(),
+                &Direct.render_script(&job(None)).unwrap(),
+            ))
+            .unwrap();
+        wait_for(tmp, &ours, |s| matches!(s, JobState::Running { .. }));
+        let found = tagged("1a2b3c4d");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, ours);
+        assert_eq!(found[0].state, "RUNNING");
+
+        let out = run(tmp, &Direct.cancel_tagged_command("1a2b3c4d"), "");
+        assert_eq!(
+            (out.status, out.stdout.clone()),
+            (Some(0), format!("{ours}\n"))
+        );
+        wait_for(tmp, &ours, JobState::is_finished);
+        assert_eq!(tagged("1a2b3c4d"), vec![]);
+        for id in [&other, &untagged] {
+            assert!(matches!(
+                wait_for(tmp, id, |_| true),
+                JobState::Running { .. } | JobState::Queued { .. }
+            ));
+            run(tmp, &Direct.cancel_command(id), "");
+        }
     }
 }

@@ -13,6 +13,11 @@
 //!   `S`/`U` suspended and anything else unknown. An unknown job is `Unknown Job Id` (or,
 //!   without `-x`, `Job has finished`) on stderr: gone.
 //! - Cancel: `qdel ID`.
+//! - The session's tag: the job is named `NAME-TAG` (`-N`), shortened to PBS Professional's
+//!   236 characters, and to 15 on Torque (POSIX qsub's limit, which older Torque servers
+//!   enforce); the name part is cut, never the tag. `qselect -N` needs the whole name, so the
+//!   tagged jobs are found with `qselect -u USER` and the names in `qstat -f`. Jobs are
+//!   submitted with `-r n` (not rerunnable).
 //!
 //! Directive values must be plain words: qsub's own splitting of `#PBS` lines is not relied
 //! on for anything else.
@@ -48,6 +53,27 @@ impl Pbs {
         self.flavor
     }
 }
+
+/// Lists this user's unfinished jobs named `*-$1` as `ID STATE` (`qstat -f` attributes,
+/// continuation lines joined).
+const TAGGED: &str = r#"u=$(id -un) || exit
+ids=$(qselect -u "$u") || exit
+[ -n "$ids" ] || exit 0
+set -f
+out=$(qstat -f $ids 2>&1); rc=$?
+case $out in *"Job Id:"*) ;; *) [ "$rc" -eq 0 ] && exit 0; printf '%s\n' "$out" >&2; exit "$rc" ;; esac
+printf '%s\n' "$out" | awk -v tag="-$1" '
+function flush() {
+  n = length(name); t = length(tag)
+  if (id != "" && n >= t && substr(name, n - t + 1) == tag && state !~ /^(C|E|F|X)$/) print id, state
+  id = ""; name = ""; state = ""
+}
+/^Job Id:/ { flush(); id = $3; last = ""; next }
+/^\t/ { if (last == "name") { sub(/^\t/, ""); name = name $0 }; next }
+/^ *Job_Name = / { sub(/^ *Job_Name = /, ""); name = $0; last = "name"; next }
+/^ *job_state = / { state = $3; last = ""; next }
+{ last = "" }
+END { flush() }'"#;
 
 /// `digits` or `digits.server.domain`.
 fn valid_id(id: &str) -> bool {
@@ -197,10 +223,14 @@ impl Scheduler for Pbs {
             s.push_str(text);
             s.push('\n');
         };
-        dir(&format!(
-            "-N {}",
-            plain_value(kind, "job name", &spec.name)?
-        ));
+        let max_name = match self.flavor {
+            PbsFlavor::OpenPbs => 236,
+            PbsFlavor::Torque => 15,
+        };
+        plain_value(kind, "job name", &spec.name)?;
+        let name = super::queue_name(spec, kind, max_name)?;
+        dir(&format!("-N {name}"));
+        dir("-r n");
         dir(&format!("-S {SCRIPT_SHELL}"));
         let (n, r) = (spec.nodes, spec.ranks_per_node);
         match self.flavor {
@@ -290,6 +320,14 @@ impl Scheduler for Pbs {
         argv(&["qdel", id.as_str()])
     }
 
+    fn tagged_jobs_command(&self, tag: &str) -> Vec<String> {
+        argv(&["sh", "-c", TAGGED, "pvlaunch-tagged", tag])
+    }
+
+    fn cancel_id_prefix(&self) -> Vec<String> {
+        argv(&["qdel"])
+    }
+
     fn parse_cancel(&self, out: &CommandOutput) -> Result<Cancel, ParseError> {
         if job_gone(&out.stderr) || out.stderr.contains("Invalid state for job - COMPLETE") {
             return Ok(Cancel::AlreadyGone);
@@ -332,6 +370,7 @@ mod tests {
             ]
             .map(String::from)
             .to_vec(),
+            tag: Some("1a2b3c4d".into()),
             ..JobSpec::new("pvserver")
         }
     }
@@ -561,5 +600,89 @@ mod tests {
     #[test]
     fn every_fixture() {
         insta::assert_snapshot!(fixture_table("pbs", &OPENPBS));
+    }
+
+    fn tagged(flavor: Pbs, qselect: &str) -> (CommandOutput, String) {
+        use crate::scheduler::test_support::{fake_printing, run_with_fakes};
+        run_with_fakes(
+            &flavor.tagged_jobs_command("1a2b3c4d"),
+            &[
+                ("qselect", &fake_printing("qselect", "pbs", qselect)),
+                ("qstat", &fake_printing("qstat", "pbs", "listing_qstat")),
+            ],
+        )
+    }
+
+    #[test]
+    fn tagged_jobs_are_found_by_the_end_of_their_name() {
+        for flavor in [OPENPBS, TORQUE] {
+            let (out, log) = tagged(flavor, "listing_qselect");
+            let jobs: Vec<String> = flavor
+                .parse_tagged_jobs(&out)
+                .unwrap()
+                .into_iter()
+                .map(|j| format!("{} {}", j.id, j.state))
+                .collect();
+            // 104 is exiting (E); 103's long name is continued on a second line.
+            assert_eq!(jobs, ["101.pbs01 R", "103.pbs01 H"]);
+            let user = std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap();
+            let user = String::from_utf8_lossy(&user.stdout);
+            assert_eq!(
+                log,
+                format!(
+                    "qselect -u {}\nqstat -f 101.pbs01 102.pbs01 103.pbs01 104.pbs01\n",
+                    user.trim()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn tagged_jobs_fail_when_the_server_is_down_and_are_none_without_jobs() {
+        let (out, _) = tagged(OPENPBS, "state_server_down");
+        assert!(!out.ok());
+        assert!(OPENPBS.parse_tagged_jobs(&out).is_err());
+        use crate::scheduler::test_support::run_with_fakes;
+        let (out, log) = run_with_fakes(
+            &OPENPBS.tagged_jobs_command("1a2b3c4d"),
+            &[
+                ("qselect", "true"),
+                ("qstat", "echo qstat >> \"$FAKE_LOG\""),
+            ],
+        );
+        assert_eq!(OPENPBS.parse_tagged_jobs(&out), Ok(vec![]));
+        assert_eq!(log, "", "no qstat without jobs");
+    }
+
+    #[test]
+    fn jobs_carry_the_tag_within_the_name_limits_and_are_not_rerun() {
+        let spec = JobSpec {
+            tag: Some("1a2b3c4d".into()),
+            ..spec()
+        };
+        let long = JobSpec {
+            name: "n".repeat(300),
+            ..spec.clone()
+        };
+        for (flavor, max) in [(OPENPBS, 236), (TORQUE, 15)] {
+            let script = flavor.render_script(&long).unwrap();
+            let name = script
+                .lines()
+                .find_map(|l| l.strip_prefix("#PBS -N "))
+                .unwrap();
+            assert_eq!(name.len(), max);
+            assert!(name.ends_with("-1a2b3c4d"));
+            assert!(script.contains("\n#PBS -r n\n"));
+        }
+        assert!(
+            OPENPBS
+                .render_script(&spec)
+                .unwrap()
+                .contains("#PBS -N pvserver-1a2b3c4d\n")
+        );
+        assert_eq!(OPENPBS.cancel_id_prefix(), ["qdel"]);
     }
 }

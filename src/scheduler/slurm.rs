@@ -12,6 +12,12 @@
 //!   (`Slurm accounting storage is disabled`) has no record: `None`, as for a job not yet
 //!   recorded.
 //! - Cancel: `scancel ID`.
+//! - The session's tag: the job is named `NAME-TAG` (`--job-name`), so `squeue -u USER -o
+//!   '%i|%T|%j'` finds it by name without its id, and a person sees which session owns it.
+//!   A comment (`--comment`) would keep the name as given, but squeue cannot select by
+//!   either, sites rewrite comments in submit plugins, and a name is shown everywhere.
+//!   Jobs are submitted with `--no-requeue`: a requeued pvserver would start again long after
+//!   its session ended.
 //!
 //! Directive values that are not plain words are written in double quotes with `\` and `"`
 //! escaped by a backslash, which is how sbatch reads `#SBATCH` lines back (its
@@ -34,6 +40,21 @@ pub struct Slurm;
 const SQUEUE_FORMAT: &str = "%T|%N|%R|%S";
 /// `sacct -o` fields.
 const SACCT_FIELDS: &str = "State,NodeList,ExitCode";
+
+/// Slurm's limit on job names is far above anything a profile writes; kept as a bound.
+const MAX_JOB_NAME: usize = 1024;
+
+/// Lists this user's unfinished jobs named `*-$1` as `ID STATE`.
+const TAGGED: &str = r#"out=$(squeue -h -u "$(id -un)" -o '%i|%T|%j') || exit
+printf '%s\n' "$out" | while IFS='|' read -r id state name; do
+  case $name in *-"$1") ;; *) continue ;; esac
+  case $state in ''|COMPLETING|COMPLETED|CANCELLED|FAILED|TIMEOUT|NODE_FAIL|PREEMPTED|BOOT_FAIL|DEADLINE|OUT_OF_MEMORY|REVOKED|STAGE_OUT) continue ;; esac
+  printf '%s %s\n' "$id" "$state"
+done"#;
+
+/// Cancels the job `$1` (`ID` or `ID;CLUSTER`).
+const CANCEL_ID: &str = r#"case $1 in *";"*) exec scancel -M "${1#*;}" "${1%%;*}" ;; esac
+exec scancel "$1""#;
 
 /// A value as sbatch reads it back from a `#SBATCH` line.
 fn directive_value<'a>(field: &'static str, value: &'a str) -> Result<Cow<'a, str>, ScriptError> {
@@ -160,11 +181,15 @@ impl Scheduler for Slurm {
         let mut dir = |option: &str, value: &str| {
             s.push_str("#SBATCH ");
             s.push_str(option);
-            s.push('=');
-            s.push_str(value);
+            if !value.is_empty() {
+                s.push('=');
+                s.push_str(value);
+            }
             s.push('\n');
         };
-        dir("--job-name", &directive_value("job name", &spec.name)?);
+        let name = super::queue_name(spec, Kind::Slurm, MAX_JOB_NAME)?;
+        dir("--job-name", &directive_value("job name", &name)?);
+        dir("--no-requeue", "");
         dir("--nodes", &spec.nodes.to_string());
         dir("--ntasks-per-node", &spec.ranks_per_node.to_string());
         if let Some(w) = spec.walltime {
@@ -313,6 +338,14 @@ impl Scheduler for Slurm {
         cmd
     }
 
+    fn tagged_jobs_command(&self, tag: &str) -> Vec<String> {
+        argv(&["sh", "-c", TAGGED, "pvlaunch-tagged", tag])
+    }
+
+    fn cancel_id_prefix(&self) -> Vec<String> {
+        argv(&["sh", "-c", CANCEL_ID, "pvlaunch-cancel"])
+    }
+
     fn parse_cancel(&self, out: &CommandOutput) -> Result<Cancel, ParseError> {
         if out.stderr.contains("already completing or completed")
             || out.stderr.contains("Invalid job id specified")
@@ -361,6 +394,7 @@ mod tests {
             ]
             .map(String::from)
             .to_vec(),
+            tag: Some("1a2b3c4d".into()),
             ..JobSpec::new("pvserver")
         }
     }
@@ -785,5 +819,118 @@ mod tests {
             out.starts_with(&expected),
             "{out:?}\ndoes not start with\n{expected:?}"
         );
+    }
+
+    fn tagged(fixture_name: &str) -> (CommandOutput, String) {
+        use crate::scheduler::test_support::{fake_printing, run_with_fakes};
+        run_with_fakes(
+            &Slurm.tagged_jobs_command("1a2b3c4d"),
+            &[("squeue", &fake_printing("squeue", "slurm", fixture_name))],
+        )
+    }
+
+    fn ids(out: &CommandOutput) -> Vec<String> {
+        Slurm
+            .parse_tagged_jobs(out)
+            .unwrap()
+            .into_iter()
+            .map(|j| format!("{} {}", j.id, j.state))
+            .collect()
+    }
+
+    #[test]
+    fn tagged_jobs_are_this_users_unfinished_jobs_named_with_the_tag() {
+        let (out, log) = tagged("listing_recorded");
+        assert_eq!(ids(&out), ["4 PENDING", "3 PENDING", "1 RUNNING"]);
+        let user = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(log, format!("squeue -h -u {} -o %i|%T|%j\n", user.trim()));
+        let (out, _) = tagged("listing_after_cancel_recorded");
+        assert_eq!(ids(&out), ["3 PENDING", "4 RUNNING"]);
+        // Completing counts as ended; another tag, or the tag without its dash, is not ours.
+        let (out, _) = tagged("listing_completing");
+        assert_eq!(ids(&out), ["10 SUSPENDED"]);
+    }
+
+    #[test]
+    fn tagged_jobs_fail_when_the_controller_is_down() {
+        let (out, _) = tagged("state_controller_down");
+        assert_eq!(out.status, Some(1));
+        assert!(out.stdout.is_empty());
+        assert!(matches!(
+            Slurm.parse_tagged_jobs(&out),
+            Err(ParseError::CommandFailed { .. })
+        ));
+    }
+
+    #[test]
+    fn cancel_tagged_cancels_each_listed_job_and_names_it() {
+        use crate::scheduler::test_support::{fake_printing, run_with_fakes};
+        let scancel = "echo \"scancel $*\" >> \"$FAKE_LOG\"; [ \"$1\" != 3 ]";
+        let (out, log) = run_with_fakes(
+            &Slurm.cancel_tagged_command("1a2b3c4d"),
+            &[
+                (
+                    "squeue",
+                    &fake_printing("squeue", "slurm", "listing_recorded"),
+                ),
+                ("scancel", scancel),
+            ],
+        );
+        // 3 fails (say, the controller went away): reported by the status, the others printed.
+        assert_eq!((out.status, out.stdout.as_str()), (Some(1), "4\n1\n"));
+        assert!(log.ends_with("scancel 4\nscancel 3\nscancel 1\n"), "{log}");
+        let (out, _) = run_with_fakes(
+            &Slurm.cancel_tagged_command("1a2b3c4d"),
+            &[(
+                "squeue",
+                &fake_printing("squeue", "slurm", "state_controller_down"),
+            )],
+        );
+        assert_eq!(out.status, Some(1));
+    }
+
+    #[test]
+    fn cancel_by_id_for_scripts_knows_clusters() {
+        use crate::scheduler::test_support::run_with_fakes;
+        for (id, expected) in [("42", "scancel 42\n"), ("42;alps", "scancel -M alps 42\n")] {
+            let mut cmd = Slurm.cancel_id_prefix();
+            cmd.push(id.into());
+            let (out, log) =
+                run_with_fakes(&cmd, &[("scancel", "echo \"scancel $*\" >> \"$FAKE_LOG\"")]);
+            assert!(out.ok());
+            assert_eq!(log, expected);
+            let mut joined = Slurm.cancel_command(&Slurm.job_id(id).unwrap());
+            joined.insert(0, "scancel".into());
+            assert_eq!(format!("{}\n", joined[1..].join(" ")), expected);
+        }
+    }
+
+    #[test]
+    fn jobs_carry_the_tag_and_are_not_requeued() {
+        let spec = JobSpec {
+            tag: Some("1a2b3c4d".into()),
+            command: vec!["pvserver".into()],
+            ..JobSpec::new("pvserver")
+        };
+        let script = Slurm.render_script(&spec).unwrap();
+        assert!(script.contains("#SBATCH --job-name=pvserver-1a2b3c4d\n#SBATCH --no-requeue\n"));
+        let bad = JobSpec {
+            tag: Some("1a2b'x".into()),
+            ..spec
+        };
+        assert!(matches!(
+            Slurm.render_script(&bad),
+            Err(ScriptError::Unrepresentable {
+                field: "session tag",
+                ..
+            })
+        ));
     }
 }

@@ -225,6 +225,8 @@ impl Firewall {
 pub struct SiteConfig {
     pub firewall: Firewall,
     pub sshd: BTreeMap<Host, BTreeMap<String, String>>,
+    /// The test user's login shell per host, where it is not /bin/bash.
+    pub login_shell: BTreeMap<Host, String>,
 }
 
 impl SiteConfig {
@@ -236,6 +238,13 @@ impl SiteConfig {
             .entry(host)
             .or_default()
             .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The test user's login shell on `host` (what sshd runs remote commands with), e.g.
+    /// `(Host::Login, "/usr/bin/tcsh")`.
+    pub fn login_shell(mut self, host: Host, shell: &str) -> Self {
+        self.login_shell.insert(host, shell.to_string());
         self
     }
 
@@ -794,7 +803,21 @@ impl Sandbox {
         assert!(out.success(), "setting the firewall failed:\n{out}");
         for host in Host::ALL.into_iter().filter(|h| h.has_sshd()) {
             self.sshd_set(host, cfg.sshd.get(&host));
+            self.login_shell_set(host, cfg.login_shell.get(&host));
         }
+    }
+
+    fn login_shell_set(&self, host: Host, shell: Option<&String>) {
+        let shell = shell.map_or("--default", String::as_str);
+        let out = sandbox_cmd(
+            &self.id,
+            &["login-shell", host.name(), shell],
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.success(),
+            "setting the login shell on {host} failed:\n{out}"
+        );
     }
 
     fn sshd_set(&self, host: Host, settings: Option<&BTreeMap<String, String>>) {
@@ -828,6 +851,10 @@ impl Sandbox {
             let new = cfg.sshd.get(&host).filter(|m| !m.is_empty());
             if old != new {
                 self.sshd_set(host, new);
+            }
+            let (old, new) = (prev.login_shell.get(&host), cfg.login_shell.get(&host));
+            if old != new {
+                self.login_shell_set(host, new);
             }
         }
     }

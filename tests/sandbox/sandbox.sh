@@ -39,6 +39,9 @@ commands:
                                 restart HOST's sshd with settings changed, e.g.
                                 GatewayPorts=clientspecified AllowTcpForwarding=no
                                 AllowStreamLocalForwarding=no (--defaults: OpenSSH's defaults)
+  login-shell HOST SHELL|--default
+                                the test user's login shell on HOST (e.g. /usr/bin/tcsh):
+                                what sshd runs remote commands with (--default: /bin/bash)
   firewall direct|gate          direct: desk reaches login:22 and gate:22, login reaches desk;
                                 gate: desk reaches gate:22 only
   pid HOST                      pid of HOST's process 1 (nsenter -t PID --net --uts --mount --pid)
@@ -123,6 +126,7 @@ main() {
   leaks) sb_leaks "$@" ;;
   reset) sb_reset ;;
   sshd-set) sb_sshd_set "$@" ;;
+  login-shell) sb_login_shell "$@" ;;
   firewall) sb_firewall_set "$@" ;;
   pid)
     local host=${1:?pid needs a host}

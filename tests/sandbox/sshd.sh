@@ -125,3 +125,34 @@ sb_sshd_set() {
 sb_not_listening() {
   ! sb_listening "$1" "$2"
 }
+
+# sb_login_shell HOST SHELL|--default: the test user's login shell for sshd on HOST (what it
+# runs remote commands with: SHELL -c STRING). A copy of /etc/passwd with that shell is
+# bind-mounted over /etc/passwd in HOST's mount namespace only; the machine's own file and the
+# other hosts keep /bin/bash. --default removes the copy.
+sb_login_shell() {
+  local host=${1:-} shell=${2:-}
+  [[ -n $host && -n $shell ]] || sb_die "usage: login-shell HOST SHELL|--default"
+  local is_sshd_host=0 h
+  for h in "${SB_SSHD_HOSTS[@]}"; do [[ $h == "$host" ]] && is_sshd_host=1; done
+  ((is_sshd_host)) || sb_die "no sshd on '$host' (sshd runs on ${SB_SSHD_HOSTS[*]})"
+  if [[ $shell != --default ]]; then
+    [[ $shell == /* && -x $shell && ! -d $shell ]] ||
+      sb_die "login shell '$shell' is not an absolute path to a program (install it first)"
+  fi
+  sb_lock
+  [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
+  local copy=$SB_DIR/hosts/$host/passwd i
+  for ((i = 0; i < 10; i++)); do
+    sb_root "$host" grep -q ' /etc/passwd ' /proc/self/mountinfo || break
+    sb_root "$host" umount /etc/passwd
+  done
+  rm -f "$copy"
+  if [[ $shell != --default ]]; then
+    awk -F: -v OFS=: -v u="$SB_USER" -v s="$shell" '$1 == u { $7 = s } { print }' /etc/passwd >"$copy"
+    chmod 644 "$copy"
+    sb_root "$host" mount --bind "$copy" /etc/passwd
+  fi
+  printf 'sandbox[%s]: login shell of %s on %s: %s\n' "$SB_ID" "$SB_USER" "$host" \
+    "$(sb_root "$host" getent passwd "$SB_USER" | cut -d: -f7)" >&2
+}
