@@ -272,7 +272,22 @@ fn hostile_option_values_reach_the_job_as_literal_text() {
         .run(Host::Login, "squeue -h -o '%j'")
         .assert_success()
         .stdout;
-    assert_eq!(names.trim(), format!("pv{mark}"), "the job name is literal");
+    let name = names.trim();
+    assert!(
+        name.starts_with(&format!("pv{mark}-")) && name.len() == format!("pv{mark}-").len() + 8,
+        "the job name is literal, with the session's tag: {name}"
+    );
+    // A <Setup> line of the job script, run by bash on the compute node under Slurm, got the
+    // value as one literal word, unquoted and inside double quotes.
+    let written = sb
+        .run(Host::Login, "cat ~/.cache/pvlaunch/hostile-mark.txt")
+        .assert_success()
+        .stdout;
+    assert_eq!(
+        written,
+        format!("{mark}\n{mark}\n"),
+        "the setup line's output"
+    );
     // pvserver's own argv on the compute node.
     let args = sb
         .run_root(

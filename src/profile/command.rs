@@ -95,13 +95,23 @@ pub fn substitute_once(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Substituted, SubstitutionError> {
+    substitute_once_at(text, |name, _| lookup(name))
+}
+
+/// [`substitute_once`], telling `lookup` where in `text` (a byte offset) each reference starts,
+/// for values quoted according to their place in the text.
+pub fn substitute_once_at(
+    text: &str,
+    mut lookup: impl FnMut(&str, usize) -> Option<String>,
+) -> Result<Substituted, SubstitutionError> {
     let mut out = String::with_capacity(text.len());
     let mut unknown = BTreeSet::new();
     let mut rest = text;
     while let Some((start, end)) = first_reference(rest) {
         out.push_str(&rest[..start]);
         let name = &rest[start + 1..end - 1];
-        match lookup(name) {
+        let at = text.len() - rest.len() + start;
+        match lookup(name, at) {
             Some(v) => out.push_str(&v),
             None => {
                 unknown.insert(name.to_string());

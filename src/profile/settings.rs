@@ -24,6 +24,9 @@ pub struct Value {
     /// Where it sits below `<PVLaunch>`, e.g. `Job@walltime`.
     #[serde(skip)]
     pub at: String,
+    /// `<Setup raw="true">`: values are pasted as they are (the profile asks for shell code).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 impl Value {
@@ -32,8 +35,101 @@ impl Value {
             text: text.to_string(),
             offset,
             at,
+            raw: false,
         }
     }
+}
+
+/// Where a substituted value lands, which decides how it is kept one word there (the rule in
+/// docs/profile-format.md, "Values in commands"): a `$NAME$` never adds words, options, lines or
+/// shell code, unless a `<Setup raw="true">` line asks for shell code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A whole value that its own parser checks (a host, a count, a port).
+    Value,
+    /// A shell line of the job script: each value POSIX-quoted.
+    Shell,
+    /// A shell line the profile marked raw: values pasted as they are.
+    RawShell,
+    /// A scheduler directive: a value may not contain blanks or quotes (the scheduler's own
+    /// parser would split it into more options).
+    Directive,
+    /// A command split like ParaView's (the launcher): each value quoted for that split.
+    Command,
+}
+
+/// Where a position in a POSIX shell line is, as far as quoting goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShellQuote {
+    None,
+    Single,
+    Double,
+}
+
+/// Follows the quoting of a shell line left to right, skipping the `$NAME$` references.
+#[derive(Debug)]
+struct ShellContext {
+    state: ShellQuote,
+    escaped: bool,
+    cursor: usize,
+}
+
+impl ShellContext {
+    fn new() -> ShellContext {
+        ShellContext {
+            state: ShellQuote::None,
+            escaped: false,
+            cursor: 0,
+        }
+    }
+
+    /// The quoting at byte `at` of `line`; the reference there spans `len` bytes.
+    fn at(&mut self, line: &str, at: usize, len: usize) -> ShellQuote {
+        for c in line[self.cursor.min(at)..at].chars() {
+            if self.escaped {
+                self.escaped = false;
+                continue;
+            }
+            self.state = match (self.state, c) {
+                (ShellQuote::None, '\\') | (ShellQuote::Double, '\\') => {
+                    self.escaped = true;
+                    self.state
+                }
+                (ShellQuote::None, '\'') => ShellQuote::Single,
+                (ShellQuote::Single, '\'') => ShellQuote::None,
+                (ShellQuote::None, '"') => ShellQuote::Double,
+                (ShellQuote::Double, '"') => ShellQuote::None,
+                (s, _) => s,
+            };
+        }
+        self.cursor = at + len;
+        self.state
+    }
+}
+
+/// `value` as literal text at a place of a shell line with quoting `q`: never code, one word.
+fn shell_literal(value: &str, q: ShellQuote) -> String {
+    match q {
+        ShellQuote::None => crate::quote::quote(value)
+            .map(|v| v.into_owned())
+            .unwrap_or_else(|_| "''".into()),
+        ShellQuote::Single => value.replace('\'', "'\\''"),
+        ShellQuote::Double => {
+            let mut out = String::with_capacity(value.len());
+            for c in value.chars() {
+                if matches!(c, '\\' | '$' | '`' | '"') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        }
+    }
+}
+
+/// `value` quoted for [`crate::profile::command::split`]: one word whatever it holds.
+fn quote_for_split(value: &str) -> String {
+    format!("\"{}\"", value.replace('"', "\"\"\""))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,7 +233,7 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         element: "Setup",
-        attrs: &["line"],
+        attrs: &["line", "raw"],
         required: &["line"],
         children: &[],
     },
@@ -311,7 +407,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             name: get_or(job, "name", "pvserver", at),
             queue_timeout: get_or(job, "queue-timeout", "86400", at),
             directives: children_values(job, "Directive", "value"),
-            setup: children_values(job, "Setup", "line"),
+            setup: setup_values(job),
         },
         pvserver: PvServer {
             exec: get_or(pvserver, "exec", "pvserver", at),
@@ -357,6 +453,22 @@ fn children_values(el: Option<&Element>, name: &str, attr: &str) -> Vec<Value> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// The `<Setup line raw>` children, with `raw="true"` kept on the value.
+fn setup_values(el: Option<&Element>) -> Vec<Value> {
+    let Some(el) = el else { return vec![] };
+    el.children
+        .iter()
+        .filter(|c| c.name == "Setup")
+        .filter_map(|c| {
+            c.attr_entry("line").map(|a| {
+                let mut v = Value::new(&a.value, a.offset, format!("{}/Setup@line", el.name));
+                v.raw = c.attr_entry("raw").is_some_and(|r| r.value == "true");
+                v
+            })
+        })
+        .collect()
 }
 
 /// A problem with one value: the value, the message, and a hint.
@@ -774,15 +886,31 @@ impl Settings {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Launch, Vec<SettingsProblem>> {
         let mut problems = Vec::new();
-        let mut sub = |v: &Value, extra: &[(&str, String)]| -> Value {
-            let found = |n: &str| {
-                extra
+        let mut sub_in = |v: &Value, extra: &[(&str, String)], place: Place| -> Value {
+            let not_one_word = std::cell::RefCell::new(Vec::<String>::new());
+            let mut shell = ShellContext::new();
+            let found = |n: &str, at: usize| {
+                let value = extra
                     .iter()
                     .find(|(k, _)| *k == n)
                     .map(|(_, v)| v.clone())
-                    .or_else(|| lookup(n))
+                    .or_else(|| lookup(n))?;
+                Some(match place {
+                    Place::Value | Place::RawShell => value,
+                    Place::Shell => shell_literal(&value, shell.at(&v.text, at, n.len() + 2)),
+                    Place::Directive => {
+                        if value
+                            .chars()
+                            .any(|c| c.is_whitespace() || matches!(c, '\'' | '"' | '\\'))
+                        {
+                            not_one_word.borrow_mut().push(n.to_string());
+                        }
+                        value
+                    }
+                    Place::Command => quote_for_split(&value),
+                })
             };
-            let s = match super::command::substitute_once(&v.text, found) {
+            let s = match super::command::substitute_once_at(&v.text, found) {
                 Ok(s) => s,
                 Err(e) => {
                     problems.push((
@@ -794,6 +922,18 @@ impl Settings {
                     return v.clone();
                 }
             };
+            for n in not_one_word.borrow().iter() {
+                problems.push((
+                    v.offset,
+                    v.at.clone(),
+                    format!(
+                        "the value of ${n}$ would split this scheduler directive into more options (it holds blanks or quotes)"
+                    ),
+                    Some(
+                        "a value in a <Directive> must be one word; give each option its own <Directive>".into(),
+                    ),
+                ));
+            }
             if !s.unknown.is_empty() {
                 problems.push((
                     v.offset,
@@ -814,10 +954,11 @@ impl Settings {
                 text: s.text,
                 offset: v.offset,
                 at: v.at.clone(),
+                raw: v.raw,
             }
         };
-        let nodes = sub(&self.job.nodes, &[]);
-        let ranks = sub(&self.job.ranks_per_node, &[]);
+        let nodes = sub_in(&self.job.nodes, &[], Place::Value);
+        let ranks = sub_in(&self.job.ranks_per_node, &[], Place::Value);
         // The counts the launcher and directives may use; a refused count is reported below.
         let n = u64::from(parse_nodes(&nodes.text).unwrap_or(1));
         let r = u64::from(parse_ranks(&ranks.text).unwrap_or(1));
@@ -828,35 +969,85 @@ impl Settings {
         ];
         let resolved = Settings {
             login: Login {
-                host: sub(&self.login.host, &[]),
-                user: self.login.user.as_ref().map(|v| sub(v, &[])),
-                jump: self.login.jump.as_ref().map(|v| sub(v, &[])),
-                port: self.login.port.as_ref().map(|v| sub(v, &[])),
+                host: sub_in(&self.login.host, &[], Place::Value),
+                user: self
+                    .login
+                    .user
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                jump: self
+                    .login
+                    .jump
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                port: self
+                    .login
+                    .port
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
             },
             job: Job {
-                scheduler: sub(&self.job.scheduler, &[]),
+                scheduler: sub_in(&self.job.scheduler, &[], Place::Value),
                 nodes,
                 ranks_per_node: ranks,
-                walltime: self.job.walltime.as_ref().map(|v| sub(v, &[])),
-                partition: self.job.partition.as_ref().map(|v| sub(v, &[])),
-                account: self.job.account.as_ref().map(|v| sub(v, &[])),
-                name: sub(&self.job.name, &[]),
-                queue_timeout: sub(&self.job.queue_timeout, &[]),
-                directives: self.job.directives.iter().map(|v| sub(v, &extra)).collect(),
-                setup: self.job.setup.iter().map(|v| sub(v, &extra)).collect(),
+                walltime: self
+                    .job
+                    .walltime
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                partition: self
+                    .job
+                    .partition
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                account: self
+                    .job
+                    .account
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                name: sub_in(&self.job.name, &[], Place::Value),
+                queue_timeout: sub_in(&self.job.queue_timeout, &[], Place::Value),
+                directives: self
+                    .job
+                    .directives
+                    .iter()
+                    .map(|v| sub_in(v, &extra, Place::Directive))
+                    .collect(),
+                setup: self
+                    .job
+                    .setup
+                    .iter()
+                    .map(|v| {
+                        let place = if v.raw { Place::RawShell } else { Place::Shell };
+                        sub_in(v, &extra, place)
+                    })
+                    .collect(),
             },
             pvserver: PvServer {
-                exec: sub(&self.pvserver.exec, &[]),
-                launcher: sub(&self.pvserver.launcher, &extra),
-                args: self.pvserver.args.iter().map(|v| sub(v, &extra)).collect(),
+                exec: sub_in(&self.pvserver.exec, &[], Place::Value),
+                launcher: sub_in(&self.pvserver.launcher, &extra, Place::Command),
+                args: self
+                    .pvserver
+                    .args
+                    .iter()
+                    .map(|v| sub_in(v, &extra, Place::Value))
+                    .collect(),
             },
             connection: Connection {
-                recipe: sub(&self.connection.recipe, &[]),
-                client_port: self.connection.client_port.as_ref().map(|v| sub(v, &[])),
-                remote_port: sub(&self.connection.remote_port, &[]),
-                connect_timeout: sub(&self.connection.connect_timeout, &[]),
-                connect_id: sub(&self.connection.connect_id, &[]),
-                relay_program: self.connection.relay_program.as_ref().map(|v| sub(v, &[])),
+                recipe: sub_in(&self.connection.recipe, &[], Place::Value),
+                client_port: self
+                    .connection
+                    .client_port
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                remote_port: sub_in(&self.connection.remote_port, &[], Place::Value),
+                connect_timeout: sub_in(&self.connection.connect_timeout, &[], Place::Value),
+                connect_id: sub_in(&self.connection.connect_id, &[], Place::Value),
+                relay_program: self
+                    .connection
+                    .relay_program
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
             },
         };
         let mut checks = Vec::new();
