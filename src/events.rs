@@ -454,6 +454,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// How this reporter shows events.
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
     pub fn new(style: Style) -> Reporter {
         let (sink, terminal) = match style {
             Style::Human => (Sink::Stderr, std::io::stderr().is_terminal()),

@@ -97,8 +97,10 @@ async fn drive(
         });
     }
     if let Some(cmd) = &resolved.command {
-        *command =
-            Some(start_command(cmd, &resolved.all_variables).map_err(|e| (Code::Failure, e))?);
+        *command = Some(
+            start_command(cmd, &resolved.all_variables, reporter.style())
+                .map_err(|e| (Code::Failure, e))?,
+        );
         settle(cmd, command.as_mut().expect("started"))
             .await
             .map_err(|e| (Code::Job, e))?;
@@ -133,9 +135,13 @@ async fn wait(child: &mut Option<Child>) -> std::io::Result<std::process::ExitSt
 }
 
 /// Start the command as ParaView does: no shell, option values in the environment.
+/// Start the server's command. Its stdout goes to pvlaunch's stdout only under ParaView (which
+/// shows a command's stdout as its debug output); otherwise to stderr, so that `--json` stdout
+/// carries events only.
 fn start_command(
     cmd: &ResolvedCommand,
     variables: &BTreeMap<String, String>,
+    style: crate::events::Style,
 ) -> Result<Child, String> {
     if cmd.argv.is_empty() {
         return Err("the server's command is empty".into());
@@ -143,7 +149,11 @@ fn start_command(
     let mut c = process::command(&cmd.argv, Kind::Group);
     c.env_clear()
         .envs(variables)
-        .stdout(Stdio::inherit())
+        .stdout(if style == crate::events::Style::Plain {
+            Stdio::inherit()
+        } else {
+            Stdio::from(std::io::stderr())
+        })
         .stderr(Stdio::inherit());
     c.spawn()
         .map_err(|e| format!("cannot run `{}`: {e}", cmd.argv[0]))

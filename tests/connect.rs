@@ -102,7 +102,7 @@ fn reverse_recipe_session_reads_data_from_both_ranks() {
     );
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("demo: data from server ranks 0 1"),
+        out.stderr.contains("demo: data from server ranks 0 1"),
         "{}",
         out.stdout
     );
@@ -362,8 +362,15 @@ fn a_plain_pvsc_server_runs_its_command_as_paraview_would() {
         SESSION_TIMEOUT,
     );
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("fetch: ranks 0 1"), "{}", out.stdout);
+    assert!(out.stderr.contains("fetch: ranks 0 1"), "{}", out.stdout);
     assert!(has_event(&out.stdout, "client_listening"));
+    // The server command's and the client's output go to stderr: stdout is events only.
+    for line in out.stdout.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not an event on stdout: {line:?}"
+        );
+    }
     sb.assert_no_leaks();
 }
 
@@ -433,7 +440,7 @@ fn auto_chooses_the_relay_when_gateway_ports_is_no() {
         SESSION_TIMEOUT,
     );
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("fetch: ranks 0 1"), "{}", out.stdout);
+    assert!(out.stderr.contains("fetch: ranks 0 1"), "{}", out.stdout);
     let evs = events(&out.stdout);
     let chosen = evs
         .iter()
@@ -500,7 +507,7 @@ fn event<'a>(evs: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value 
 #[track_caller]
 fn assert_forward_session(out: &sandbox::Output) {
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    assert!(out.stderr.contains("fetch: ranks 0 1"), "{out}");
     let evs = events(&out.stdout);
     let names: Vec<&str> = evs.iter().filter_map(|e| e["event"].as_str()).collect();
     let order = [
@@ -629,7 +636,7 @@ fn two_hop_and_reverse_two_hop_through_a_proxyjump_alias_in_ssh_config() {
     let (gate, login) = (logins(sb, Host::Gate), logins(sb, Host::Login));
     let out = two_hop_fetch(sb, "two-hop-alias --recipe reverse-two-hop");
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    assert!(out.stderr.contains("fetch: ranks 0 1"), "{out}");
     assert_eq!(logins(sb, Host::Gate) - gate, 1, "one login on gate");
     assert_eq!(
         logins(sb, Host::Login) - login,
@@ -661,7 +668,7 @@ fn reverse_two_hop_with_gateway_ports_no_and_no_relay() {
         .assert_success();
     let out = two_hop_fetch(sb, "reverse-two-hop");
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    assert!(out.stderr.contains("fetch: ranks 0 1"), "{out}");
     let evs = events(&out.stdout);
     assert_eq!(event(&evs, "plan")["recipe"], "reverse-two-hop");
     let forward = event(&evs, "forward_opened");
@@ -692,7 +699,7 @@ fn auto_falls_back_to_the_jobs_own_hop_when_no_relay_runs() {
     install_two_hop(sb);
     let out = two_hop_fetch(sb, "auto-no-relay");
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(out.stdout.contains("fetch: ranks 0 1"), "{out}");
+    assert!(out.stderr.contains("fetch: ranks 0 1"), "{out}");
     let chosen: Vec<String> = events(&out.stdout)
         .iter()
         .filter(|e| e["event"] == "recipe_chosen")
@@ -1157,7 +1164,7 @@ fn reverse_session_with_login_shell(shell: &str) {
     );
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("demo: data from server ranks 0 1"),
+        out.stderr.contains("demo: data from server ranks 0 1"),
         "{}",
         out.stdout
     );
