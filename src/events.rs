@@ -26,6 +26,10 @@ pub enum Event {
         port: u16,
         mode: String,
     },
+    /// `--client wait`: pvlaunch waits for a client the person starts, listening on `url`.
+    WaitingForClient {
+        url: String,
+    },
     /// Authenticating to the login node (a password or 2FA prompt may follow).
     SshConnecting {
         destination: String,
@@ -119,6 +123,9 @@ impl Event {
     fn phase(&self) -> Option<String> {
         Some(match self {
             Event::ClientListening { port, .. } => format!("client listening on port {port}"),
+            Event::WaitingForClient { url } => {
+                format!("waiting for your client to listen on {url}")
+            }
             Event::SshConnecting { destination } => format!("connecting to {destination}"),
             Event::JobSubmitted { job_id, .. } => format!("job {job_id} submitted"),
             Event::JobQueued {
@@ -166,6 +173,9 @@ impl Event {
             Event::ClientListening { port, mode } => {
                 format!("client ({mode}) listening on port {port}")
             }
+            Event::WaitingForClient { url } => format!(
+                "start your ParaView client now: File > Connect, a server with resource {url} (pvlaunch waits for it to listen)"
+            ),
             Event::SshConnecting { destination } => {
                 format!("connecting to {destination} (answer any prompt once)")
             }
@@ -310,6 +320,7 @@ impl Event {
                 .into_iter()
                 .for_each(text),
             Event::ClientListening { port: _, mode } => text(mode),
+            Event::WaitingForClient { url } => text(url),
             Event::SshConnecting { destination } => text(destination),
             Event::SshConnected {
                 destination,

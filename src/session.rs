@@ -323,6 +323,9 @@ async fn start_listening_client(
             Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
         }
     }
+    if plan.client == Mode::Wait {
+        reporter.emit(Event::WaitingForClient { url: url.clone() });
+    }
     if let Err(e) =
         client::wait_listening(plan.client_port, held.client.as_mut(), CLIENT_START_TIMEOUT).await
     {

@@ -478,10 +478,12 @@ impl Master {
             source,
         })?;
         let mut pipe = child.stderr.take().expect("piped");
+        // Untrusted and unbounded (a banner, a hostile server): its last lines are kept.
         let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s).await;
-            s
+            match read_bounded(&mut pipe, STDERR_LIMIT, Keep::Tail).await {
+                Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(_) => String::new(),
+            }
         });
         let mut master = Master {
             target,

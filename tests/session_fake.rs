@@ -487,3 +487,46 @@ fn a_closed_stderr_does_not_abort_the_cleanup() {
     f.wait_job("101", "CANCELLED", Duration::from_secs(10));
     f.assert_nothing_left();
 }
+
+#[test]
+fn client_wait_says_where_to_point_the_client_then_goes_on_once_it_listens() {
+    use std::io::BufRead;
+    let f = Fake::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    f.profile(&format!(
+        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse" client-port="{port}" connect-id="none"/></PVLaunch></Server>"#
+    ));
+    let mut child = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = stdout.lines();
+    let mut seen = vec![];
+    let waiting = loop {
+        let line = lines.next().expect("an event").unwrap();
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seen.push(ev["event"].as_str().unwrap().to_string());
+        if ev["event"] == "waiting_for_client" {
+            break ev;
+        }
+        assert_ne!(ev["event"], "done", "{seen:?}");
+    };
+    assert_eq!(waiting["url"], format!("csrc://localhost:{port}"));
+    // The person's client starts listening.
+    let _client = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let rest: Vec<serde_json::Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let status = child.wait().unwrap();
+    assert!(
+        rest.iter().any(|e| e["event"] == "client_listening"),
+        "{rest:?}"
+    );
+    // The fake forward faces no compute node: the reverse recipe stops there, as designed.
+    assert_eq!(status.code(), Some(6), "{rest:?}");
+    f.assert_nothing_left();
+}

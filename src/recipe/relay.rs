@@ -74,6 +74,13 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Failur
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let mut r = BufReader::new(stderr).lines();
             while let Ok(Some(l)) = r.next_line().await {
+                // Only the last lines are shown; keep the text bounded whatever ssh prints.
+                if err.len() > 64 * 1024 {
+                    let cut = (err.len() - 32 * 1024..err.len())
+                        .find(|&i| err.is_char_boundary(i))
+                        .unwrap_or(err.len());
+                    err.drain(..cut);
+                }
                 err.push_str(&l);
                 err.push('\n');
             }
