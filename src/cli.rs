@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::profile::settings::Recipe;
+
 use clap::{Args, Parser, Subcommand};
 
 /// Open a ParaView session on an HPC cluster from one command.
@@ -142,14 +144,11 @@ pub enum ClientChoice {
     None,
 }
 
-/// The connection recipe, overriding the profile's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RecipeChoice {
-    Auto,
-    Reverse,
-    Relay,
-    TwoHop,
-    ReverseTwoHop,
+/// `--recipe`: the profile layer's own list of recipes, so there is one list.
+fn recipe_parser() -> impl clap::builder::TypedValueParser<Value = Recipe> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Recipe::ALL.map(Recipe::name))
+        .map(|s| s.parse::<Recipe>().expect("a listed name"))
 }
 
 #[derive(Debug, Args)]
@@ -178,8 +177,8 @@ pub struct ConnectArgs {
     pub port: Option<u16>,
 
     /// Override the profile's recipe.
-    #[arg(long, value_enum)]
-    pub recipe: Option<RecipeChoice>,
+    #[arg(long, value_parser = recipe_parser())]
+    pub recipe: Option<Recipe>,
 
     /// Leave the job running when pvlaunch exits.
     #[arg(long)]

@@ -5,14 +5,13 @@ use std::io::Write;
 
 use color_eyre::Result;
 
-use crate::cli::{ClientChoice, ConnectArgs, RecipeChoice};
+use crate::cli::{ClientChoice, ConnectArgs};
 use crate::client;
 use crate::commands::pick;
 use crate::events::{Event, Reporter, Style};
 use crate::exit::Code;
 use crate::outcome::Failure;
 use crate::plan::{self, Overrides};
-use crate::profile::settings::Recipe;
 use crate::profile::{self};
 use crate::ssh;
 
@@ -63,13 +62,7 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     });
     let overrides = Overrides {
         client_port: port,
-        recipe: args.recipe.map(|r| match r {
-            RecipeChoice::Auto => Recipe::Auto,
-            RecipeChoice::Reverse => Recipe::Reverse,
-            RecipeChoice::Relay => Recipe::Relay,
-            RecipeChoice::TwoHop => Recipe::TwoHop,
-            RecipeChoice::ReverseTwoHop => Recipe::ReverseTwoHop,
-        }),
+        recipe: args.recipe,
         connect_id: connect_id_override(&mode, environment, resolved.connect_id),
         keep_job: args.keep_job,
     };

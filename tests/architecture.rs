@@ -125,3 +125,33 @@ fn the_checker_sees_references() {
     assert!(refs["session"].contains("follow"));
     assert!(refs["plan"].contains("pvserver"));
 }
+
+/// The recipes' one list: the profile layer's `Recipe` (names, `ALL`), which `--recipe` and the
+/// plan read. A new variant does not compile until `index` below has it, and then this test
+/// fails until `Recipe::ALL` lists it too; every other use is an exhaustive `match` the
+/// compiler points out.
+#[test]
+fn every_recipe_is_in_the_one_list() {
+    use pvlaunch::profile::settings::Recipe;
+    fn index(r: Recipe) -> usize {
+        match r {
+            Recipe::Auto => 0,
+            Recipe::Reverse => 1,
+            Recipe::Relay => 2,
+            Recipe::TwoHop => 3,
+            Recipe::ReverseTwoHop => 4,
+        }
+    }
+    /// The number of arms in `index`.
+    const VARIANTS: usize = 5;
+    let mut seen = BTreeSet::new();
+    for r in Recipe::ALL {
+        assert!(seen.insert(index(r)), "{r:?} twice in Recipe::ALL");
+        assert_eq!(
+            r.name().parse::<Recipe>(),
+            Ok(r),
+            "{r:?} round-trips its name"
+        );
+    }
+    assert_eq!(seen.len(), VARIANTS, "Recipe::ALL misses a recipe");
+}
