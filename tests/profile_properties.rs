@@ -281,8 +281,17 @@ fn exercise(mut report: FileReport) {
     }
 }
 
+/// 256 cases in the normal test run; `PVLAUNCH_PROPTEST_CASES` raises it (`scripts/test` runs
+/// a longer pass under memory and time limits).
+fn cases() -> u32 {
+    std::env::var("PVLAUNCH_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn generated_profiles_never_panic_and_valid_ones_plan(servers in proptest::collection::vec(server(), 1..4)) {
