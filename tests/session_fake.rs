@@ -215,48 +215,7 @@ fn a_login_that_fails_starts_no_client() {
     let f = Fake::new();
     f.touch("ssh-login-fails", "");
     // A reverse recipe starts its client before the job: never before the login worked.
-    f.profile(
-        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
-  <PVLaunch><Login host="clsuter"/><Job scheduler="slurm"/>
-  <Connection recipe="reverse"/></PVLaunch></Server>"#,
-    );
-    let marker = f.state().join("client-started");
-    let script = f.dir.path().join("s.py");
-    std::fs::write(&script, "").unwrap();
-    let bin = f.dir.path().join("clientbin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let pvpython = bin.join("pvpython");
-    std::fs::write(
-        &pvpython,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'paraview version 5.11.0'; exit 0; }}\ntouch {}\nsleep 30\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &pvpython,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mut c = f.command(&[
-        "--json",
-        "connect",
-        "c",
-        "--script",
-        script.to_str().unwrap(),
-    ]);
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        c.get_envs()
-            .find(|(k, _)| *k == "PATH")
-            .and_then(|(_, v)| v)
-            .unwrap()
-            .to_string_lossy()
-    );
-    c.env("PATH", path);
-    let out = c.output().unwrap();
+    let out = reverse_session_with_fake_pvpython(&f, 11111);
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -264,7 +223,7 @@ fn a_login_that_fails_starts_no_client() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        !marker.exists(),
+        !f.state().join("client-started").exists(),
         "the client was started before the login failed"
     );
     let done = last_event(&out);
@@ -335,6 +294,28 @@ fn fake_pvpython(f: &Fake) -> PathBuf {
     bin
 }
 
+/// `connect --json` of a reverse-recipe profile whose client listens on `port`, with the fake
+/// pvpython as the client.
+fn reverse_session_with_fake_pvpython(f: &Fake, port: u16) -> Output {
+    f.profile(&format!(
+        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse" client-port="{port}"/></PVLaunch></Server>"#
+    ));
+    let bin = fake_pvpython(f);
+    let script = f.dir.path().join("s.py");
+    std::fs::write(&script, "").unwrap();
+    let mut c = f.command(&[
+        "--json",
+        "connect",
+        "c",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    with_path_first(&mut c, &bin);
+    c.output().unwrap()
+}
+
 fn with_path_first(c: &mut Command, dir: &Path) {
     let path = c
         .get_envs()
@@ -351,23 +332,7 @@ fn a_client_port_taken_by_another_program_is_refused_before_any_job() {
     let f = Fake::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    f.profile(&format!(
-        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
-  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
-  <Connection recipe="reverse" client-port="{port}"/></PVLaunch></Server>"#
-    ));
-    let bin = fake_pvpython(&f);
-    let script = f.dir.path().join("s.py");
-    std::fs::write(&script, "").unwrap();
-    let mut c = f.command(&[
-        "--json",
-        "connect",
-        "c",
-        "--script",
-        script.to_str().unwrap(),
-    ]);
-    with_path_first(&mut c, &bin);
-    let out = c.output().unwrap();
+    let out = reverse_session_with_fake_pvpython(&f, port);
     assert_eq!(
         out.status.code(),
         Some(8),
@@ -402,23 +367,7 @@ fn under_json_stdout_has_events_only_even_when_the_client_prints() {
         .local_addr()
         .unwrap()
         .port();
-    f.profile(&format!(
-        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
-  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
-  <Connection recipe="reverse" client-port="{port}"/></PVLaunch></Server>"#
-    ));
-    let bin = fake_pvpython(&f);
-    let script = f.dir.path().join("s.py");
-    std::fs::write(&script, "").unwrap();
-    let mut c = f.command(&[
-        "--json",
-        "connect",
-        "c",
-        "--script",
-        script.to_str().unwrap(),
-    ]);
-    with_path_first(&mut c, &bin);
-    let out = c.output().unwrap();
+    let out = reverse_session_with_fake_pvpython(&f, port);
     // Whatever the end, every stdout line is an event, and the client's line went to stderr.
     let evs = events(&out);
     assert_eq!(evs.last().unwrap()["event"], "done");
