@@ -758,11 +758,25 @@ async fn settle_job(
         }
         Some(guard) => {
             let report = guard.cancel(GUARD_CANCEL_WAIT).await;
-            let (ok, detail) = match &report {
+            let jobs = |ids: &[String]| match ids {
+                [one] => format!("job {one}"),
+                many => format!("jobs {}", many.join(", ")),
+            };
+            let (step, ok, detail) = match &report {
+                job::GuardReport::NoneLeft { cancelled } | job::GuardReport::Cancelled { ids: cancelled }
+                    if !cancelled.is_empty() =>
+                {
+                    (format!("{} cancelled", jobs(cancelled)), true, None)
+                }
                 job::GuardReport::NoneLeft { .. } | job::GuardReport::Cancelled { .. } => {
-                    (true, None)
+                    // Nothing was left to cancel: the job had ended, or none was ever made.
+                    match &job {
+                        Some(_) => (format!("{what} had already ended"), true, None),
+                        None => return,
+                    }
                 }
                 job::GuardReport::StillRetrying { reason } => (
+                    format!("{what} not cancelled yet"),
                     false,
                     Some(format!(
                         "the scheduler did not take the cancel yet ({reason}); the guard on the login node keeps trying for {} min",
@@ -770,30 +784,19 @@ async fn settle_job(
                     )),
                 ),
                 job::GuardReport::GaveUp { reason } => (
+                    format!("{what} not cancelled"),
                     false,
                     Some(format!("the guard gave up: {reason}; cancel it by hand")),
                 ),
                 job::GuardReport::Unknown => (
+                    format!("{what} not cancelled yet"),
                     false,
                     Some(
                         "the guard's ssh session is gone: it cancels on the login node once that notices the session ended".into(),
                     ),
                 ),
             };
-            // Nothing to report when no job was ever made and the guard found none.
-            if job.is_some()
-                || !matches!(report, job::GuardReport::NoneLeft { ref cancelled } if cancelled.is_empty())
-            {
-                reporter.emit(Event::Cleanup {
-                    step: if ok {
-                        format!("{what} cancelled")
-                    } else {
-                        format!("{what} not cancelled yet")
-                    },
-                    ok,
-                    detail,
-                });
-            }
+            reporter.emit(Event::Cleanup { step, ok, detail });
         }
         None => {
             let Some(job) = job else { return };
