@@ -134,9 +134,18 @@ const DELIBERATE_DIFFERENCES: &[KnownDeliberateDifference] = &[
     KnownDeliberateDifference {
         server: "probe: latin-1 file",
         kind: Deliberate::Argv,
-        reason: "as for non-ASCII text: the Latin-1 file is decoded as declared, then 5.11 \
-                 encodes <Argument> text twice; pvlaunch does not, and `show` warns",
-        to_paraview: |argv| double_encode_word(argv, "café"),
+        reason: "5.11 reads every file as UTF-8 whatever it declares, so each Latin-1 byte \
+                 becomes U+FFFD, which expat then reads as Latin-1 again (and <Argument> text \
+                 once more); pvlaunch decodes the file as declared and `show` warns",
+        to_paraview: |argv| {
+            let lost = double_encoded("\u{FFFD}");
+            argv.iter()
+                .map(|a| {
+                    a.replace("café", &format!("caf{}", double_encoded(&lost)))
+                        .replace("Köln", &format!("K{lost}ln"))
+                })
+                .collect()
+        },
     },
 ];
 
@@ -153,7 +162,13 @@ struct KnownVariableDifference {
     reason: &'static str,
 }
 
-const VARIABLE_DIFFERENCES: &[KnownVariableDifference] = &[];
+const VARIABLE_DIFFERENCES: &[KnownVariableDifference] = &[KnownVariableDifference {
+    server: Some("probe: latin-1 file"),
+    variable: "CITY",
+    reason: "a <Set> value of a Latin-1 file: 5.11 reads the file as UTF-8 (each Latin-1 byte \
+             becomes U+FFFD, read as Latin-1 again by expat); pvlaunch decodes it as declared \
+             (a deliberate difference, `show` warns)",
+}];
 
 fn version_difference(server: &str) -> Option<&'static KnownVersionDifference> {
     VERSION_DIFFERENCES.iter().find(|k| k.server == server)
@@ -584,7 +599,9 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
     // pvlaunch lets `-f` win over ParaView's own file; `show` says which one ParaView uses.
     let deliberate = deliberate_difference(&case.name);
     if show["paraview_definition"]["same"] == false {
-        let other = show["paraview_definition"]["file"].as_str().unwrap_or_default();
+        let other = show["paraview_definition"]["file"]
+            .as_str()
+            .unwrap_or_default();
         match pvlaunch_show(&sandbox, Path::new(other), &case.name).and_then(|s| json_argv(&s)) {
             Ok(a) => {
                 result.notes.push(format!(
@@ -677,7 +694,11 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
         result.notes.push(format!(
             "random {name}: ParaView drew {theirs}, pvlaunch {ours}"
         ));
-        pairs.push((ours, theirs));
+        // A sign is a run of its own (not a number character): pair the digits.
+        pairs.push((
+            ours.trim_start_matches('-').to_string(),
+            theirs.trim_start_matches('-').to_string(),
+        ));
     }
 
     // Every variable pvlaunch shows is in the command's environment with the same value.
@@ -1035,7 +1056,10 @@ fn server_tags(text: &str) -> Vec<(String, String)> {
     text.match_indices("<Server ")
         .filter_map(|(i, _)| {
             let tag = &text[i..i + text[i..].find('>').unwrap_or(text.len() - i)];
-            Some((attr(tag, "name")?, attr(tag, "resource").unwrap_or_default()))
+            Some((
+                attr(tag, "name")?,
+                attr(tag, "resource").unwrap_or_default(),
+            ))
         })
         .collect()
 }
