@@ -1,7 +1,7 @@
 //! The real ParaView client as the oracle for pvlaunch's command lines.
 //!
 //! For every server with a command in the `.pvsc` corpus (`../shared/pvsc-corpus/`), in the
-//! project's own `pvsc/` folder (when there is one) and in `tests/paraview-oracle/probes.pvsc`,
+//! project's own `pvsc/` folder (when there is one) and in the probe files `tests/paraview-oracle/*.pvsc`,
 //! this test runs `paraview --servers-file=F --server=NAME` under a private Xvfb display, with a
 //! recording program (`tests/paraview-oracle/record-argv.sh`) first on PATH under the name of the
 //! program the command starts. It accepts the "Connection Options" dialog with xdotool, waits for
@@ -11,7 +11,12 @@
 //! Options whose default is `random` differ by nature: ParaView's value is read from the
 //! command's environment (ParaView exports every option), checked to be a number in
 //! `[min, max]`, and where pvlaunch printed its own random value ParaView's is accepted instead.
-//! Every variable pvlaunch shows is compared with the command's environment too.
+//! Every variable pvlaunch shows is compared with the command's environment too. For a
+//! `cs://localhost:PORT` server the test listens on PORT and compares the delay before ParaView
+//! connects with pvlaunch's. `paraview-user-servers.xml` is ParaView's own `servers.pvsc` in every
+//! case. Where pvlaunch deliberately does not follow 5.11 (`DELIBERATE_DIFFERENCES`), the listed
+//! difference must be the one seen. `PVLAUNCH_ORACLE_ONLY=a|b` runs only the servers whose name
+//! contains `a` or `b`.
 //!
 //! Needs `paraview`, `Xvfb` and `xdotool` (Debian: `paraview xvfb xdotool`) and the corpus beside
 //! the project. Without them the test says loudly that it was skipped; with `CI=true` it fails.
