@@ -133,6 +133,8 @@ struct ShowJson<'a> {
     line: usize,
     origin: discover::Origin,
     startup: &'static str,
+    /// The definition ParaView would use (its own servers.pvsc wins over --servers-file).
+    paraview_definition: profile::ParaViewDefinition,
     #[serde(flatten)]
     resolved: &'a Resolved,
     pvlaunch: Option<&'a profile::settings::Launch>,
@@ -400,6 +402,7 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
         Err(code) => return Ok(code),
     };
     let (entry, resolved, launch) = (picked.entry(), &picked.resolved, &picked.launch);
+    let paraview_definition = picked.catalog.paraview_definition(entry);
     let mut out = crate::term::stdout();
     if json {
         let doc = ShowJson {
@@ -407,13 +410,18 @@ pub fn show(cli_files: Vec<PathBuf>, json: bool, args: &crate::cli::ShowArgs) ->
             line: entry.server.location.line,
             origin: entry.origin,
             startup: entry.server.startup.kind(),
+            paraview_definition,
             resolved,
             pvlaunch: launch.as_ref(),
         };
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", render_show(entry, resolved, launch.as_ref()))?;
+        write!(
+            out,
+            "{}",
+            render_show_with(entry, resolved, launch.as_ref(), Some(&paraview_definition))
+        )?;
     }
     Ok(Code::Success)
 }
@@ -433,6 +441,16 @@ fn origin_word(o: Origin) -> &'static str {
 
 /// The text form of `show`.
 pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> String {
+    render_show_with(entry, r, launch, None)
+}
+
+/// The text form of `show`, saying which definition ParaView would use when given.
+pub fn render_show_with(
+    entry: &Entry,
+    r: &Resolved,
+    launch: Option<&Launch>,
+    paraview: Option<&profile::ParaViewDefinition>,
+) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let server = &entry.server;
@@ -444,6 +462,19 @@ pub fn render_show(entry: &Entry, r: &Resolved, launch: Option<&Launch>) -> Stri
         server.location.line,
         entry.origin.describe()
     );
+    if let Some(p) = paraview {
+        if p.same {
+            let _ = writeln!(s, "  in ParaView the same definition");
+        } else {
+            let _ = writeln!(
+                s,
+                "  in ParaView {}:{} ({}) instead: ParaView's own file wins over --servers-file, pvlaunch lets -f win",
+                p.file,
+                p.line,
+                p.origin.describe()
+            );
+        }
+    }
     let _ = writeln!(s, "  resource   {}", server.resource_text);
     let _ = writeln!(s, "  endpoint   {}", r.endpoint);
     match &server.startup {

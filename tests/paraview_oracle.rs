@@ -1,7 +1,7 @@
 //! The real ParaView client as the oracle for pvlaunch's command lines.
 //!
 //! For every server with a command in the `.pvsc` corpus (`../shared/pvsc-corpus/`), in the
-//! project's own `pvsc/` folder (when there is one) and in `tests/paraview-oracle/probes.pvsc`,
+//! project's own `pvsc/` folder (when there is one) and in the probe files `tests/paraview-oracle/*.pvsc`,
 //! this test runs `paraview --servers-file=F --server=NAME` under a private Xvfb display, with a
 //! recording program (`tests/paraview-oracle/record-argv.sh`) first on PATH under the name of the
 //! program the command starts. It accepts the "Connection Options" dialog with xdotool, waits for
@@ -11,7 +11,12 @@
 //! Options whose default is `random` differ by nature: ParaView's value is read from the
 //! command's environment (ParaView exports every option), checked to be a number in
 //! `[min, max]`, and where pvlaunch printed its own random value ParaView's is accepted instead.
-//! Every variable pvlaunch shows is compared with the command's environment too.
+//! Every variable pvlaunch shows is compared with the command's environment too. For a
+//! `cs://localhost:PORT` server the test listens on PORT and compares the delay before ParaView
+//! connects with pvlaunch's. `paraview-user-servers.xml` is ParaView's own `servers.pvsc` in every
+//! case. Where pvlaunch deliberately does not follow 5.11 (`DELIBERATE_DIFFERENCES`), the listed
+//! difference must be the one seen. `PVLAUNCH_ORACLE_ONLY=a|b` runs only the servers whose name
+//! contains `a` or `b`.
 //!
 //! Needs `paraview`, `Xvfb` and `xdotool` (Debian: `paraview xvfb xdotool`) and the corpus beside
 //! the project. Without them the test says loudly that it was skipped; with `CI=true` it fails.
@@ -34,6 +39,10 @@ use serde_json::Value;
 const CASE_DEADLINE: Duration = Duration::from_secs(60);
 /// Press Return again if the options dialog is still there after this long.
 const DIALOG_RETRY: Duration = Duration::from_millis(1500);
+/// How long to wait for a `cs://localhost` probe's connection after its command started.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// How far the measured delay may be from pvlaunch's (the machine is shared and slow).
+const DELAY_TOLERANCE: f64 = 1.2;
 /// The programs a command may start whose names do not come from the command itself: ParaView
 /// looks `ssh` and a terminal up on PATH for `<SSHCommand>` and prefixes `setsid` for
 /// `<Askpass/>`. Recorders stand in for all of them, so nothing real ever runs.
@@ -82,6 +91,73 @@ const VERSION_DIFFERENCES: &[KnownVersionDifference] = &[
     },
 ];
 
+/// What a deliberate difference is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deliberate {
+    /// pvlaunch runs another argv: `to_paraview` turns pvlaunch's argv into ParaView's.
+    Argv,
+    /// The server is also in ParaView's own `servers.pvsc`: pvlaunch uses the `-f` definition,
+    /// ParaView the one `show` names in `paraview_definition` (compared with that one).
+    Definition,
+}
+
+/// Where pvlaunch deliberately does not follow ParaView 5.11, because following it would be a
+/// bug; `show` warns about each. Listed entries must still differ.
+struct KnownDeliberateDifference {
+    server: &'static str,
+    kind: Deliberate,
+    reason: &'static str,
+    to_paraview: fn(&[String]) -> Vec<String>,
+}
+
+/// UTF-8 text read back as Latin-1 and encoded again (what 5.11 does to `<Argument>` text).
+fn double_encoded(text: &str) -> String {
+    text.bytes().map(char::from).collect()
+}
+
+fn double_encode_word(argv: &[String], word: &str) -> Vec<String> {
+    argv.iter()
+        .map(|a| a.replace(word, &double_encoded(word)))
+        .collect()
+}
+
+const DELIBERATE_DIFFERENCES: &[KnownDeliberateDifference] = &[
+    KnownDeliberateDifference {
+        server: "probe: also in the user file",
+        kind: Deliberate::Definition,
+        reason: "the name is in the -f file and in ParaView's own servers.pvsc: pvlaunch uses \
+                 the -f one, `show` names the one ParaView uses",
+        to_paraview: |argv| argv.to_vec(),
+    },
+    KnownDeliberateDifference {
+        server: "probe: non-ASCII text",
+        kind: Deliberate::Argv,
+        reason: "5.11 reads non-ASCII <Argument> text as Latin-1 and encodes it again (café \
+                 becomes cafÃ©); pvlaunch keeps the text and `show` warns",
+        to_paraview: |argv| double_encode_word(argv, "café"),
+    },
+    KnownDeliberateDifference {
+        server: "probe: latin-1 file",
+        kind: Deliberate::Argv,
+        reason: "5.11 reads every file as UTF-8 whatever it declares, so each Latin-1 byte \
+                 becomes U+FFFD, which expat then reads as Latin-1 again (and <Argument> text \
+                 once more); pvlaunch decodes the file as declared and `show` warns",
+        to_paraview: |argv| {
+            let lost = double_encoded("\u{FFFD}");
+            argv.iter()
+                .map(|a| {
+                    a.replace("café", &format!("caf{}", double_encoded(&lost)))
+                        .replace("Köln", &format!("K{lost}ln"))
+                })
+                .collect()
+        },
+    },
+];
+
+fn deliberate_difference(server: &str) -> Option<&'static KnownDeliberateDifference> {
+    DELIBERATE_DIFFERENCES.iter().find(|k| k.server == server)
+}
+
 /// Variables (exported to the command's environment) where pvlaunch is known to disagree with
 /// ParaView. `server` `None` means every server. Listed entries must still disagree: when one
 /// agrees, the test fails and asks for the entry to be removed.
@@ -91,7 +167,13 @@ struct KnownVariableDifference {
     reason: &'static str,
 }
 
-const VARIABLE_DIFFERENCES: &[KnownVariableDifference] = &[];
+const VARIABLE_DIFFERENCES: &[KnownVariableDifference] = &[KnownVariableDifference {
+    server: Some("probe: latin-1 file"),
+    variable: "CITY",
+    reason: "a <Set> value of a Latin-1 file: 5.11 reads the file as UTF-8 (each Latin-1 byte \
+             becomes U+FFFD, read as Latin-1 again by expat); pvlaunch decodes it as declared \
+             (a deliberate difference, `show` warns)",
+}];
 
 fn version_difference(server: &str) -> Option<&'static KnownVersionDifference> {
     VERSION_DIFFERENCES.iter().find(|k| k.server == server)
@@ -273,6 +355,8 @@ fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Option<std::process:
 struct Case {
     file: PathBuf,
     name: String,
+    /// The `resource` attribute as written (empty when not found).
+    resource: String,
 }
 
 enum Outcome {
@@ -282,6 +366,8 @@ enum Outcome {
         follows_6x: bool,
         reason: &'static str,
     },
+    /// A listed deliberate difference (pvlaunch does the right thing, `show` warns).
+    Deliberate(&'static str),
     Skipped(String),
     Differ(String),
 }
@@ -349,6 +435,15 @@ impl Sandbox {
         ];
         if let Some(v) = version {
             env.push(("PVLAUNCH_PARAVIEW_VERSION".to_string(), v.to_string()));
+            // No "Welcome to ParaView" dialog: in a fresh home it opens at the first start and,
+            // being modal, holds the launcher (it would connect only once it is closed).
+            let settings = dir.path().join("home/.config/ParaView");
+            fs::create_dir_all(&settings).unwrap();
+            fs::write(
+                settings.join(format!("ParaView{v}.ini")),
+                "[General]\nGeneralSettings.ShowWelcomeDialog=false\n",
+            )
+            .unwrap();
         }
         Sandbox { dir, env }
     }
@@ -371,6 +466,18 @@ impl Sandbox {
         let target = self.path("bin").join(name);
         fs::copy(&script, &target).unwrap();
         fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// ParaView's own user file, `~/.config/ParaView/servers.pvsc`, from
+    /// `tests/paraview-oracle/paraview-user-servers.xml`: pvlaunch reads it too.
+    fn install_user_file(&self) {
+        let dir = self.path("home").join(".config/ParaView");
+        fs::create_dir_all(&dir).unwrap();
+        fs::copy(
+            probe_dir().join("paraview-user-servers.xml"),
+            dir.join("servers.pvsc"),
+        )
+        .unwrap();
     }
 
     fn search_path(&self) -> &str {
@@ -428,12 +535,34 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
     for name in ALWAYS_RECORDED {
         sandbox.install_recorder(name);
     }
+    sandbox.install_user_file();
+    // A `cs://localhost:PORT` probe: ParaView connects there after the delay; listen and time it.
+    let listener = case
+        .resource
+        .strip_prefix("cs://localhost:")
+        .and_then(|p| p.parse::<u16>().ok())
+        .and_then(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok());
+
+    // When pvlaunch refuses the server, ParaView's answer is still recorded and reported.
+    let refused = |result: CaseResult, why: String, file: &Path| -> CaseResult {
+        let theirs = match run_paraview(tools, &sandbox, file, &case.name, listener.as_ref()) {
+            Ok(r) => format!(
+                "ParaView started {:?}{}",
+                r.argv,
+                r.delay
+                    .map(|d| format!(", connected after {d:.1} s"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => format!("ParaView: {e}"),
+        };
+        result.with(Outcome::Differ(format!("{why}\n  {theirs}")))
+    };
 
     // Which program does the command start? Put a recorder in its place.
     let mut file = case.file.clone();
     let first = match pvlaunch_show(&sandbox, &file, &case.name).and_then(|s| json_argv(&s)) {
         Ok(argv) => argv,
-        Err(e) => return result.with(Outcome::Differ(e)),
+        Err(e) => return refused(result, e, &file),
     };
     let Some(program) = first.first().cloned() else {
         return result.with(Outcome::Differ("pvlaunch printed an empty argv".into()));
@@ -466,27 +595,80 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
     // pvlaunch's answer, in exactly the environment ParaView gets.
     let show = match pvlaunch_show(&sandbox, &file, &case.name) {
         Ok(s) => s,
-        Err(e) => return result.with(Outcome::Differ(e)),
+        Err(e) => return refused(result, e, &file),
     };
-    let pvlaunch_argv = match json_argv(&show) {
+    let mut pvlaunch_argv = match json_argv(&show) {
         Ok(a) => a,
-        Err(e) => return result.with(Outcome::Differ(e)),
+        Err(e) => return refused(result, e, &file),
     };
+    // pvlaunch lets `-f` win over ParaView's own file; `show` says which one ParaView uses.
+    let deliberate = deliberate_difference(&case.name);
+    if show["paraview_definition"]["same"] == false {
+        let other = show["paraview_definition"]["file"]
+            .as_str()
+            .unwrap_or_default();
+        match pvlaunch_show(&sandbox, Path::new(other), &case.name).and_then(|s| json_argv(&s)) {
+            Ok(a) => {
+                result.notes.push(format!(
+                    "pvlaunch shows the -f definition; ParaView's own file has another, which \
+                     `show` names: compared with that one ({other})"
+                ));
+                pvlaunch_argv = a;
+            }
+            Err(e) => return result.with(Outcome::Differ(e)),
+        }
+        if deliberate.is_none_or(|d| d.kind != Deliberate::Definition) {
+            return result.with(Outcome::Differ(
+                "`show` says ParaView uses another definition, and DELIBERATE_DIFFERENCES does \
+                 not list this server"
+                    .into(),
+            ));
+        }
+    } else if deliberate.is_some_and(|d| d.kind == Deliberate::Definition) {
+        return result.with(Outcome::Differ(
+            "listed as a deliberate definition difference, but `show` says ParaView uses the \
+             same definition"
+                .into(),
+        ));
+    }
 
     // ParaView's answer.
-    let (argv, env, dialogs) = match run_paraview(tools, &sandbox, &file, &case.name) {
+    let recorded = match run_paraview(tools, &sandbox, &file, &case.name, listener.as_ref()) {
         Ok(r) => r,
         Err(e) => return result.with(Outcome::Differ(e)),
     };
+    let (argv, env, dialogs) = (recorded.argv, recorded.env, recorded.presses);
     if dialogs > 0 {
         result.notes.push(format!(
             "accepted the options dialog ({dialogs} key press{})",
             if dialogs == 1 { "" } else { "es" }
         ));
     }
+    let mut problems = Vec::new();
+
+    // The delay, where it could be measured.
+    if listener.is_some() {
+        let ours = show["command"]["delay"].as_f64().unwrap_or(f64::NAN);
+        match recorded.delay {
+            Some(theirs) => {
+                result.notes.push(format!(
+                    "delay: ParaView connected {theirs:.1} s after starting the command; pvlaunch \
+                     says {ours} s"
+                ));
+                if (theirs - ours).abs() > DELAY_TOLERANCE {
+                    problems.push(format!(
+                        "delay: ParaView waited {theirs:.1} s, pvlaunch says {ours} s"
+                    ));
+                }
+            }
+            None => problems.push(format!(
+                "delay: ParaView did not connect within {} s of starting the command",
+                CONNECT_DEADLINE.as_secs()
+            )),
+        }
+    }
 
     // Random options: ParaView's draw, from the environment, must lie in [min, max].
-    let mut problems = Vec::new();
     let mut pairs = Vec::new();
     let ranges = random_ranges(&file, &case.name);
     for opt in show["options"].as_array().into_iter().flatten() {
@@ -517,7 +699,11 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
         result.notes.push(format!(
             "random {name}: ParaView drew {theirs}, pvlaunch {ours}"
         ));
-        pairs.push((ours, theirs));
+        // A sign is a run of its own (not a number character): pair the digits.
+        pairs.push((
+            ours.trim_start_matches('-').to_string(),
+            theirs.trim_start_matches('-').to_string(),
+        ));
     }
 
     // Every variable pvlaunch shows is in the command's environment with the same value.
@@ -565,27 +751,28 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
         *first = resolve(first);
     }
     let exact = argv_matches(&argv, &expected, &pairs);
-    let outcome = match (version_difference(&case.name), exact) {
-        (None, true) => None,
-        (None, false) => Some(Outcome::Differ(argv_report(&argv, &expected))),
-        (Some(k), true) => Some(Outcome::KnownVersion {
-            follows_6x: false,
-            reason: k.reason,
-        }),
-        (Some(k), false) => {
-            let six = (k.to_6x)(&argv);
-            if argv_matches(&six, &expected, &pairs) {
-                Some(Outcome::KnownVersion {
-                    follows_6x: true,
-                    reason: k.reason,
-                })
-            } else {
-                Some(Outcome::Differ(format!(
-                    "{}\n  (nor does it match what ParaView 6.x would run: {six:?})",
-                    argv_report(&argv, &expected)
-                )))
+    let outcome = match (deliberate, version_difference(&case.name), exact) {
+        (Some(d), ..) => Some(match (d.kind, exact) {
+            (Deliberate::Definition, true) => Outcome::Deliberate(d.reason),
+            (Deliberate::Argv, true) => Outcome::Differ(
+                "listed as a deliberate difference but ParaView now runs what pvlaunch prints: \
+                 remove the entry"
+                    .into(),
+            ),
+            (Deliberate::Argv, false) => {
+                let theirs = (d.to_paraview)(&expected);
+                if argv_matches(&argv, &theirs, &pairs) {
+                    Outcome::Deliberate(d.reason)
+                } else {
+                    Outcome::Differ(format!(
+                        "{}\n  (nor with the deliberate difference applied: {theirs:?})",
+                        argv_report(&argv, &expected)
+                    ))
+                }
             }
-        }
+            (Deliberate::Definition, false) => Outcome::Differ(argv_report(&argv, &expected)),
+        }),
+        (None, k, exact) => version_outcome(k, exact, &argv, &expected, &pairs),
     };
     let outcome = match (outcome, problems.is_empty()) {
         (Some(Outcome::Differ(msg)), _) => Outcome::Differ(
@@ -602,15 +789,54 @@ fn run_case(tools: &Tools, display: &str, version: &str, case: &Case) -> CaseRes
     result.with(outcome)
 }
 
-/// The argv and environment ParaView started the command with, and how many times the options
-/// dialog was answered.
-type Recorded = (Vec<String>, BTreeMap<String, String>, usize);
+fn version_outcome(
+    known: Option<&'static KnownVersionDifference>,
+    exact: bool,
+    argv: &[String],
+    expected: &[String],
+    pairs: &[(String, String)],
+) -> Option<Outcome> {
+    match (known, exact) {
+        (None, true) => None,
+        (None, false) => Some(Outcome::Differ(argv_report(argv, expected))),
+        (Some(k), true) => Some(Outcome::KnownVersion {
+            follows_6x: false,
+            reason: k.reason,
+        }),
+        (Some(k), false) => {
+            let six = (k.to_6x)(argv);
+            if argv_matches(&six, expected, pairs) {
+                Some(Outcome::KnownVersion {
+                    follows_6x: true,
+                    reason: k.reason,
+                })
+            } else {
+                Some(Outcome::Differ(format!(
+                    "{}\n  (nor does it match what ParaView 6.x would run: {six:?})",
+                    argv_report(argv, expected)
+                )))
+            }
+        }
+    }
+}
+
+/// What ParaView did for one server.
+struct Recorded {
+    /// The argv and environment it started the command with.
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// How many times the options dialog was answered.
+    presses: usize,
+    /// Seconds from the command's start to ParaView's connection, where that was measured.
+    delay: Option<f64>,
+}
 
 fn run_paraview(
     tools: &Tools,
     sandbox: &Sandbox,
     file: &Path,
     name: &str,
+    listener: Option<&std::net::TcpListener>,
 ) -> Result<Recorded, String> {
     let log_path = sandbox.path("paraview.log");
     let log = fs::File::create(&log_path).unwrap();
@@ -662,6 +888,17 @@ fn run_paraview(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let started = Instant::now();
+    let delay = listener.and_then(|l| {
+        l.set_nonblocking(true).ok()?;
+        while started.elapsed() < CONNECT_DEADLINE {
+            if l.accept().is_ok() {
+                return Some(started.elapsed().as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
     drop(paraview);
     let split = |bytes: Vec<u8>| -> Vec<String> {
         let mut items: Vec<String> = bytes
@@ -676,7 +913,12 @@ fn run_paraview(
         .into_iter()
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
         .collect();
-    Ok((argv, env, presses))
+    Ok(Recorded {
+        argv,
+        env,
+        presses,
+        delay,
+    })
 }
 
 fn xdotool(tools: &Tools, sandbox: &Sandbox, args: &[&str]) -> Option<String> {
@@ -808,21 +1050,82 @@ fn pvsc_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// `(name, resource)` of every `<Server name="..." resource="...">` tag written with double
+/// quotes: the probe files' servers, also where pvlaunch cannot read them (then ParaView's
+/// answer is still recorded).
+fn server_tags(text: &str) -> Vec<(String, String)> {
+    let attr = |tag: &str, key: &str| -> Option<String> {
+        let at = tag.find(&format!(" {key}=\""))? + key.len() + 3;
+        tag[at..].split('"').next().map(str::to_string)
+    };
+    text.match_indices("<Server ")
+        .filter_map(|(i, _)| {
+            let tag = &text[i..i + text[i..].find('>').unwrap_or(text.len() - i)];
+            Some((
+                attr(tag, "name")?,
+                attr(tag, "resource").unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// The probe files: every `*.pvsc` in `tests/paraview-oracle/`.
+fn probe_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/paraview-oracle")
+}
+
+/// `PVLAUNCH_ORACLE_ONLY=a|b` runs only the servers whose name contains `a` or `b`.
+fn selected(name: &str) -> bool {
+    match std::env::var("PVLAUNCH_ORACLE_ONLY") {
+        Ok(only) if !only.is_empty() => only.split('|').any(|part| name.contains(part)),
+        _ => true,
+    }
+}
+
 fn cases(corpus: &Path) -> Vec<Case> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files = pvsc_files(corpus);
     files.extend(pvsc_files(&root.join("pvsc")));
-    files.push(root.join("tests/paraview-oracle/probes.pvsc"));
-    let mut out = Vec::new();
+    let probes = pvsc_files(&probe_dir());
+    files.extend(probes.iter().cloned());
+    let mut out: Vec<Case> = Vec::new();
     for file in files {
         let report = pvlaunch::profile::read_file(&file).unwrap();
+        let text = String::from_utf8_lossy(&fs::read(&file).unwrap()).into_owned();
+        let tags = server_tags(&text);
+        let resource_of = |name: &str| {
+            tags.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default()
+        };
+        let mut names: Vec<String> = Vec::new();
         for server in &report.servers {
             if matches!(server.startup, Startup::Command(_)) && server.command().is_some() {
-                out.push(Case {
-                    file: file.clone(),
-                    name: server.name.clone(),
-                });
+                names.push(server.name.clone());
             }
+        }
+        if probes.contains(&file) {
+            // Servers pvlaunch refuses are still run in ParaView, to record its answer.
+            for (name, _) in &tags {
+                let manual = report
+                    .servers
+                    .iter()
+                    .any(|s| &s.name == name && s.command().is_none());
+                if !manual && !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        for name in names {
+            if out.iter().any(|c| c.file == file && c.name == name) {
+                continue;
+            }
+            out.push(Case {
+                file: file.clone(),
+                resource: resource_of(&name),
+                name,
+            });
         }
     }
     out
@@ -841,6 +1144,7 @@ fn paraview_starts_the_command_pvlaunch_prints() {
         "expected the corpus' command servers and the probes, found {}",
         cases.len()
     );
+    let cases: Vec<Case> = cases.into_iter().filter(|c| selected(&c.name)).collect();
 
     let mut reports = Vec::new();
     for case in cases {
@@ -871,6 +1175,7 @@ fn paraview_starts_the_command_pvlaunch_prints() {
                     if *follows_6x { "6.x" } else { "5.11" }
                 ),
             ),
+            Outcome::Deliberate(reason) => ("DELIBERATE DIFFERENCE", reason.to_string()),
             Outcome::Skipped(why) => ("SKIPPED", why.clone()),
             Outcome::Differ(msg) => {
                 failures.push(format!("{} ({file}):\n  {msg}", r.case.name));
@@ -986,18 +1291,19 @@ fn forward_ports_swap_after_their_flag() {
 
 #[test]
 fn every_listed_difference_names_a_probe_or_corpus_server() {
-    let probes = fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/paraview-oracle/probes.pvsc"),
-    )
-    .unwrap();
+    let probes: String = pvsc_files(&probe_dir())
+        .iter()
+        .map(|f| String::from_utf8_lossy(&fs::read(f).unwrap()).into_owned())
+        .collect();
     let names = VERSION_DIFFERENCES
         .iter()
         .map(|k| k.server)
+        .chain(DELIBERATE_DIFFERENCES.iter().map(|k| k.server))
         .chain(VARIABLE_DIFFERENCES.iter().filter_map(|k| k.server));
     for name in names {
         assert!(
             probes.contains(&format!("name=\"{name}\"")),
-            "`{name}` is not a server in probes.pvsc"
+            "`{name}` is not a server in the probe files"
         );
     }
 }

@@ -29,17 +29,24 @@ use self::resolve::{Context, Version};
 /// The ParaView version assumed for `PV_VERSION*` when nothing says otherwise.
 pub const DEFAULT_PARAVIEW_VERSION: &str = "6.0.1";
 
-/// Read one file from disk into a report (a read failure is a diagnostic too).
+/// Read one file from disk into a report (a read failure is a diagnostic too). The text is
+/// decoded as the file says: a byte-order mark, else the XML declaration's `encoding` (the
+/// ones ParaView's expat knows: UTF-8, UTF-16, ISO-8859-1, US-ASCII), else UTF-8.
 pub fn read_file(path: &std::path::Path) -> Result<FileReport, std::io::Error> {
     let bytes = std::fs::read(path)?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+    let (text, encoding) = match decode(&bytes) {
+        Ok(decoded) => decoded,
+        Err((offset, message)) => {
+            let lossy = String::from_utf8_lossy(&bytes).into_owned();
+            let offset = lossy
+                .char_indices()
+                .map(|(i, _)| i)
+                .take_while(|&i| i <= offset)
+                .last()
+                .unwrap_or(0);
             let source = Source::new(path, lossy);
             let mut out = diag::Collector::new(&source);
-            out.error(valid, "", "the file is not valid UTF-8");
+            out.error(offset, "", message);
             let (diagnostics, errors, warnings) = (out.diagnostics, out.errors, out.warnings);
             return Ok(FileReport {
                 source,
@@ -51,7 +58,90 @@ pub fn read_file(path: &std::path::Path) -> Result<FileReport, std::io::Error> {
             });
         }
     };
-    Ok(parse::parse_source(Source::new(path, text)))
+    let mut report = parse::parse_source(Source::new(path, text));
+    if encoding.is_some() && !report.source.text.is_ascii() {
+        for server in &mut report.servers {
+            server.declared_encoding = encoding.clone();
+        }
+    }
+    Ok(report)
+}
+
+/// The file's text, and the encoding it declares when that is not UTF-8; or the byte offset
+/// of the problem and a message.
+pub fn decode(bytes: &[u8]) -> Result<(String, Option<String>), (usize, String)> {
+    let utf16 = |rest: &[u8], little: bool| -> Result<String, (usize, String)> {
+        if rest.len() % 2 != 0 {
+            return Err((
+                rest.len(),
+                "the file is UTF-16 but has an odd number of bytes".into(),
+            ));
+        }
+        let units = rest.chunks(2).map(|c| {
+            if little {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map_err(|_| (0, "the file is not valid UTF-16".into()))
+    };
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        return utf8(rest).map(|t| (t, None));
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+        return utf16(rest, true).map(|t| (t, Some("UTF-16".into())));
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        return utf16(rest, false).map(|t| (t, Some("UTF-16".into())));
+    }
+    let label = declared_encoding(bytes);
+    match label.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("UTF-8") | Some("UTF8") => utf8(bytes).map(|t| (t, None)),
+        Some("ISO-8859-1") | Some("LATIN1") | Some("ISO_8859-1") | Some("LATIN-1") => {
+            Ok((bytes.iter().map(|&b| char::from(b)).collect(), label))
+        }
+        Some("US-ASCII") | Some("ASCII") => match bytes.iter().position(|b| !b.is_ascii()) {
+            Some(at) => Err((
+                at,
+                "the file declares US-ASCII but has a byte above 127".into(),
+            )),
+            None => Ok((String::from_utf8_lossy(bytes).into_owned(), None)),
+        },
+        Some(_) => Err((
+            0,
+            format!(
+                "the file declares encoding `{}`, which ParaView's XML parser (expat) does not read: use UTF-8 (or ISO-8859-1, UTF-16, US-ASCII)",
+                label.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<String, (usize, String)> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        (
+            e.utf8_error().valid_up_to(),
+            "the file is not valid UTF-8 (declare its encoding, e.g. <?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>)".to_string(),
+        )
+    })
+}
+
+/// The `encoding` of a leading `<?xml ...?>` declaration, read from the bytes.
+fn declared_encoding(bytes: &[u8]) -> Option<String> {
+    let head = bytes.strip_prefix(b"<?xml")?;
+    let end = head.windows(2).position(|w| w == b"?>")?;
+    let decl = std::str::from_utf8(&head[..end]).ok()?;
+    let at = decl.find("encoding")?;
+    let rest = decl[at + "encoding".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value = rest[1..].split(quote).next()?;
+    Some(value.to_string())
 }
 
 /// One visible profile and where it came from.
@@ -72,6 +162,20 @@ pub struct Catalog {
     pub unreadable: Vec<(PathBuf, discover::Origin, String)>,
     /// The names whose last definition has errors, with that definition.
     pub invalid: BTreeMap<String, InvalidEntry>,
+    /// The last valid definition of each name in ParaView's own `servers.pvsc`. ParaView
+    /// reads that file after `--servers-file`, so its definition replaces the other one
+    /// (measured with 5.11); pvlaunch lets `-f` win instead. See [`Catalog::paraview_definition`].
+    pub paraview_definitions: BTreeMap<String, Location>,
+}
+
+/// Which definition ParaView would use for a name pvlaunch shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParaViewDefinition {
+    pub file: String,
+    pub line: usize,
+    pub origin: discover::Origin,
+    /// The one pvlaunch uses.
+    pub same: bool,
 }
 
 /// A profile whose last definition has errors: asking for it shows them.
@@ -157,6 +261,10 @@ impl Catalog {
                 }
                 Def::Valid(server) => {
                     self.invalid.remove(&server.name);
+                    if origin == discover::Origin::ParaView {
+                        self.paraview_definitions
+                            .insert(server.name.clone(), server.location.clone());
+                    }
                     let entry = Entry {
                         server: server.clone(),
                         origin,
@@ -178,6 +286,25 @@ impl Catalog {
             }
         }
         self.reports.push(report);
+    }
+
+    /// The definition ParaView would use for `entry` when given its file with
+    /// `--servers-file`: its own `servers.pvsc`'s, when that file defines the name too.
+    pub fn paraview_definition(&self, entry: &Entry) -> ParaViewDefinition {
+        match self.paraview_definitions.get(&entry.server.name) {
+            Some(loc) if *loc != entry.server.location => ParaViewDefinition {
+                file: diag::display_path(&loc.file),
+                line: loc.line,
+                origin: discover::Origin::ParaView,
+                same: false,
+            },
+            _ => ParaViewDefinition {
+                file: diag::display_path(&entry.server.location.file),
+                line: entry.server.location.line,
+                origin: entry.origin,
+                same: true,
+            },
+        }
     }
 
     pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {

@@ -19,6 +19,10 @@ pub struct Server {
     /// pvlaunch's own settings (the `<PVLaunch>` child), if the file carries them.
     pub pvlaunch: Option<Settings>,
     pub location: Location,
+    /// The encoding the file declares when it is not UTF-8 (`ISO-8859-1`): pvlaunch decodes
+    /// it as declared, ParaView 5.11 reads every file as UTF-8 (so `show` warns).
+    #[serde(skip)]
+    pub declared_encoding: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,10 +110,16 @@ pub enum RangeType {
 pub enum OptionKind {
     Range {
         number: RangeType,
+        /// The spin box's range as Qt ends up with it (see [`super::parse::spin_box_range`]).
         min: f64,
         max: f64,
         step: String,
         default: DefaultValue,
+        /// Where `default="random"` draws from: `min` and `max` as `QString::toInt()` /
+        /// `toDouble()` read them (0 when they are not numbers); the draw is then clamped to
+        /// `min..=max`.
+        random_min: f64,
+        random_max: f64,
     },
     String {
         default: DefaultValue,

@@ -240,7 +240,23 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
 
     let resource_text = el.attr("resource").unwrap_or("").to_string();
     let resource = match Resource::parse(&resource_text) {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            let authority = resource_text
+                .split_once("//")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+            if let Some((user, _)) = authority.rsplit_once('@') {
+                let offset = el.attr_entry("resource").map_or(el.offset, |a| a.offset);
+                out.warning(
+                    offset,
+                    &format!("{path}@resource"),
+                    format!(
+                        "ParaView ignores the user name `{user}@` in the resource: the host is `{}` (for ssh, use <SSHConfig user> or pvlaunch's login settings)",
+                        r.host
+                    ),
+                );
+            }
+            Some(r)
+        }
         Err(message) => {
             let offset = el.attr_entry("resource").map_or(el.offset, |a| a.offset);
             out.error_hint(
@@ -334,6 +350,7 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
         startup: startup?,
         pvlaunch,
         location,
+        declared_encoding: None,
     })
 }
 
@@ -371,8 +388,10 @@ fn read_command_startup(el: &Element, path: &str, out: &mut Collector<'_>) -> Co
     CommandStartup { options, command }
 }
 
-/// A number attribute of `<Command>`, read by its rule; a refused value is an error here
-/// (pvlaunch acts on these numbers, and ParaView's reading of them is undefined).
+/// A number attribute of `<Command>`, read as ParaView reads it ([`Rule::parse_stream`]); a
+/// refused value is an error here (pvlaunch acts on these numbers).
+///
+/// [`Rule::parse_stream`]: super::number::Rule::parse_stream
 fn number_attr(
     el: &Element,
     name: &str,
@@ -381,8 +400,13 @@ fn number_attr(
     out: &mut Collector<'_>,
 ) -> Option<f64> {
     let a = el.attr_entry(name)?;
-    match rule.parse(&a.value) {
-        Ok(v) => Some(v),
+    match rule.parse_stream(&a.value) {
+        Ok((v, note)) => {
+            if let Some(note) = note {
+                out.warning(a.offset, &format!("{path}@{name}"), note);
+            }
+            Some(v)
+        }
         Err(refused) => {
             out.error_hint(
                 a.offset,
@@ -485,6 +509,13 @@ fn read_options(el: &Element, path: &str, out: &mut Collector<'_>) -> Vec<Option
         match child.name.as_str() {
             "Set" => {
                 warn_unknown_attrs(child, &["name", "value"], &format!("{path}/Set"), out);
+                if child.attr("name").is_none() {
+                    out.warning(
+                        child.offset,
+                        &format!("{path}/Set"),
+                        "<Set> has no `name`: ParaView keeps its value under the empty name, which only `$$` refers to (and does not export it)",
+                    );
+                }
                 items.push(OptionItem::Set {
                     name: child.attr("name").unwrap_or("").to_string(),
                     value: child.attr("value").unwrap_or("").to_string(),
@@ -516,13 +547,16 @@ const TYPES: &[&str] = &[
 ];
 
 fn read_option(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<OptionDef> {
-    let Some(name) = el.attr("name") else {
-        out.error(
-            el.offset,
-            &format!("{path}/Option"),
-            "<Option> has no `name` attribute",
-        );
-        return None;
+    let name = match el.attr("name") {
+        Some(name) => name,
+        None => {
+            out.warning(
+                el.offset,
+                &format!("{path}/Option"),
+                "<Option> has no `name`: ParaView keeps its value under the empty name, which only `$$` refers to (and does not export it)",
+            );
+            ""
+        }
     };
     let path = format!("{path}/Option[{name}]");
     warn_unknown_attrs(el, &["name", "label", "readonly", "save"], &path, out);
@@ -567,59 +601,90 @@ fn read_option(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Opti
                     RangeType::Double
                 }
             };
-            let bound = |attr: &str, fallback: f64, out: &mut Collector<'_>| -> f64 {
-                match ty.attr_entry(attr) {
-                    None => fallback,
-                    Some(a) => match parse_bound(&a.value, number) {
-                        Some(v) => v,
-                        None => {
-                            out.warning(
-                                a.offset,
-                                &format!("{ty_path}@{attr}"),
-                                format!(
-                                    "`{attr}=\"{}\"` is not {}; ParaView reads 0",
-                                    a.value,
-                                    if number == RangeType::Int {
-                                        "a whole number"
-                                    } else {
-                                        "a number"
-                                    }
-                                ),
-                            );
-                            0.0
-                        }
-                    },
+            let min_text = ty.attr("min").unwrap_or("0");
+            let max_text = ty.attr("max").unwrap_or("99999999999");
+            let (min, max) = spin_box_range(number, min_text, max_text);
+            let whole = number == RangeType::Int;
+            let not_read = |text: &str| {
+                if whole {
+                    super::number::qt_variant_to_int(text).is_none()
+                } else {
+                    super::number::qt_to_double(text).is_none()
                 }
             };
-            let min = bound("min", 0.0, out);
-            let max = bound(
-                "max",
-                if number == RangeType::Int {
-                    i32::MAX as f64
+            for (attr, own) in [("min", "0"), ("max", if whole { "99" } else { "99.99" })] {
+                if let Some(a) = ty.attr_entry(attr)
+                    && not_read(&a.value)
+                {
+                    out.warning(
+                        a.offset,
+                        &format!("{ty_path}@{attr}"),
+                        format!(
+                            "`{attr}=\"{}\"` is not {}; ParaView's spin box keeps its own {attr} ({own}), so the range is {} to {}",
+                            a.value,
+                            if whole { "a whole number" } else { "a number" },
+                            min,
+                            max
+                        ),
+                    );
+                }
+            }
+            if whole && ty.attr("max").is_none() {
+                out.warning(
+                    ty.offset,
+                    &ty_path,
+                    format!(
+                        "an int range without `max`: ParaView's default max 99999999999 does not fit an int and becomes {max}{}",
+                        if default == DefaultValue::Random {
+                            "; default=\"random\" reads it as 0 and draws between 0 and min"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            if let Some(a) = ty.attr_entry("min")
+                && let Some(m) = if whole {
+                    super::number::qt_variant_to_int(&a.value).map(f64::from)
                 } else {
-                    99_999_999_999.0
-                },
-                out,
-            );
-            if min > max {
-                out.warning(ty.offset, &ty_path, format!("min {min} is above max {max}"));
+                    super::number::qt_to_double(&a.value)
+                }
+                && m > max
+            {
+                out.warning(
+                    ty.offset,
+                    &ty_path,
+                    format!("min {m} is above max {max}; ParaView's range is {max} to {max}"),
+                );
             }
             if let DefaultValue::Value(v) = &default
-                && parse_bound(v, number).is_none()
+                && not_read(v)
             {
                 let offset = ty.attr_entry("default").map_or(ty.offset, |a| a.offset);
                 out.warning(
                     offset,
                     &format!("{ty_path}@default"),
-                    format!("default `{v}` is not a number; ParaView starts at min"),
+                    format!(
+                        "default `{v}` is not {}; ParaView starts at 0, or the end of the range nearest to it",
+                        if whole { "a whole number" } else { "a number" }
+                    ),
                 );
             }
+            let draw = |text: &str| {
+                if whole {
+                    super::number::qt_to_int(text).map_or(0.0, f64::from)
+                } else {
+                    super::number::qt_to_double(text).unwrap_or(0.0)
+                }
+            };
             OptionKind::Range {
                 number,
                 min,
                 max,
                 step: ty.attr("step").unwrap_or("1").to_string(),
                 default,
+                random_min: draw(min_text),
+                random_max: draw(max_text),
             }
         }
         "String" | "Password" | "File" => {
@@ -693,13 +758,45 @@ fn read_option(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Opti
     })
 }
 
-/// Range bounds and defaults as Qt reads them: `toInt()` for int ranges, `toDouble()` otherwise.
+/// A Range value as Qt reads it when it is stored in the spin box: for int ranges through
+/// `QVariant` (a `long long`, cut to 32 bits; `10.5` is not read), for double ranges
+/// `toDouble()`. `None`: the spin box keeps the value it had.
 pub fn parse_bound(text: &str, number: RangeType) -> Option<f64> {
-    let t = text.trim();
     match number {
-        RangeType::Int => t.parse::<i32>().ok().map(f64::from),
-        RangeType::Double => t.parse::<f64>().ok().filter(|v| v.is_finite()),
+        RangeType::Int => super::number::qt_variant_to_int(text).map(f64::from),
+        RangeType::Double => super::number::qt_to_double(text),
     }
+}
+
+/// Two decimals, as a `QDoubleSpinBox` keeps them.
+pub fn round_decimals(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The range a `QSpinBox` (0 to 99) or `QDoubleSpinBox` (0 to 99.99, two decimals) ends up
+/// with after ParaView sets `minimum`, then `maximum`, from the texts: a text Qt cannot read
+/// leaves the bound as it was, a minimum above the maximum raises the maximum, a maximum below
+/// the minimum lowers the minimum (measured with ParaView 5.11).
+pub fn spin_box_range(number: RangeType, min: &str, max: &str) -> (f64, f64) {
+    let (mut lo, mut hi): (f64, f64) = match number {
+        RangeType::Int => (0.0, 99.0),
+        RangeType::Double => (0.0, 99.99),
+    };
+    let read = |t: &str| {
+        parse_bound(t, number).map(|v| match number {
+            RangeType::Int => v,
+            RangeType::Double => round_decimals(v),
+        })
+    };
+    if let Some(m) = read(min) {
+        lo = m;
+        hi = hi.max(m);
+    }
+    if let Some(m) = read(max) {
+        hi = m;
+        lo = lo.min(m);
+    }
+    (lo, hi)
 }
 
 fn read_switch(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<SwitchDef> {

@@ -252,7 +252,11 @@ pub fn resolve(
                v: String,
                origin: Origin| {
         all.insert(k.to_string(), v.clone());
-        shown.insert(k.to_string(), Variable { value: v, origin });
+        // The empty name (a <Set> or <Option> without `name`): `$$` sees it, but ParaView
+        // does not export it, so it is not shown as a variable.
+        if !k.is_empty() {
+            shown.insert(k.to_string(), Variable { value: v, origin });
+        }
     };
     for (k, v) in predefined(&resource, ctx) {
         put(&mut all, &mut shown, &k, v, Origin::Predefined);
@@ -393,6 +397,22 @@ pub fn resolve(
         .filter(|_| shown.contains_key("PV_CONNECT_ID"))
         .map(|v| v.trim().parse::<i64>().unwrap_or(0));
 
+    if let Some(spec) = server.command() {
+        for text in std::iter::once(&spec.exec).chain(&spec.arguments) {
+            if !text.is_ascii() {
+                warnings.push(format!(
+                    "ParaView 5.11 reads non-ASCII text in exec and <Argument> as Latin-1 and encodes it again: it would run `{}` where pvlaunch runs `{text}`",
+                    latin1_again(text)
+                ));
+            }
+        }
+    }
+    if let Some(encoding) = &server.declared_encoding {
+        warnings.push(format!(
+            "the file declares encoding {encoding}; pvlaunch decodes it so, but ParaView 5.11 reads every file as UTF-8 and would garble its non-ASCII text"
+        ));
+    }
+
     let command = match server.command() {
         Some(spec) => {
             let string = command_string(spec, &resource, ctx, &mut warnings);
@@ -438,6 +458,12 @@ pub fn resolve(
         version_origin: ctx.version_origin.clone(),
         all_variables: all,
     })
+}
+
+/// UTF-8 text read back as Latin-1 and encoded again: what ParaView 5.11's `QTextStream`
+/// makes of `exec` and `<Argument>` text (`café` becomes `cafÃ©`).
+pub fn latin1_again(text: &str) -> String {
+    text.bytes().map(char::from).collect()
 }
 
 fn predefined(r: &Resource, ctx: &Context) -> Vec<(String, String)> {
@@ -577,27 +603,32 @@ fn default_value(def: &OptionDef, noise: &mut dyn FnMut() -> f64) -> (String, Or
             min,
             max,
             default,
+            random_min,
+            random_max,
             ..
         } => match default {
             DefaultValue::Random => {
+                // ParaView: min + (max - min) * noise, with min and max read by toInt() or
+                // toDouble(), then stored in the spin box and clamped. (Qt 5 rounds an int
+                // draw, pvlaunch truncates it as the 6.x reference listing does: a draw is a
+                // draw; see docs/paraview-compat.md.)
                 let n = noise().clamp(0.0, 1.0);
-                let v = min + (max - min) * n;
-                (format_number(*number, v, *min, *max, true), Origin::Random)
+                let v = match number {
+                    RangeType::Int => {
+                        let span = (*random_max as i32).wrapping_sub(*random_min as i32);
+                        let v = (random_min + f64::from(span) * n).trunc();
+                        f64::from(v as i64 as i32)
+                    }
+                    RangeType::Double => random_min + (random_max - random_min) * n,
+                };
+                (format_number(*number, v, *min, *max), Origin::Random)
             }
             DefaultValue::Value(text) => match parse_bound(text, *number) {
-                Some(v) => (
-                    format_number(*number, v, *min, *max, false),
-                    Origin::Default,
-                ),
-                None => (
-                    format_number(*number, *min, *min, *max, false),
-                    Origin::Fallback,
-                ),
+                Some(v) => (format_number(*number, v, *min, *max), Origin::Default),
+                None => (format_number(*number, 0.0, *min, *max), Origin::Fallback),
             },
-            DefaultValue::Absent => (
-                format_number(*number, *min, *min, *max, false),
-                Origin::Fallback,
-            ),
+            // The spin box starts at 0, kept within its range.
+            DefaultValue::Absent => (format_number(*number, 0.0, *min, *max), Origin::Fallback),
         },
         OptionKind::String { default }
         | OptionKind::Password { default }
@@ -623,18 +654,14 @@ fn default_value(def: &OptionDef, noise: &mut dyn FnMut() -> f64) -> (String, Or
     }
 }
 
-/// A spin box's value as text: ints truncated, doubles rounded to two decimals (Qt's default),
-/// both clamped to the range.
-fn format_number(number: RangeType, v: f64, min: f64, max: f64, truncate: bool) -> String {
-    let v = if min <= max { v.clamp(min, max) } else { min };
+/// A spin box's value as text: doubles rounded to two decimals (Qt's default) and written as
+/// `QVariant::toString()` writes them, both clamped to the range.
+fn format_number(number: RangeType, v: f64, min: f64, max: f64) -> String {
     match number {
-        RangeType::Int => {
-            let i = if truncate { v.trunc() } else { v.round() };
-            format!("{}", i as i64)
-        }
+        RangeType::Int => format!("{}", v.clamp(min, max) as i64),
         RangeType::Double => {
-            let r = (v * 100.0).round() / 100.0;
-            format!("{r}")
+            let r = super::parse::round_decimals(v).clamp(min, max);
+            super::number::qt_double_string(r)
         }
     }
 }
@@ -692,7 +719,7 @@ fn check_set(def: &OptionDef, value: &str) -> Result<String, ResolveError> {
             if v < *min || v > *max {
                 return Err(invalid());
             }
-            Ok(format_number(*number, v, *min, *max, false))
+            Ok(format_number(*number, v, *min, *max))
         }
         OptionKind::Boolean {
             true_value,

@@ -1,5 +1,8 @@
 //! ParaView server resources: `cs://host:port`, `csrc://[host][:port]`, `cdsrs://ds:p//rs:p`,
 //! `cdsrsrc://...` (the render server may also follow a single `/`), and `builtin:`.
+//!
+//! Read as ParaView 5.11 reads them (measured): `cs://user@Host:1` is host `host` (QUrl drops
+//! the user info and lower-cases the host); the render host of `cdsrs://` keeps its case.
 
 use std::fmt;
 
@@ -134,8 +137,11 @@ impl Resource {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
+        // QUrl drops the user info and writes the host in lower case; the render server is
+        // read from the path by a regular expression, as written.
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let (host, port) = split_host_port(authority)?;
-        resource.host = host;
+        resource.host = host.to_ascii_lowercase();
         resource.port = port;
         if matches!(scheme, Scheme::Cdsrs | Scheme::Cdsrsrc) {
             // The render server follows one or two slashes.
@@ -303,6 +309,15 @@ mod tests {
                 render_port: 22221
             }
         );
+    }
+
+    #[test]
+    fn user_info_is_dropped_and_hosts_lower_cased_like_qurl() {
+        let r = Resource::parse("cs://alice@Cluster.Invalid:39112").unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("cluster.invalid", Some(39112)));
+        assert_eq!(r.uri(), "cs://cluster.invalid:39112");
+        let r = Resource::parse("cdsrs://DS:1/RS:2").unwrap();
+        assert_eq!((r.host.as_str(), r.render_host.as_str()), ("ds", "RS"));
     }
 
     #[test]

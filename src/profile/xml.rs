@@ -4,6 +4,12 @@
 //! first: every element and attribute keeps the byte offset it starts at, which the validation
 //! step turns into `file:line:col`. Attribute values are entity-decoded and whitespace-normalised
 //! the way a conforming XML parser (expat, which ParaView uses) does.
+//!
+//! A `<!DOCTYPE Servers [ ... ]>` may declare internal general entities
+//! (`<!ENTITY host "login.example.org">`), which attributes then use as `&host;`, as expat
+//! allows. Nothing external is read (no `SYSTEM`/`PUBLIC` DTD or entity, no parameter
+//! entities), and expansion is bounded: at most [`MAX_ENTITY_DEPTH`] nested entities and
+//! [`MAX_ENTITY_EXPANSION`] bytes of expanded text per document; past that, a positioned error.
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
@@ -56,8 +62,21 @@ impl Element {
     }
 }
 
+/// At most this many bytes of entity replacement text per document.
+pub const MAX_ENTITY_EXPANSION: usize = 64 * 1024;
+/// At most this many entities inside one another.
+pub const MAX_ENTITY_DEPTH: usize = 16;
+
+/// The internal entities a `<!DOCTYPE>` declares, and how much expansion was done so far.
+#[derive(Debug, Default)]
+struct Entities {
+    map: std::collections::HashMap<String, String>,
+    expanded: usize,
+}
+
 /// Parse a whole document and return its root element.
 pub fn parse(text: &str) -> Result<Element, XmlError> {
+    let mut entities = Entities::default();
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -74,11 +93,11 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
         })?;
         match event {
             Event::Start(tag) => {
-                let el = open(text, &tag, start)?;
+                let el = open(text, &tag, start, &mut entities)?;
                 stack.push(el);
             }
             Event::Empty(tag) => {
-                let el = open(text, &tag, start)?;
+                let el = open(text, &tag, start, &mut entities)?;
                 attach(&mut stack, &mut root, el, start)?;
             }
             Event::End(_) => {
@@ -94,7 +113,7 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                 if trimmed.is_empty() {
                     continue;
                 }
-                let value = unescape(trimmed).map_err(|message| XmlError {
+                let value = entities.unescape(trimmed).map_err(|message| XmlError {
                     message,
                     offset: start,
                 })?;
@@ -113,11 +132,16 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::CData(_) | Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
-            Event::DocType(_) => {
-                return Err(XmlError {
-                    message: "document type declarations (<!DOCTYPE>) are not supported".into(),
-                    offset: start,
-                });
+            Event::DocType(t) => {
+                if root.is_some() || !stack.is_empty() {
+                    return Err(XmlError {
+                        message: "<!DOCTYPE> after the root element".into(),
+                        offset: start,
+                    });
+                }
+                let content = String::from_utf8_lossy(t.as_ref()).into_owned();
+                let base = offset_in(text, t.as_ref()).unwrap_or(start);
+                entities.declare(&content, base)?;
             }
             Event::Eof => break,
         }
@@ -156,7 +180,12 @@ fn attach(
     }
 }
 
-fn open(text: &str, tag: &BytesStart<'_>, offset: usize) -> Result<Element, XmlError> {
+fn open(
+    text: &str,
+    tag: &BytesStart<'_>,
+    offset: usize,
+    entities: &mut Entities,
+) -> Result<Element, XmlError> {
     let name = String::from_utf8_lossy(tag.name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     // quick-xml's own duplicate check compares every attribute with every earlier one; a set
@@ -179,8 +208,9 @@ fn open(text: &str, tag: &BytesStart<'_>, offset: usize) -> Result<Element, XmlE
                 offset: attr_offset,
             });
         }
-        let value =
-            unescape(&normalize_attribute_whitespace(&raw)).map_err(|message| XmlError {
+        let value = entities
+            .unescape(&normalize_attribute_whitespace(&raw))
+            .map_err(|message| XmlError {
                 message,
                 offset: attr_offset,
             })?;
@@ -214,17 +244,297 @@ fn normalize_attribute_whitespace(raw: &str) -> String {
     raw.replace("\r\n", "\n").replace(['\r', '\n', '\t'], " ")
 }
 
-fn unescape(raw: &str) -> Result<String, String> {
-    quick_xml::escape::unescape(raw)
-        .map(|c| c.into_owned())
-        .map_err(|e| match e {
-            quick_xml::escape::EscapeError::UnrecognizedEntity(_, name) => {
-                format!(
-                    "unknown entity `&{name};` (only &lt; &gt; &amp; &quot; &apos; and &#N; exist)"
-                )
+impl Entities {
+    /// Read the `<!DOCTYPE>` content (after `<!DOCTYPE`, up to its `>`) at byte `base`.
+    fn declare(&mut self, content: &str, base: usize) -> Result<(), XmlError> {
+        let err = |at: usize, message: String| XmlError {
+            message,
+            offset: base + at,
+        };
+        let b = content.as_bytes();
+        let skip_ws = |mut i: usize| {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
             }
-            other => format!("bad character reference: {other}"),
-        })
+            i
+        };
+        let name_end = |mut i: usize| {
+            while i < b.len()
+                && !b[i].is_ascii_whitespace()
+                && !matches!(b[i], b'[' | b'>' | b'"' | b'\'')
+            {
+                i += 1;
+            }
+            i
+        };
+        let mut i = name_end(skip_ws(0));
+        i = skip_ws(i);
+        if content[i..].starts_with("SYSTEM") || content[i..].starts_with("PUBLIC") {
+            return Err(err(
+                i,
+                "an external DTD is not read (ParaView does not read one either); declare entities in the internal subset: <!DOCTYPE Servers [<!ENTITY name \"value\">]>".into(),
+            ));
+        }
+        if i >= b.len() {
+            return Ok(());
+        }
+        if b[i] != b'[' {
+            return Err(err(i, "unexpected text in <!DOCTYPE>".into()));
+        }
+        i += 1;
+        loop {
+            i = skip_ws(i);
+            let rest = &content[i..];
+            if rest.is_empty() {
+                return Err(err(
+                    i,
+                    "the internal subset of <!DOCTYPE> has no closing `]`".into(),
+                ));
+            }
+            if rest.starts_with(']') {
+                let after = skip_ws(i + 1);
+                if after < b.len() {
+                    return Err(err(
+                        after,
+                        "unexpected text after the internal subset".into(),
+                    ));
+                }
+                return Ok(());
+            }
+            let skip_to = |end: &str, what: &str| -> Result<usize, XmlError> {
+                rest.find(end)
+                    .map(|e| i + e + end.len())
+                    .ok_or_else(|| err(i, format!("{what} in <!DOCTYPE> is never closed")))
+            };
+            if rest.starts_with("<!--") {
+                i = skip_to("-->", "a comment")?;
+            } else if rest.starts_with("<?") {
+                i = skip_to("?>", "a processing instruction")?;
+            } else if rest.starts_with("<!ELEMENT") || rest.starts_with("<!NOTATION") {
+                i = skip_to(">", "a declaration")?;
+            } else if rest.starts_with("<!ATTLIST") {
+                return Err(err(
+                    i,
+                    "attribute-list declarations (<!ATTLIST>) are not supported: write the attributes out".into(),
+                ));
+            } else if rest.starts_with("<!ENTITY") {
+                i = self.entity(content, i, base)?;
+            } else if rest.starts_with('%') {
+                return Err(err(
+                    i,
+                    "parameter-entity references are not supported".into(),
+                ));
+            } else {
+                return Err(err(
+                    i,
+                    "unexpected text in the internal subset of <!DOCTYPE>".into(),
+                ));
+            }
+        }
+    }
+
+    /// One `<!ENTITY name "value">` starting at `at`; returns the offset after its `>`.
+    fn entity(&mut self, content: &str, at: usize, base: usize) -> Result<usize, XmlError> {
+        let err = |i: usize, message: String| XmlError {
+            message,
+            offset: base + i,
+        };
+        let b = content.as_bytes();
+        let mut i = at + "<!ENTITY".len();
+        let ws = |mut i: usize| {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            i
+        };
+        i = ws(i);
+        if b.get(i) == Some(&b'%') {
+            return Err(err(
+                i,
+                "parameter entities (<!ENTITY % ...>) are not supported".into(),
+            ));
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() && !matches!(b[i], b'"' | b'\'' | b'>') {
+            i += 1;
+        }
+        let name = &content[start..i];
+        if name.is_empty() {
+            return Err(err(start, "an entity declaration without a name".into()));
+        }
+        i = ws(i);
+        if content[i..].starts_with("SYSTEM") || content[i..].starts_with("PUBLIC") {
+            return Err(err(
+                i,
+                format!(
+                    "entity `{name}` is external; only internal entities (<!ENTITY {name} \"value\">) are supported"
+                ),
+            ));
+        }
+        let quote = match b.get(i) {
+            Some(&q) if q == b'"' || q == b'\'' => q as char,
+            _ => return Err(err(i, format!("entity `{name}` has no quoted value"))),
+        };
+        let value_start = i + 1;
+        let Some(len) = content[value_start..].find(quote) else {
+            return Err(err(
+                i,
+                format!("the value of entity `{name}` is never closed"),
+            ));
+        };
+        let raw = &content[value_start..value_start + len];
+        i = ws(value_start + len + 1);
+        if b.get(i) != Some(&b'>') {
+            return Err(err(
+                i,
+                format!("`>` expected after the value of entity `{name}`"),
+            ));
+        }
+        if let Some(p) = raw.find('%') {
+            return Err(err(
+                value_start + p,
+                "parameter-entity references are not supported".into(),
+            ));
+        }
+        // Character references are replaced when the entity is declared; entity references
+        // stay, and are expanded where the entity is used.
+        let value = char_refs_only(raw).map_err(|m| err(value_start, m))?;
+        if value.len() > MAX_ENTITY_EXPANSION {
+            return Err(err(
+                value_start,
+                format!("entity `{name}` is longer than {MAX_ENTITY_EXPANSION} bytes"),
+            ));
+        }
+        // The first declaration of a name counts (XML 1.0 §4.2).
+        self.map.entry(name.to_string()).or_insert(value);
+        Ok(i + 1)
+    }
+
+    /// Decode references in an attribute value or text: the five predefined entities,
+    /// character references and declared entities (bounded).
+    fn unescape(&mut self, raw: &str) -> Result<String, String> {
+        if !raw.contains('&') {
+            return Ok(raw.to_string());
+        }
+        let mut out = String::with_capacity(raw.len());
+        let mut open = Vec::new();
+        self.expand(raw, &mut out, &mut open)?;
+        Ok(out)
+    }
+
+    fn expand(
+        &mut self,
+        raw: &str,
+        out: &mut String,
+        open: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let mut rest = raw;
+        while let Some(amp) = rest.find('&') {
+            out.push_str(&rest[..amp]);
+            let after = &rest[amp + 1..];
+            let Some(semi) = after.find(';') else {
+                return Err("`&` that starts no reference (write `&amp;`)".into());
+            };
+            let name = &after[..semi];
+            rest = &after[semi + 1..];
+            if let Some(c) = predefined(name) {
+                out.push(c);
+                continue;
+            }
+            if name.starts_with('#') {
+                out.push(char_ref(name)?);
+                continue;
+            }
+            let Some(value) = self.map.get(name).cloned() else {
+                if self.map.is_empty() {
+                    return Err(format!(
+                        "unknown entity `&{name};` (only &lt; &gt; &amp; &quot; &apos; and &#N; exist)"
+                    ));
+                }
+                return Err(format!(
+                    "unknown entity `&{name};` (only &lt; &gt; &amp; &quot; &apos;, &#N; and entities declared in <!DOCTYPE Servers [<!ENTITY {name} \"...\">]> exist)"
+                ));
+            };
+            if open.iter().any(|n| n == name) {
+                return Err(format!("entity `&{name};` refers to itself"));
+            }
+            if open.len() >= MAX_ENTITY_DEPTH {
+                return Err(format!(
+                    "entities nest more than {MAX_ENTITY_DEPTH} deep (at `&{name};`)"
+                ));
+            }
+            if value.contains('<') {
+                return Err(format!(
+                    "entity `&{name};` contains `<`, which an attribute value cannot hold"
+                ));
+            }
+            self.expanded += value.len();
+            if self.expanded > MAX_ENTITY_EXPANSION {
+                return Err(format!(
+                    "entity expansion passes {MAX_ENTITY_EXPANSION} bytes for this file (at `&{name};`)"
+                ));
+            }
+            open.push(name.to_string());
+            self.expand(&normalize_attribute_whitespace(&value), out, open)?;
+            open.pop();
+            if out.len() > MAX_ENTITY_EXPANSION + raw.len() {
+                return Err(format!(
+                    "entity expansion passes {MAX_ENTITY_EXPANSION} bytes for this file (at `&{name};`)"
+                ));
+            }
+        }
+        out.push_str(rest);
+        Ok(())
+    }
+}
+
+fn predefined(name: &str) -> Option<char> {
+    Some(match name {
+        "lt" => '<',
+        "gt" => '>',
+        "amp" => '&',
+        "quot" => '"',
+        "apos" => '\'',
+        _ => return None,
+    })
+}
+
+/// `#65` or `#x41` (without `&` and `;`) as a character XML allows.
+fn char_ref(name: &str) -> Result<char, String> {
+    let body = &name[1..];
+    let code = match body.strip_prefix('x') {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => body.parse::<u32>().ok(),
+    };
+    code.and_then(char::from_u32)
+        .filter(|&c| c == '\t' || c == '\n' || c == '\r' || c >= ' ')
+        .ok_or_else(|| format!("bad character reference `&{name};`"))
+}
+
+/// An entity value with its character references replaced; other references kept as written.
+fn char_refs_only(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let Some(semi) = after.find(';') else {
+            return Err("`&` that starts no reference in an entity value".into());
+        };
+        let name = &after[..semi];
+        if name.starts_with('#') {
+            out.push(char_ref(name)?);
+        } else if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!("bad reference `&{name};` in an entity value"));
+        } else {
+            out.push('&');
+            out.push_str(name);
+            out.push(';');
+        }
+        rest = &after[semi + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Where attribute `key` starts inside the tag, searching from `tag_offset` (a fallback: the
@@ -325,6 +635,46 @@ mod tests {
         assert!(parse("<A x='1' x='2'/>").is_err());
         let err = parse("<A x='&nbsp;'/>").unwrap_err();
         assert!(err.message.contains("nbsp"), "{err:?}");
+    }
+
+    #[test]
+    fn internal_entities_expand_in_attributes() {
+        let text = "<?xml version=\"1.0\"?>\n<!DOCTYPE Servers [\n <!-- c -->\n <!ENTITY host \"gw.example\">\n <!ENTITY login '&user;@&host;'>\n <!ENTITY user \"erin\">\n <!ENTITY q \"say &#34;hi&#34; &amp; go\">\n <!ENTITY host \"ignored\">\n]>\n<A v=\"&login;\" w=\"&q;\" x=\"x&host;y\"/>";
+        let root = parse(text).unwrap();
+        assert_eq!(root.attr("v"), Some("erin@gw.example"));
+        assert_eq!(root.attr("w"), Some("say \"hi\" & go"));
+        assert_eq!(root.attr("x"), Some("xgw.exampley"));
+    }
+
+    #[test]
+    fn entity_expansion_is_bounded_and_internal_only() {
+        // Ten levels of ten: 10^10 bytes if expanded.
+        let mut dtd = String::from("<!ENTITY e0 \"lollollollol\">");
+        for i in 1..10 {
+            let refs = format!("&e{};", i - 1).repeat(10);
+            dtd.push_str(&format!("<!ENTITY e{i} \"{refs}\">"));
+        }
+        let text = format!("<!DOCTYPE A [{dtd}]>\n<A v=\"&e9;\"/>");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("65536 bytes"), "{err:?}");
+        assert_eq!(line_col(&text, err.offset), (2, 4));
+        for (bad, says) in [
+            ("<!DOCTYPE A SYSTEM \"a.dtd\"><A/>", "external DTD"),
+            ("<!DOCTYPE A [<!ENTITY x SYSTEM \"f\">]><A/>", "external"),
+            ("<!DOCTYPE A [<!ENTITY % p \"x\">]><A/>", "parameter"),
+            (
+                "<!DOCTYPE A [<!ENTITY a \"&b;\"><!ENTITY b \"&a;\">]><A v='&a;'/>",
+                "itself",
+            ),
+            (
+                "<!DOCTYPE A [<!ENTITY a \"<B/>\">]><A v='&a;'/>",
+                "contains `<`",
+            ),
+            ("<!DOCTYPE A [<!ATTLIST A v CDATA 'x'>]><A/>", "ATTLIST"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.message.contains(says), "{bad}: {err:?}");
+        }
     }
 
     #[test]
