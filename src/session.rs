@@ -88,6 +88,8 @@ pub async fn run(
         ending = drive(&plan, &launch, target, scheduler.as_ref(), &mut held, reporter) => ending,
         n = signals.next() => Ending::Signal(n),
     };
+    // A signal may have come while ssh owned the terminal.
+    reporter.take_back_terminal();
     if let Ending::Signal(n) = &ending {
         reporter.emit(Event::Warning {
             message: format!("stopping on signal {n}: cleaning up (again to force)"),
