@@ -345,7 +345,7 @@ impl Guard {
         }
         let mut cancelled = Vec::new();
         let mut last: Option<String> = None;
-        let _ = tokio::time::timeout(wait, async {
+        let waited = tokio::time::timeout(wait, async {
             while let Ok(Some(line)) = self.lines.next_line().await {
                 if let Some(id) = line.strip_prefix("cancelled ") {
                     cancelled.push(id.to_owned());
@@ -359,7 +359,13 @@ impl Guard {
             }
         })
         .await;
+        // Still running and silent when the wait ended: its scheduler commands are slow (a hung
+        // controller makes each one wait for its own timeout), not its session gone.
+        let still_there = waited.is_err() && matches!(self.child.try_wait(), Ok(None));
         match last.as_deref() {
+            None if still_there && cancelled.is_empty() => GuardReport::StillRetrying {
+                reason: "the scheduler has not answered yet".into(),
+            },
             Some("none left") => GuardReport::NoneLeft { cancelled },
             Some(l) if l.starts_with("gave up: ") => GuardReport::GaveUp {
                 reason: l["gave up: ".len()..].to_owned(),

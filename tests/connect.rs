@@ -1312,3 +1312,64 @@ fn the_guard_sweeps_up_a_real_submit_that_lands_after_the_session_ended() {
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
 }
+
+/// Stops slurmctld (SIGSTOP: it hangs as an overloaded controller does, commands time out) until
+/// dropped.
+struct ControllerHung {
+    pid: String,
+}
+
+impl ControllerHung {
+    fn new(sb: &Sandbox) -> ControllerHung {
+        let record = std::fs::read_to_string(sb.state_dir().join("pids/slurmctld"))
+            .expect("slurmctld's pid record");
+        let pid = record.split_whitespace().next().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "could not stop slurmctld ({pid})");
+        ControllerHung { pid }
+    }
+}
+
+impl Drop for ControllerHung {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.pid])
+            .status();
+    }
+}
+
+/// Ctrl-C while the real controller hangs: the cancel cannot get through, cleanup says so (not
+/// "cancelled"), and the guard on the login node cancels the job once slurmctld answers again.
+#[test]
+fn a_cancel_while_slurmctld_hangs_is_finished_by_the_guard() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    let mut bg = spawn_pvlaunch(sb, "connect queued --client pvpython --script hold.py");
+    bg.wait_for_output("\"job_queued\"", SESSION_TIMEOUT);
+    let hung = ControllerHung::new(sb);
+    signal_pvlaunch(sb, "INT");
+    let out = bg.wait(Duration::from_secs(90));
+    assert_eq!(out.code, Some(130), "{out:?}");
+    let evs = events(&out.stdout);
+    let step = evs
+        .iter()
+        .find(|e| e["event"] == "cleanup" && e["step"].as_str().is_some_and(|s| s.contains("job")))
+        .unwrap_or_else(|| panic!("a cleanup step for the job: {}", out.stdout));
+    assert_eq!(step["ok"], false, "{step}");
+    assert!(
+        step["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("keeps trying"),
+        "{step}"
+    );
+    drop(hung);
+    // The guard's back-off is at most 30 s between attempts.
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
