@@ -277,6 +277,12 @@ fn hostile_option_values_reach_the_job_as_literal_text() {
         name.starts_with(&format!("pv{mark}-")) && name.len() == format!("pv{mark}-").len() + 8,
         "the job name is literal, with the session's tag: {name}"
     );
+    // Submitted without requeue: a requeued pvserver would start long after its session.
+    let job = sb
+        .run(Host::Login, "scontrol -o show job")
+        .assert_success()
+        .stdout;
+    assert!(job.contains(" Requeue=0 "), "{job}");
     // A <Setup> line of the job script, run by bash on the compute node under Slurm, got the
     // value as one literal word, unquoted and inside double quotes.
     let written = sb
