@@ -32,6 +32,8 @@ use crate::quote;
 use crate::scheduler::{self, CommandOutput, JobId, JobState, Scheduler};
 use crate::ssh::{self, Master};
 
+/// How many bytes of the job's output are read when looking for pvserver's lines.
+pub const OUTPUT_WINDOW: usize = 64 * 1024;
 /// Lines of the job's output shown when it fails.
 pub const TAIL_LINES: usize = 20;
 
@@ -143,6 +145,23 @@ impl Default for GuardTimings {
             max_pause: GUARD_MAX_PAUSE,
         }
     }
+}
+
+/// Why the job's state could not be learnt (the follow loop retries and bounds it).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A command with a NUL byte.
+    #[error(transparent)]
+    Nul(#[from] quote::NulError),
+    /// The command through the master failed or timed out, or the master is gone.
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
+    /// The scheduler's answer makes no sense (or says it failed).
+    #[error(transparent)]
+    Parse(#[from] crate::scheduler::ParseError),
+    /// There is no ssh connection to ask through.
+    #[error("the ssh connection is gone")]
+    NoConnection,
 }
 
 /// Why the guard could not be started or told something.
@@ -384,29 +403,17 @@ pub async fn query_state(
     master: &Master,
     scheduler: &dyn Scheduler,
     job: &JobId,
-) -> Result<JobState, String> {
-    let cmd = quote::join(scheduler.state_command(job)).map_err(|e| e.to_string())?;
-    let out = master
-        .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(state) = scheduler
-        .parse_state(&CommandOutput::from(&out))
-        .map_err(|e| e.to_string())?
-    {
+) -> Result<JobState, JobError> {
+    let cmd = quote::join(scheduler.state_command(job))?;
+    let out = master.exec(&cmd, None, ssh::COMMAND_TIMEOUT).await?;
+    if let Some(state) = scheduler.parse_state(&CommandOutput::from(&out))? {
         return Ok(state);
     }
     // Out of the queue: ask accounting, which may lag a little.
     for attempt in 1..=ACCOUNTING_TRIES {
-        let cmd = quote::join(scheduler.finished_command(job)).map_err(|e| e.to_string())?;
-        let out = master
-            .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(state) = scheduler
-            .parse_finished(&CommandOutput::from(&out))
-            .map_err(|e| e.to_string())?
-        {
+        let cmd = quote::join(scheduler.finished_command(job))?;
+        let out = master.exec(&cmd, None, ssh::COMMAND_TIMEOUT).await?;
+        if let Some(state) = scheduler.parse_finished(&CommandOutput::from(&out))? {
             return Ok(state);
         }
         if attempt < ACCOUNTING_TRIES {
@@ -419,6 +426,37 @@ pub async fn query_state(
         signal: None,
         nodes: vec![],
     })
+}
+
+/// The end of the job's output on the login node (`None` while the file does not exist): its
+/// last [`OUTPUT_WINDOW`] bytes, where pvserver's lines are.
+pub async fn read_output(master: &Master, plan: &Plan) -> Result<Option<String>, JobError> {
+    let path = format!(
+        "{}/{}",
+        plan::REMOTE_DIR,
+        plan::output_path(&plan.session_tag)
+    );
+    let q = quote::quote(&path)?;
+    let out = master
+        .exec(
+            &format!("tail -c {OUTPUT_WINDOW} {q} 2>/dev/null"),
+            None,
+            ssh::COMMAND_TIMEOUT,
+        )
+        .await?;
+    Ok(out.success().then_some(out.stdout))
+}
+
+/// Cancel `job` directly through the master (when no guard could be started).
+pub async fn cancel(
+    master: Option<&Master>,
+    scheduler: &dyn Scheduler,
+    job: &JobId,
+) -> Result<crate::scheduler::Cancel, JobError> {
+    let master = master.ok_or(JobError::NoConnection)?;
+    let cmd = quote::join(scheduler.cancel_command(job))?;
+    let out = master.exec(&cmd, None, ssh::COMMAND_TIMEOUT).await?;
+    Ok(scheduler.parse_cancel(&CommandOutput::from(&out))?)
 }
 
 /// The last lines of the job's output file (empty when it cannot be read).

@@ -434,12 +434,18 @@ impl Follower<'_> {
                     }
                     Action::QueryJob => {
                         let master = held.master.as_ref().expect("alive while following");
-                        Input::JobState(job::query_state(master, self.scheduler, self.job).await)
+                        match job::query_state(master, self.scheduler, self.job).await {
+                            // Without the master there is no one to ask: the link is gone.
+                            Err(job::JobError::Ssh(ssh::SshError::MasterGone { .. })) => {
+                                Input::MasterDied
+                            }
+                            result => Input::JobState(result.map_err(|e| e.to_string())),
+                        }
                     }
                     Action::ReadOutput => {
                         let master = held.master.as_ref().expect("alive while following");
                         Input::Output(
-                            two_hop::read_output(master, plan)
+                            job::read_output(master, plan)
                                 .await
                                 .map_err(|e| e.to_string()),
                         )
@@ -520,7 +526,7 @@ impl Follower<'_> {
                 } else {
                     format!("job {job} ended ({state}) before pvserver connected")
                 };
-                if let Ok(Some(out)) = two_hop::read_output(master, plan).await
+                if let Ok(Some(out)) = job::read_output(master, plan).await
                     && let Some(e) = crate::pvserver::first_error(&out)
                 {
                     what.push_str(": ");
@@ -659,7 +665,7 @@ async fn handshake_failed(master: &Master, plan: &Plan) -> Failure {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if let Ok(Some(out)) = two_hop::read_output(master, plan).await
+        if let Ok(Some(out)) = job::read_output(master, plan).await
             && let Some(refusal) = crate::pvserver::handshake_refusal(&out)
         {
             let detail = if refusal == crate::pvserver::Refusal::ConnectId {
@@ -812,39 +818,23 @@ async fn settle_job(
             }
             let usable = held.master.as_mut().is_some_and(|m| m.alive());
             let master = held.master.as_ref().filter(|_| usable);
-            let result = cancel_job(master, scheduler, &job).await;
+            let result = job::cancel(master, scheduler, &job).await;
             reporter.emit(Event::Cleanup {
                 step: match &result {
                     Ok(_) => format!("job {job} cancelled"),
                     Err(_) => format!("job {job} not cancelled by this session"),
                 },
                 ok: result.is_ok(),
-                detail: result.err(),
+                detail: result.err().map(|e| match e {
+                    job::JobError::NoConnection
+                    | job::JobError::Ssh(ssh::SshError::MasterGone { .. }) => {
+                        format!("{e}: cancel job {job} by hand")
+                    }
+                    e => e.to_string(),
+                }),
             });
         }
     }
-}
-
-/// Cancel the job through the master; the error says why not (and who still will).
-async fn cancel_job(
-    master: Option<&Master>,
-    scheduler: &dyn Scheduler,
-    job: &JobId,
-) -> Result<(), String> {
-    let Some(master) = master else {
-        return Err(format!(
-            "the ssh connection is gone: the guard on the login node cancels job {job} once the login node notices"
-        ));
-    };
-    let cmd = quote::join(scheduler.cancel_command(job)).map_err(|e| e.to_string())?;
-    let out = master
-        .exec(&cmd, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    scheduler
-        .parse_cancel(&CommandOutput::from(&out))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Second signal: kill what is local now; the login node's guard cancels the job.

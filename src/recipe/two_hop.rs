@@ -10,12 +10,8 @@
 
 use super::{Ctx, Reach};
 use crate::outcome::Failure;
-use crate::plan::{self, Plan};
-use crate::quote;
-use crate::ssh::{self, Master};
+use crate::ssh::Master;
 
-/// How many bytes of the job's output are read when looking for pvserver's line.
-pub const OUTPUT_WINDOW: usize = 64 * 1024;
 /// How many free local ports are tried for the forward (another program may take the one
 /// found free before ssh binds it).
 pub const FORWARD_TRIES: usize = 5;
@@ -25,25 +21,6 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     Ok(Reach::Listen {
         port: ctx.plan.remote_port,
     })
-}
-
-/// The end of the job's output on the login node (`None` while the file does not exist).
-pub async fn read_output(master: &Master, plan: &Plan) -> Result<Option<String>, String> {
-    let path = format!(
-        "{}/{}",
-        plan::REMOTE_DIR,
-        plan::output_path(&plan.session_tag)
-    );
-    let q = quote::quote(&path).map_err(|e| e.to_string())?;
-    let out = master
-        .exec(
-            &format!("tail -c {OUTPUT_WINDOW} {q} 2>/dev/null"),
-            None,
-            ssh::COMMAND_TIMEOUT,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(out.success().then_some(out.stdout))
 }
 
 /// Open `-L 127.0.0.1:Z:node:port` on the master; returns Z.
