@@ -158,6 +158,15 @@ fn fake_processes(state: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, sig) };
@@ -362,11 +371,7 @@ fn under_json_stdout_has_events_only_even_when_the_client_prints() {
     let f = Fake::new();
     // The reverse recipe starts the client before the job; the fake forward is not
     // compute-facing, so the session ends after the client ran: enough to see its output.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let out = reverse_session_with_fake_pvpython(&f, port);
     // Whatever the end, every stdout line is an event, and the client's line went to stderr.
     let evs = events(&out);
@@ -441,11 +446,7 @@ fn a_closed_stderr_does_not_abort_the_cleanup() {
 fn client_wait_says_where_to_point_the_client_then_goes_on_once_it_listens() {
     use std::io::BufRead;
     let f = Fake::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     f.profile(&format!(
         r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
   <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
