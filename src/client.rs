@@ -226,43 +226,15 @@ pub struct Socket {
 
 /// Parse `/proc/net/tcp` and `/proc/net/tcp6` text (headers are skipped).
 pub fn parse_proc_net_tcp(text: &str) -> Vec<Socket> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let _slot = fields.next()?;
-            let local = fields.next()?;
-            let _remote = fields.next()?;
-            let state = fields.next()?;
-            // tx:rx queues, timer, retransmits, uid, timeout, then the inode.
-            let inode = fields.nth(5).and_then(|i| i.parse().ok()).unwrap_or(0);
-            let (addr, port) = local.split_once(':')?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            let address = parse_hex_address(addr)?;
-            Some(Socket {
-                address,
-                port,
-                listening: state == "0A",
-                inode,
-            })
+    crate::hop::peer::parse(text)
+        .into_iter()
+        .map(|r| Socket {
+            address: r.local.ip(),
+            port: r.local.port(),
+            listening: r.listening(),
+            inode: r.inode,
         })
         .collect()
-}
-
-fn parse_hex_address(hex: &str) -> Option<std::net::IpAddr> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
-    // The kernel prints each 32-bit word in host (little-endian) byte order.
-    let mut swapped = Vec::with_capacity(bytes.len());
-    for word in bytes.chunks(4) {
-        swapped.extend(word.iter().rev());
-    }
-    match swapped.len() {
-        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(swapped).ok()?)),
-        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(swapped).ok()?)),
-        _ => None,
-    }
 }
 
 /// How often [`wait_listening`] looks.

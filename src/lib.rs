@@ -14,6 +14,7 @@ pub mod connect;
 pub mod events;
 pub mod exit;
 pub mod follow;
+pub mod hop;
 pub mod job;
 pub mod outcome;
 pub mod plain;

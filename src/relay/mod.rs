@@ -62,7 +62,7 @@ pub use config::{
 pub use endpoint::{EndpointError, Host, ListenAddr, Target};
 pub use events::{CloseReason, EventSender, Peer, RefuseReason, RelayEvent};
 pub use portfwd::ConfigError;
-pub use sys::raise_fd_limit;
+pub use sys::{effective_uid, raise_fd_limit};
 
 use conn::{ConnSetup, Moved, RuleState};
 use listener::Listener;
