@@ -283,8 +283,8 @@ fn plain(
 }
 
 /// The connect-id when something else decides it. A client pvlaunch does not start cannot learn
-/// a random id: under ParaView the id is ParaView's own (`PV_CONNECT_ID` in the environment or
-/// the file), and with `--client wait` the file's, or none at all.
+/// a random id under ParaView: there the id is ParaView's own (`PV_CONNECT_ID` in the
+/// environment or the file) or none at all. With `--client wait` the person is told the id.
 fn connect_id_override(
     mode: &client::Mode,
     environment: &BTreeMap<String, String>,
@@ -299,7 +299,15 @@ fn connect_id_override(
     };
     match mode {
         client::Mode::Paraview { .. } | client::Mode::Pvpython { .. } => declared.and_then(fixed),
-        client::Mode::Wait | client::Mode::None => {
+        // The person starts the client: the id is the profile's, or the profile's policy (a
+        // fresh random one by default, which `waiting_for_client` tells them).
+        client::Mode::Wait => environment
+            .get("PV_CONNECT_ID")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .or(declared)
+            .and_then(fixed),
+        // ParaView's Connect dialog passes only an id the profile declares.
+        client::Mode::None => {
             let from_paraview = environment
                 .get("PV_CONNECT_ID")
                 .and_then(|v| v.trim().parse::<i64>().ok());

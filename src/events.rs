@@ -29,6 +29,9 @@ pub enum Event {
     /// `--client wait`: pvlaunch waits for a client the person starts, listening on `url`.
     WaitingForClient {
         url: String,
+        /// The connect-id the client must use (`--connect-id=N`), when the session has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        connect_id: Option<u32>,
     },
     /// Authenticating to the login node (a password or 2FA prompt may follow).
     SshConnecting {
@@ -123,8 +126,8 @@ impl Event {
     fn phase(&self) -> Option<String> {
         Some(match self {
             Event::ClientListening { port, .. } => format!("client listening on port {port}"),
-            Event::WaitingForClient { url } => {
-                format!("waiting for your client to listen on {url}")
+            Event::WaitingForClient { url, .. } => {
+                format!("waiting for your client on {url}")
             }
             Event::SshConnecting { destination } => format!("connecting to {destination}"),
             Event::JobSubmitted { job_id, .. } => format!("job {job_id} submitted"),
@@ -173,9 +176,14 @@ impl Event {
             Event::ClientListening { port, mode } => {
                 format!("client ({mode}) listening on port {port}")
             }
-            Event::WaitingForClient { url } => format!(
-                "start your ParaView client now: File > Connect, a server with resource {url} (pvlaunch waits for it to listen)"
-            ),
+            Event::WaitingForClient { url, connect_id } => match connect_id {
+                Some(id) => format!(
+                    "start your ParaView client now with --connect-id={id}: File > Connect, a server with resource {url} (pvlaunch waits for it)"
+                ),
+                None => format!(
+                    "start your ParaView client now: File > Connect, a server with resource {url} (pvlaunch waits for it)"
+                ),
+            },
             Event::SshConnecting { destination } => {
                 format!("connecting to {destination} (answer any prompt once)")
             }
@@ -320,7 +328,7 @@ impl Event {
                 .into_iter()
                 .for_each(text),
             Event::ClientListening { port: _, mode } => text(mode),
-            Event::WaitingForClient { url } => text(url),
+            Event::WaitingForClient { url, .. } => text(url),
             Event::SshConnecting { destination } => text(destination),
             Event::SshConnected {
                 destination,

@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::client::{self, Mode};
 use crate::profile::resolve::Resolved;
 use crate::profile::resource::Endpoint;
-use crate::profile::settings::{ConnectId, Launch, Recipe};
-use crate::pvserver::{self, ServerEnd};
+use crate::profile::settings::{ConnectId, Launch, OwnedHops, Recipe};
+use crate::pvserver;
 use crate::scheduler::{self, JobSpec, Kind};
 use crate::ssh;
 
@@ -17,6 +17,9 @@ use crate::ssh;
 pub const LOGIN_HOST_PLACEHOLDER: &str = "<login-host>";
 pub const PORT_PLACEHOLDER: &str = "<port chosen by sshd>";
 pub const TUNNEL_PORT_PLACEHOLDER: &str = "<port of the tunnel>";
+pub const AGENT_PLACEHOLDER: &str = "<pvlaunch on the cluster>";
+pub const KEY_PLACEHOLDER: &str = "<the session's key file, 0600>";
+pub const SOCKET_PLACEHOLDER: &str = "<login node's forward socket>";
 
 /// What the session will do.
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +53,8 @@ pub struct Plan {
     pub session_tag: String,
     /// The pvlaunch program on the login node for the relay recipe (found or copied if unset).
     pub relay_program: Option<String>,
+    /// Whether the session may fall back to a path other users could reach.
+    pub owned_hops: OwnedHops,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -161,26 +166,7 @@ pub fn build(
         extra_directives: launch.directives.clone(),
         setup_lines: launch.setup.clone(),
         tag: Some(fresh.tag.clone()),
-        command: match recipe {
-            Recipe::TwoHop => pvserver::argv(
-                launch,
-                ServerEnd::Listen {
-                    port: launch.remote_port,
-                },
-                connect_id,
-            ),
-            Recipe::ReverseTwoHop => {
-                pvserver::hop_command(launch, LOGIN_HOST_PLACEHOLDER, PORT_PLACEHOLDER, connect_id)
-            }
-            Recipe::Auto | Recipe::Reverse | Recipe::Relay => pvserver::argv(
-                launch,
-                ServerEnd::Reverse {
-                    client_host: LOGIN_HOST_PLACEHOLDER,
-                    port: PORT_PLACEHOLDER,
-                },
-                connect_id,
-            ),
-        },
+        command: owned_command(recipe, launch, connect_id),
     };
     let job_script = kind.scheduler().render_script(&job)?;
     let url = if !forward {
@@ -215,7 +201,37 @@ pub fn build(
         keep_job: overrides.keep_job,
         session_tag: fresh.tag,
         relay_program: launch.relay_program.clone(),
+        owned_hops: launch.owned_hops,
     })
+}
+
+/// The job's command with owned hops, placeholders for what the session learns (the dry run).
+fn owned_command(recipe: Recipe, launch: &Launch, connect_id: Option<u32>) -> Vec<String> {
+    use crate::pvserver::NodeLink;
+    match recipe {
+        Recipe::TwoHop => pvserver::node_argv(
+            AGENT_PLACEHOLDER,
+            KEY_PLACEHOLDER,
+            NodeLink::Listen(launch.remote_port),
+            launch,
+            connect_id,
+        ),
+        Recipe::ReverseTwoHop => pvserver::hop_owned_argv(
+            LOGIN_HOST_PLACEHOLDER,
+            SOCKET_PLACEHOLDER,
+            AGENT_PLACEHOLDER,
+            KEY_PLACEHOLDER,
+            launch,
+            connect_id,
+        ),
+        Recipe::Auto | Recipe::Reverse | Recipe::Relay => pvserver::node_argv(
+            AGENT_PLACEHOLDER,
+            KEY_PLACEHOLDER,
+            NodeLink::To(&format!("{LOGIN_HOST_PLACEHOLDER}:{PORT_PLACEHOLDER}")),
+            launch,
+            connect_id,
+        ),
+    }
 }
 
 /// The folder, relative to the login node's home, where jobs are submitted from.
@@ -286,11 +302,29 @@ impl Plan {
         } else {
             self.remote_port.to_string()
         };
+        let _ = writeln!(
+            s,
+            "\n{}. owned hops: pvlaunch on the cluster (found, or this binary copied to ~/{REMOTE_DIR}/bin), a fresh session key in ~/{REMOTE_DIR}/keys (0600, never on a command line)",
+            next()
+        );
+        let _ = writeln!(
+            s,
+            "   pvserver connects only to `pvlaunch node` beside it (localhost, checked to be this user's); every hop between hosts proves the key"
+        );
+        let _ = writeln!(
+            s,
+            "   if pvlaunch cannot run on the cluster: {}",
+            match self.owned_hops {
+                OwnedHops::Preferred =>
+                    "the plain path, which other users of the cluster could reach (a warning says so)",
+                OwnedHops::Required => "stop (owned-hops=\"required\")",
+            }
+        );
         match self.recipe {
             Recipe::Reverse | Recipe::Auto => {
                 let _ = writeln!(
                     s,
-                    "\n{}. remote forward: login node port {remote} -> pvlaunch's relay on localhost -> localhost:{}",
+                    "\n{}. remote forward: login node port {remote} -> pvlaunch's relay on localhost (accepts only the session's key) -> localhost:{}",
                     next(),
                     self.client_port
                 );
@@ -298,7 +332,7 @@ impl Plan {
                     s,
                     "   checked to bind an address the compute nodes reach (sshd GatewayPorts){}",
                     if self.recipe == Recipe::Auto {
-                        "; if it is on loopback, a relay on the login node in front of it"
+                        "; if it is on loopback, a relay on the login node in front of a Unix-socket forward"
                     } else {
                         ""
                     }
@@ -307,25 +341,25 @@ impl Plan {
             Recipe::Relay => {
                 let _ = writeln!(
                     s,
-                    "\n{}. remote forward on the login node's loopback, port {remote} -> pvlaunch's relay on localhost -> localhost:{}",
+                    "\n{}. remote forward from a Unix socket in a private folder on the login node -> pvlaunch's relay on localhost -> localhost:{}",
                     next(),
                     self.client_port
                 );
                 let _ = writeln!(
                     s,
-                    "   `pvlaunch relay` on the login node listens for the compute nodes and forwards to it"
+                    "   `pvlaunch relay` on the login node listens for the compute nodes, accepts only the session's key, and forwards to the socket"
                 );
             }
             Recipe::ReverseTwoHop => {
                 let _ = writeln!(
                     s,
-                    "\n{}. remote forward on the login node's loopback, port {remote} -> pvlaunch's relay on localhost -> localhost:{}",
+                    "\n{}. remote forward from a Unix socket in a private folder on the login node -> pvlaunch's relay on localhost -> localhost:{}",
                     next(),
                     self.client_port
                 );
                 let _ = writeln!(
                     s,
-                    "   the job opens `ssh -L PORT:localhost:<forward> <login-host>` from its compute node; pvserver connects to localhost:PORT"
+                    "   the job's own ssh connection forwards a Unix socket on its compute node to it; the node agent connects through it"
                 );
             }
             Recipe::TwoHop => {}
@@ -349,7 +383,7 @@ impl Plan {
         if self.forward() {
             let _ = writeln!(
                 s,
-                "   read `Accepting connection(s): NODE:PORT` from ~/{REMOTE_DIR}/{}",
+                "   read `pvlaunch-node: listening: NODE:PORT` from ~/{REMOTE_DIR}/{} (the node agent, once pvserver connected to it)",
                 output_path(&self.session_tag)
             );
             let local = if self.client_port == 0 {
@@ -359,7 +393,7 @@ impl Plan {
             };
             let _ = writeln!(
                 s,
-                "\n{}. local forward 127.0.0.1:<free port> -> the login node -> NODE:PORT; pvlaunch's relay on {local} in front of it",
+                "\n{}. local forward 127.0.0.1:<free port> -> the login node -> NODE:PORT; pvlaunch's relay on {local} in front of it (accepts only this user's connections, proves the key to the node)",
                 next()
             );
             let _ = writeln!(
@@ -487,17 +521,24 @@ mod tests {
         assert_eq!(
             p.job.command,
             vec![
+                AGENT_PLACEHOLDER,
+                "node",
+                "--key-file",
+                KEY_PLACEHOLDER,
+                "--to",
+                "<login-host>:<port chosen by sshd>",
+                "--",
                 "srun",
                 "-n",
                 "12",
                 "pvserver",
                 "--reverse-connection",
-                "--client-host=<login-host>",
-                "--server-port=<port chosen by sshd>",
+                "--client-host=localhost",
                 "--connect-id=77",
                 "--title=viz debug"
             ]
         );
+        assert!(p.render().contains("owned hops"));
         assert!(
             p.job_script.contains("#SBATCH --nodes=3"),
             "{}",
@@ -551,11 +592,19 @@ mod tests {
         assert_eq!(
             p.job.command,
             vec![
+                AGENT_PLACEHOLDER,
+                "node",
+                "--key-file",
+                KEY_PLACEHOLDER,
+                "--listen",
+                "0",
+                "--",
                 "srun",
                 "-n",
                 "8",
                 "pvserver",
-                "--server-port=0",
+                "--reverse-connection",
+                "--client-host=localhost",
                 "--connect-id=77",
                 "--title=viz debug"
             ]
@@ -568,7 +617,7 @@ mod tests {
             ["pvpython", "--force-offscreen-rendering", "--connect-id=77"]
         );
         let text = p.render();
-        assert!(text.contains("Accepting connection(s)"), "{text}");
+        assert!(text.contains("pvlaunch-node: listening"), "{text}");
         assert!(text.contains("local forward 127.0.0.1"), "{text}");
         assert!(!text.contains("listens on localhost"), "{text}");
         assert_eq!(
@@ -605,7 +654,9 @@ mod tests {
             [
                 "sh",
                 LOGIN_HOST_PLACEHOLDER,
-                PORT_PLACEHOLDER,
+                SOCKET_PLACEHOLDER,
+                AGENT_PLACEHOLDER,
+                KEY_PLACEHOLDER,
                 "srun",
                 "-n",
                 "8",

@@ -132,6 +132,141 @@ pub fn hop_opened(output: &str) -> Option<String> {
         .find_map(|l| l.split_once(OPEN_MARKER).map(|(_, s)| s.trim().to_string()))
 }
 
+/// Where the node agent (`pvlaunch node`, beside pvserver on the compute node) meets the rest
+/// of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeLink<'a> {
+    /// Connect to this endpoint (`HOST:PORT` or `unix:PATH`) and prove the session's key.
+    To(&'a str),
+    /// Listen on this port (0: any) for a connection that proves the key (two-hop).
+    Listen(u16),
+}
+
+/// The markers of the node agent's lines in the job's output.
+pub const NODE_LISTENING: &str = "pvlaunch-node: listening:";
+pub const NODE_OPEN: &str = "pvlaunch-node: open:";
+pub const NODE_ERROR: &str = "pvlaunch-node: error:";
+/// The node agent's exit status when it cannot reach or authenticate the session.
+pub const NODE_FAILURE_STATUS: i32 = 97;
+
+/// The job's command with owned hops: the node agent, then pvserver reverse-connecting to it on
+/// `localhost` (the agent appends `--server-port`). Only paths are in the argv: the key is in
+/// the 0600 file `key_file`.
+pub fn node_argv(
+    agent: &str,
+    key_file: &str,
+    link: NodeLink<'_>,
+    launch: &Launch,
+    connect_id: Option<u32>,
+) -> Vec<String> {
+    let mut a = vec![
+        agent.to_string(),
+        "node".into(),
+        "--key-file".into(),
+        key_file.into(),
+    ];
+    match link {
+        NodeLink::To(endpoint) => {
+            a.push("--to".into());
+            a.push(endpoint.into());
+        }
+        NodeLink::Listen(port) => {
+            a.push("--listen".into());
+            a.push(port.to_string());
+        }
+    }
+    a.push("--".into());
+    a.extend(argv(
+        launch,
+        ServerEnd::ReverseNoPort {
+            client_host: "localhost",
+        },
+        connect_id,
+    ));
+    a
+}
+
+/// The owned reverse two-hop: `$1` login node, `$2` the forward's Unix socket on it, `$3` the
+/// node agent, `$4` the key file, then pvserver's argv. The job's own ssh connection forwards a
+/// Unix socket in a private folder on the compute node to the login node's socket (no TCP port
+/// on either host), and the node agent connects through it.
+pub const HOP_OWNED: &str = r#"login=$1 sock=$2 agent=$3 key=$4
+shift 4
+node=$(uname -n)
+umask 077
+dir=$(mktemp -d "${TMPDIR:-/tmp}/pvlaunch-hop.XXXXXX") || exit 97
+ssh -M -N -S "$dir/cm" -o BatchMode=yes -o ControlPersist=no -o ExitOnForwardFailure=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ConnectTimeout=30 -- "$login" 2> "$dir/err" < /dev/null &
+pid=$!
+trap 'ssh -S "$dir/cm" -O exit -- "$login" > /dev/null 2>&1; kill "$pid" 2> /dev/null; rm -rf "$dir"' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+n=0
+until ssh -S "$dir/cm" -O check -- "$login" > /dev/null 2>&1; do
+  if ! kill -0 "$pid" 2> /dev/null || [ "$n" -ge 600 ]; then
+    echo "pvlaunch-hop: error: $node cannot ssh to $login: $(tr '\n' ' ' < "$dir/err")" >&2
+    exit 97
+  fi
+  n=$((n + 1))
+  sleep 0.1
+done
+if ! ssh -S "$dir/cm" -O forward -L "$dir/hop.sock:$sock" -- "$login" > /dev/null 2> "$dir/err"; then
+  echo "pvlaunch-hop: error: $login refused a forward from $node: $(tr '\n' ' ' < "$dir/err")" >&2
+  exit 97
+fi
+echo "pvlaunch-hop: open: $node:$dir/hop.sock -> $login:$sock"
+"$agent" node --key-file "$key" --to "unix:$dir/hop.sock" -- "$@""#;
+
+/// The owned reverse-two-hop job command.
+pub fn hop_owned_argv(
+    login_host: &str,
+    login_socket: &str,
+    agent: &str,
+    key_file: &str,
+    launch: &Launch,
+    connect_id: Option<u32>,
+) -> Vec<String> {
+    let mut a = vec![
+        "sh".to_string(),
+        "-c".into(),
+        HOP_OWNED.into(),
+        "sh".into(),
+        login_host.into(),
+        login_socket.into(),
+        agent.into(),
+        key_file.into(),
+    ];
+    a.extend(argv(
+        launch,
+        ServerEnd::ReverseNoPort {
+            client_host: "localhost",
+        },
+        connect_id,
+    ));
+    a
+}
+
+/// Where the node agent listens (two-hop): its `listening` line, printed once pvserver has
+/// connected to it, so the line also means the session can be joined.
+pub fn node_listening(output: &str) -> Option<(String, u16)> {
+    output.lines().rev().find_map(|line| {
+        let (_, rest) = line.split_once(NODE_LISTENING)?;
+        let (host, port) = rest.trim().rsplit_once(':')?;
+        let port: u16 = port.trim().parse().ok().filter(|&p| p != 0)?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty()).then(|| (host.to_string(), port))
+    })
+}
+
+/// Why the node agent (or the owned hop around it) failed, from the job's output.
+pub fn node_failure(output: &[String]) -> Option<String> {
+    output.iter().rev().find_map(|l| {
+        l.split_once(NODE_ERROR)
+            .or_else(|| l.split_once(FAILURE_MARKER))
+            .map(|(_, why)| why.trim().to_string())
+    })
+}
+
 /// Where pvserver accepts connections, from its output: the last
 /// `Accepting connection(s): HOST:PORT` line (with the real port when it was asked for 0).
 pub fn accepting(output: &str) -> Option<(String, u16)> {
@@ -324,6 +459,61 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
         assert!(HOP.ends_with(r#""$@" "--server-port=$port""#));
         assert!(!HOP.contains("ssh -f"), "the inner ssh stays in the job");
+    }
+
+    #[test]
+    fn the_owned_job_commands_carry_paths_never_the_key() {
+        let launch = crate::profile::settings::Launch::for_tests();
+        let a = node_argv(
+            "/home/u/.cache/pvlaunch/bin/pvlaunch-x",
+            "/home/u/.cache/pvlaunch/keys/t.key",
+            NodeLink::To("login:4711"),
+            &launch,
+            Some(5),
+        );
+        assert_eq!(
+            a[..7],
+            [
+                "/home/u/.cache/pvlaunch/bin/pvlaunch-x",
+                "node",
+                "--key-file",
+                "/home/u/.cache/pvlaunch/keys/t.key",
+                "--to",
+                "login:4711",
+                "--"
+            ]
+        );
+        assert!(a.contains(&"--reverse-connection".to_string()));
+        assert!(a.contains(&"--client-host=localhost".to_string()));
+        assert!(a.contains(&"--connect-id=5".to_string()));
+        assert!(!a.iter().any(|w| w.starts_with("--server-port")));
+        let l = node_argv("a", "k", NodeLink::Listen(0), &launch, None);
+        assert_eq!(l[4..7], ["--listen", "0", "--"]);
+        let h = hop_owned_argv("login", "/tmp/pvlaunch.x/fwd.sock", "a", "k", &launch, None);
+        assert_eq!(h[2], HOP_OWNED);
+        assert_eq!(h[4..8], ["login", "/tmp/pvlaunch.x/fwd.sock", "a", "k"]);
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", HOP_OWNED])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    #[test]
+    fn the_node_agent_lines() {
+        assert_eq!(
+            node_listening("x\npvlaunch-node: listening: node1:40111\n"),
+            Some(("node1".into(), 40111))
+        );
+        assert_eq!(node_listening("pvlaunch-node: listening: node1:0"), None);
+        assert_eq!(
+            node_failure(&["pvlaunch-node: error: cannot reach login:1: refused".into()]).unwrap(),
+            "cannot reach login:1: refused"
+        );
+        assert_eq!(
+            node_failure(&["pvlaunch-hop: error: node1 cannot ssh".into()]).unwrap(),
+            "node1 cannot ssh"
+        );
     }
 
     #[test]

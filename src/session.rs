@@ -326,7 +326,10 @@ async fn start_listening_client(
         }
     }
     if plan.client == Mode::Wait {
-        reporter.emit(Event::WaitingForClient { url: url.clone() });
+        reporter.emit(Event::WaitingForClient {
+            url: url.clone(),
+            connect_id: plan.connect_id,
+        });
     }
     if let Err(e) =
         client::wait_listening(plan.client_port, held.client.as_mut(), CLIENT_START_TIMEOUT).await

@@ -15,7 +15,7 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long one multiplexed command may take (scheduler queries, forwards).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the master checks that the link is alive; three misses drop it.
-pub const ALIVE_INTERVAL_SECS: u32 = 15;
+pub const ALIVE_INTERVAL_SECS: u32 = 5;
 
 /// Where and how to reach the login node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +114,12 @@ impl Target {
     /// `-R [bind:]remote:localhost:local`; remote 0 lets sshd choose (ssh prints the port).
     pub fn remote_forward_argv(&self, bind: Option<&str>, remote: u16, local: u16) -> Vec<String> {
         self.control("forward", Some(("-R", remote_spec(bind, remote, local))))
+    }
+
+    /// `-R PATH:localhost:local`: a Unix socket on the login node (sshd creates it with its
+    /// `StreamLocalBindMask`, 0177 by default: only the user can connect).
+    pub fn remote_socket_forward_argv(&self, path: &str, local: u16) -> Vec<String> {
+        self.control("forward", Some(("-R", format!("{path}:localhost:{local}"))))
     }
 
     pub fn cancel_remote_forward_argv(
@@ -602,6 +608,21 @@ impl Master {
             })
     }
 
+    /// Open `-R PATH:localhost:local`, a Unix socket on the login node.
+    pub async fn forward_remote_socket(&self, path: &str, local: u16) -> Result<(), SshError> {
+        let out = run(
+            &self.target.remote_socket_forward_argv(path, local),
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(SshError::ForwardRefused { stderr: out.stderr })
+        }
+    }
+
     /// Open `-L 127.0.0.1:local:host:port`.
     pub async fn forward_local(&self, local: u16, host: &str, port: u16) -> Result<(), SshError> {
         let out = run(
@@ -681,7 +702,7 @@ mod tests {
         let a = target().master_argv(true).join(" ");
         assert_eq!(
             a,
-            "ssh -S /run/user/1/pvlaunch-x/cm -M -N -T -o ControlPersist=no -o ServerAliveInterval=15 \
+            "ssh -S /run/user/1/pvlaunch-x/cm -M -N -T -o ControlPersist=no -o ServerAliveInterval=5 \
              -o ServerAliveCountMax=3 -o ExitOnForwardFailure=yes -o BatchMode=yes -l alice -J gate1,gate2 -- cluster"
         );
         assert!(!target().master_argv(false).join(" ").contains("BatchMode"));

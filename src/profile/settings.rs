@@ -188,6 +188,9 @@ pub struct Connection {
     pub connect_id: Value,
     /// The pvlaunch program on the login node, for the relay recipe.
     pub relay_program: Option<Value>,
+    /// `preferred` or `required`: whether a session may fall back to a path other users of
+    /// the cluster could reach when pvlaunch cannot run there.
+    pub owned_hops: Value,
 }
 
 struct Spec {
@@ -258,6 +261,7 @@ const SPECS: &[Spec] = &[
             "connect-timeout",
             "connect-id",
             "relay-program",
+            "owned-hops",
         ],
         required: &[],
         children: &[],
@@ -421,6 +425,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             connect_timeout: get_or(connection, "connect-timeout", "300", at),
             connect_id: get_or(connection, "connect-id", "random", at),
             relay_program: get(connection, "relay-program"),
+            owned_hops: get_or(connection, "owned-hops", "preferred", at),
         },
     };
     // Literal values (no `$NAME$`) are checked now, by the parsers that type them when the
@@ -562,6 +567,7 @@ impl Settings {
         });
         let connect_id = r.read(&self.connection.connect_id, parse_connect_id);
         let relay_program = r.opt(&self.connection.relay_program, check_word);
+        let owned_hops = r.read(&self.connection.owned_hops, parse_owned_hops);
         if !r.complete || !r.problems.is_empty() {
             return None;
         }
@@ -590,6 +596,7 @@ impl Settings {
             connect_timeout_secs: connect_timeout_secs?,
             connect_id: connect_id?,
             relay_program: non_empty(relay_program?),
+            owned_hops: owned_hops?,
         })
     }
 }
@@ -633,6 +640,17 @@ fn parse_walltime(text: &str) -> Check<Walltime> {
             ),
         )
     })
+}
+
+fn parse_owned_hops(text: &str) -> Check<OwnedHops> {
+    match text {
+        "preferred" => Ok(OwnedHops::Preferred),
+        "required" => Ok(OwnedHops::Required),
+        _ => Err((
+            format!("unknown owned-hops policy `{text}`"),
+            Some("choose `preferred` (fall back, with a warning, when pvlaunch cannot run on the cluster) or `required` (refuse that fallback)".into()),
+        )),
+    }
 }
 
 fn parse_recipe(text: &str) -> Check<Recipe> {
@@ -870,11 +888,53 @@ pub struct Launch {
     pub connect_id: ConnectId,
     /// The pvlaunch program on the login node (relay recipe); found or copied when `None`.
     pub relay_program: Option<String>,
+    pub owned_hops: OwnedHops,
+}
+
+/// Whether the session's hops must all be pvlaunch's own (see docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnedHops {
+    /// Owned hops when pvlaunch runs on the cluster; otherwise the plain path, with a warning.
+    Preferred,
+    /// Owned hops or no session.
+    Required,
 }
 
 impl Launch {
     pub fn total_ranks(&self) -> u64 {
         u64::from(self.nodes) * u64::from(self.ranks_per_node)
+    }
+
+    /// A small launch for unit tests: `mpiexec -n 2 pvserver` on Slurm.
+    #[cfg(test)]
+    pub fn for_tests() -> Launch {
+        Launch {
+            login_host: "login".into(),
+            login_user: None,
+            jump_hosts: vec![],
+            login_port: None,
+            scheduler: Kind::Slurm,
+            nodes: 1,
+            ranks_per_node: 2,
+            walltime: None,
+            partition: None,
+            account: None,
+            job_name: "pvserver".into(),
+            queue_timeout_secs: 600,
+            directives: vec![],
+            setup: vec![],
+            pvserver: "pvserver".into(),
+            launcher: vec!["mpiexec".into(), "-n".into(), "2".into()],
+            pvserver_args: vec![],
+            recipe: Recipe::Auto,
+            client_port: None,
+            remote_port: 0,
+            connect_timeout_secs: 60,
+            connect_id: ConnectId::Random,
+            relay_program: None,
+            owned_hops: OwnedHops::Preferred,
+        }
     }
 }
 
@@ -1048,6 +1108,7 @@ impl Settings {
                     .relay_program
                     .as_ref()
                     .map(|v| sub_in(v, &[], Place::Value)),
+                owned_hops: sub_in(&self.connection.owned_hops, &[], Place::Value),
             },
         };
         let mut checks = Vec::new();
