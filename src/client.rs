@@ -1,7 +1,7 @@
 //! The local ParaView client: which one, how to start it, and how to know it listens.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -237,6 +237,72 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Socket> {
         .collect()
 }
 
+/// One session's claim on a local port: an exclusive lock on a file in the user's runtime
+/// folder, held as long as the value lives (the kernel drops it with the process, even on
+/// SIGKILL). A second session of the same user on the same port is refused instead of
+/// reaching the first one's client.
+#[derive(Debug)]
+pub struct PortClaim {
+    _file: std::fs::File,
+}
+
+/// Claim `port` for this session (`what` names it in the other session's error).
+pub fn claim_port(port: u16, what: &str) -> Result<PortClaim, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::DirBuilderExt;
+    let base = directories::BaseDirs::new()
+        .and_then(|b| b.runtime_dir().map(Path::to_path_buf))
+        .or_else(|| directories::BaseDirs::new().map(|b| b.cache_dir().to_path_buf()))
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("pvlaunch-ports-{}", crate::relay::effective_uid()));
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    let path = dir.join(format!("port-{port}.lock"));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot claim port {port} ({}): {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = (&file).take(512).read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(if holder.is_empty() {
+                format!("port {port} is in use by another pvlaunch session")
+            } else {
+                format!("port {port} is in use by another pvlaunch session ({holder})")
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!(
+                "cannot claim port {port} ({}): {e}",
+                path.display()
+            ));
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "pid {}, {what}", std::process::id());
+    Ok(PortClaim { _file: file })
+}
+
+/// The owners (uids) of the sockets listening on TCP `port` on this machine.
+pub fn listening_owners(port: u16) -> Vec<u32> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| crate::hop::peer::parse(&t))
+        .filter(|r| r.listening() && r.local.port() == port)
+        .filter_map(|r| r.uid)
+        .collect()
+}
+
 /// How often [`wait_listening`] looks.
 pub const LISTEN_POLL: Duration = Duration::from_millis(100);
 
@@ -454,6 +520,29 @@ mod tests {
             parse_proc_net_tcp(v6)[0].address,
             "::1".parse::<std::net::IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn a_port_is_claimed_by_one_session_at_a_time() {
+        // A port number no other test claims.
+        let port = 65_001;
+        let first = claim_port(port, "profile a").unwrap();
+        let second = claim_port(port, "profile b").unwrap_err();
+        assert!(
+            second.contains("in use by another pvlaunch session"),
+            "{second}"
+        );
+        assert!(second.contains("profile a"), "{second}");
+        drop(first);
+        let again = claim_port(port, "profile b").unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn a_listener_names_its_owner() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening_owners(port).contains(&crate::relay::effective_uid()));
     }
 
     #[test]

@@ -419,7 +419,10 @@ impl Follow {
         }
         match result {
             Ok(Some(text)) => {
-                if let Some((host, port)) = crate::pvserver::accepting(&text) {
+                // The node agent's line (owned hops), else pvserver's own (plain two-hop).
+                let listening = crate::pvserver::node_listening(&text)
+                    .or_else(|| crate::pvserver::accepting(&text));
+                if let Some((host, port)) = listening {
                     out.push(Action::Emit(Event::ServerListening {
                         host: host.clone(),
                         port,
@@ -858,6 +861,16 @@ mod tests {
         assert!(a.contains(&Action::OpenTunnel {
             host: "node1".into(),
             port: 40123
+        }));
+        // The node agent's line is read the same way.
+        let mut owned = Run::new(cfg(true));
+        owned.state(running());
+        let a = owned.feed(Input::Output(Ok(Some(
+            "pvlaunch-node: listening: node2:40555\n".into(),
+        ))));
+        assert!(a.contains(&Action::OpenTunnel {
+            host: "node2".into(),
+            port: 40555
         }));
         r.feed(Input::TunnelOpened {
             node: "node1".into(),

@@ -62,6 +62,8 @@ struct Held {
     /// Helpers on the login node (the relay's ssh session).
     remote: Vec<Child>,
     private_dir: Option<tempfile::TempDir>,
+    /// This session's claim on the client's port.
+    port_claim: Option<client::PortClaim>,
 }
 
 /// Run a session: the steps, then cleanup; emits `error` (when it failed) and `done` last.
@@ -81,6 +83,7 @@ pub async fn run(
         guard: None,
         remote: Vec::new(),
         private_dir: Some(private_dir),
+        port_claim: None,
     };
     let scheduler = plan.scheduler.scheduler();
     let mut signals = Signals::new();
@@ -157,6 +160,11 @@ async fn steps(
         });
     }
 
+    // 0. One session per client port: a second one would reach the first one's client.
+    if plan.client_port != 0 {
+        claim_client_port(plan, held, plan.client_port)?;
+    }
+
     // 1. One ssh connection, before anything else: a wrong host or key fails here.
     reporter.emit(Event::SshConnecting {
         destination: plan.login.clone(),
@@ -220,6 +228,7 @@ async fn steps(
         local_port: relay_port,
         reporter,
         remote: &mut held.remote,
+        owned: None,
     };
     let reach = crate::recipe::prepare(&mut ctx).await?;
 
@@ -345,11 +354,40 @@ async fn start_listening_client(
             hint: Some(hint),
         });
     }
+    // A client the person started must be theirs: another user's program on the port would
+    // get this session's pvserver.
+    let me = crate::relay::effective_uid();
+    if let Some(uid) = client::listening_owners(plan.client_port)
+        .into_iter()
+        .find(|&u| u != me)
+    {
+        return Err(Failure::client(
+            format!(
+                "the program listening on port {} belongs to another user (uid {uid}), not to you",
+                plan.client_port
+            ),
+            Some("choose another port with --port, and start your client there"),
+        ));
+    }
     reporter.emit(Event::ClientListening {
         port: plan.client_port,
         mode: plan.client.name().into(),
     });
     Ok(())
+}
+
+/// Claim the client's port for this session (one session per port).
+fn claim_client_port(plan: &Plan, held: &mut Held, port: u16) -> Result<(), Failure> {
+    match client::claim_port(port, &format!("profile {}", plan.profile)) {
+        Ok(claim) => {
+            held.port_claim = Some(claim);
+            Ok(())
+        }
+        Err(message) => Err(Failure::client(
+            message,
+            Some("end the other session first, or choose another port with --port"),
+        )),
+    }
 }
 
 /// The client's environment: where to connect or listen, for scripts that connect themselves.
@@ -519,10 +557,15 @@ impl Follower<'_> {
                 if connected {
                     return outcome::job_ended_during_session(job.as_str(), &state, exit_code);
                 }
-                if matches!(self.reach, Reach::Hop { .. })
+                if self.reach.job_hop()
                     && let Some(why) = crate::pvserver::hop_failure(&tail)
                 {
                     return reverse_two_hop::failed(&why, self.login_host).into();
+                }
+                if self.reach.owned()
+                    && let Some(why) = crate::pvserver::node_failure(&tail)
+                {
+                    return crate::recipe::node_failed(&why, self.login_host).into();
                 }
                 let mut what = if plan.forward() {
                     two_hop::never_listened(job.as_str(), &state)
@@ -629,6 +672,12 @@ impl Follower<'_> {
             port,
             url: url.clone(),
         });
+        if plan.client == Mode::Wait {
+            reporter.emit(Event::WaitingForClient {
+                url: url.clone(),
+                connect_id: plan.connect_id,
+            });
+        }
         if let Some(argv) = plan.client_argv_for(&url) {
             let env = client_env(plan, &url, relay_port, plan.connect_timeout);
             match client::start(&argv, &env) {

@@ -608,6 +608,26 @@ impl Master {
             })
     }
 
+    /// Close a forward opened by [`Master::forward_remote`].
+    pub async fn cancel_forward_remote(
+        &self,
+        bind: Option<&str>,
+        remote: u16,
+        local: u16,
+    ) -> Result<(), SshError> {
+        let out = run(
+            &self.target.cancel_remote_forward_argv(bind, remote, local),
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(SshError::ForwardRefused { stderr: out.stderr })
+        }
+    }
+
     /// Open `-R PATH:localhost:local`, a Unix socket on the login node.
     pub async fn forward_remote_socket(&self, path: &str, local: u16) -> Result<(), SshError> {
         let out = run(

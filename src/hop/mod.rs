@@ -16,6 +16,31 @@ pub mod preamble;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// How often the workstation tells the session's processes on the login node that it is
+/// there (a `beat` line on their stdin, over the ssh connection).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// How long those processes wait without a line before they take the link for dead.
+pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Write a `beat` line every [`HEARTBEAT_INTERVAL`] to `to` until a write fails (the process
+/// or its ssh session is gone) or the task is aborted.
+pub fn heartbeat<W>(mut to: W) -> tokio::task::JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+            if to.write_all(b"beat\n").await.is_err() || to.flush().await.is_err() {
+                return;
+            }
+        }
+    })
+}
 
 /// Length of a session secret in bytes.
 pub const SECRET_LEN: usize = 32;

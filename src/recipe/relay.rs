@@ -1,16 +1,18 @@
-//! The wiki's third recipe: the forward stays on the login node's loopback, and a relay on the
-//! login node (`pvlaunch relay`, the portfwd replacement) listens where compute nodes reach it.
-//! The relay runs in its own ssh session with `--stop-on-stdin-eof`: it lives exactly as long
-//! as the session that started it.
+//! The wiki's third recipe: the forward stays private to the login node (a Unix socket in the
+//! session's 0700 folder), and a relay on the login node (`pvlaunch relay`, the portfwd
+//! replacement) listens where compute nodes reach it, for connections that prove the session's
+//! key. The relay runs in its own ssh session with `--stop-on-stdin-eof` and
+//! `--stdin-heartbeat`: it lives exactly as long as the session that started it, and stops
+//! when the workstation's beats stop (a link dropped without a word).
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{Ctx, Reach};
+use super::{Ctx, NodePath, Owned, Reach};
 use crate::events::Event;
+use crate::hop;
 use crate::outcome::Failure;
 use crate::process::{self, Kind};
 use crate::quote;
@@ -19,28 +21,28 @@ use crate::ssh;
 
 /// How long the remote relay may take to report its port.
 pub const RELAY_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Where a copied pvlaunch lives on the login node, relative to the home directory.
-pub const REMOTE_BIN_DIR: &str = ".cache/pvlaunch/bin";
 
-/// Start the relay on the login node in front of the loopback forward `forward_port`.
-pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Failure> {
-    let program = remote_pvlaunch(ctx).await?;
+/// Start the relay on the login node in front of the forward's Unix socket: it accepts only
+/// connections that prove the session's key (from the node agent) and proves it in turn to
+/// the workstation's relay. The node agent connects to it.
+pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
     let mut argv = vec![
-        program,
+        owned.program.clone(),
         "--json".to_string(),
         "relay".into(),
         "--listen".into(),
         "*:0".into(),
         "--to".into(),
-        format!("127.0.0.1:{forward_port}"),
+        format!("unix:{}", owned.forward_socket()),
+        "--key-file".into(),
+        owned.key_file.clone(),
+        "--accept-key".into(),
+        "--connect-key".into(),
         "--stop-on-stdin-eof".into(),
+        "--stdin-heartbeat".into(),
+        hop::HEARTBEAT_LIMIT.as_secs().to_string(),
     ];
     let nodes = cluster_nodes(ctx).await;
-    if nodes.is_empty() {
-        ctx.reporter.emit(Event::Warning {
-            message: "the relay on the login node accepts any source (the cluster's node list is unknown)".into(),
-        });
-    }
     for n in &nodes {
         argv.push("--allow".into());
         argv.push(n.clone());
@@ -54,6 +56,7 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Failur
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Failure::ssh(e.to_string()))?;
+    let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     ctx.remote.push(child);
@@ -95,27 +98,42 @@ pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Failur
                 "the relay on the login node did not start: {}",
                 process::tail(&err, 3).join(" / ")
             ),
-            hint: Some(
-                "run `pvlaunch relay --listen '*:0' --to 127.0.0.1:1` on the login node to see why"
-                    .into(),
-            ),
+            hint: Some(format!(
+                "run `{} relay --listen '*:0' --to 127.0.0.1:1` on the login node to see why",
+                owned.program
+            )),
         });
     };
+    // It stops when the beats stop (a link dropped without a word) or its stdin closes.
+    hop::heartbeat(stdin);
     // Keep draining its events so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     tokio::spawn(async move {
         let mut r = BufReader::new(stderr).lines();
         while let Ok(Some(_)) = r.next_line().await {}
     });
+    if nodes.is_empty() {
+        ctx.reporter.emit(Event::Warning {
+            message: "the relay on the login node accepts connections from any host (the cluster's node list is unknown); each must still prove the session's key".into(),
+        });
+    }
     ctx.reporter.emit(Event::RelayStarted {
         host: ctx.login_host.to_string(),
         port,
         allowed: nodes,
     });
-    Ok(Reach::Reverse {
-        client_host: ctx.login_host.to_string(),
-        port,
+    Ok(Reach::Node {
+        agent: owned.agent(),
+        path: NodePath::To(format!("{}:{port}", ctx.login_host)),
     })
+}
+
+/// The relay recipe without pvlaunch on the cluster.
+pub fn unavailable(login_host: &str) -> Failure {
+    Failure::NoRelay {
+        message: format!("the relay recipe needs pvlaunch on {login_host}, and it cannot run there"),
+        hint: Some("install pvlaunch on the login node and name it: <Connection relay-program=\"/path/to/pvlaunch\"/>; or use recipe=\"auto\"".into()),
+    }
 }
 
 /// The port in the relay's `listening` event (`{"event":"listening","listen":"0.0.0.0:4711"}`).
@@ -152,136 +170,5 @@ async fn cluster_nodes(ctx: &Ctx<'_>) -> Vec<String> {
             nodes
         }
         _ => Vec::new(),
-    }
-}
-
-/// The pvlaunch program on the login node: the profile's, the one on PATH, a copy made
-/// earlier, or a fresh copy of this very binary when the login node runs the same OS and
-/// architecture (checked by SHA-256 after the upload).
-async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Failure> {
-    if let Some(p) = &ctx.plan.relay_program {
-        return Ok(p.clone());
-    }
-    let probe = "command -v pvlaunch || true; echo ---; uname -sm";
-    let out = ctx
-        .master
-        .exec(probe, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
-    let (found, uname) = out.stdout.split_once("---").unwrap_or(("", ""));
-    if let Some(path) = found.lines().map(str::trim).find(|l| l.starts_with('/')) {
-        return Ok(path.to_string());
-    }
-    let local = local_uname();
-    if uname.trim() != local {
-        return Err(Failure::NoRelay {
- message: format!(
-                "pvlaunch is not installed on the login node, and this build ({local}) does not run there ({})",
-                uname.trim()
-            ),
- hint: Some("install pvlaunch on the login node (cargo install --path .), or name it: <Connection relay-program=\"/path/to/pvlaunch\"/>".into()),
- });
-    }
-    let exe = std::env::current_exe().map_err(|e| Failure::internal(e.to_string()))?;
-    let (bytes, sum) = read_and_hash(exe)
-        .await
-        .map_err(|e| Failure::internal(format!("reading this pvlaunch to copy it: {e}")))?;
-    let name = format!("pvlaunch-{}-{}", env!("CARGO_PKG_VERSION"), &sum[..16]);
-    let path = format!("{REMOTE_BIN_DIR}/{name}");
-    let q = |s: &str| quote::quote(s).map(|c| c.into_owned()).unwrap_or_default();
-    // Already there from an earlier session, intact?
-    let check = format!("sha256sum {} 2>/dev/null", q(&path));
-    if let Ok(o) = ctx.master.exec(&check, None, ssh::COMMAND_TIMEOUT).await
-        && o.stdout.split_whitespace().next() == Some(sum.as_str())
-    {
-        return Ok(format!("./{path}"));
-    }
-    ctx.reporter.emit(Event::Warning {
-        message: format!(
-            "pvlaunch is not installed on the login node: copying this one ({:.1} MiB) to ~/{path}",
-            bytes.len() as f64 / 1_048_576.0
-        ),
-    });
-    let tmp = format!("{path}.part");
-    let upload = format!(
-        "mkdir -p {dir} && cat > {tmp} && chmod 700 {tmp} && sha256sum {tmp}",
-        dir = q(REMOTE_BIN_DIR),
-        tmp = q(&tmp)
-    );
-    let out = ctx
-        .master
-        .exec(&upload, Some(&bytes), Duration::from_secs(300))
-        .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
-    if out.stdout.split_whitespace().next() != Some(sum.as_str()) {
-        return Err(Failure::NoRelay {
-            message: format!(
-                "copying pvlaunch to the login node failed (checksum mismatch): {}",
-                out.stderr.trim()
-            ),
-            hint: Some("check the quota of your home directory on the login node".into()),
-        });
-    }
-    let mv = format!("mv -f {} {}", q(&tmp), q(&path));
-    ctx.master
-        .exec(&mv, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
-    Ok(format!("./{path}"))
-}
-
-/// A file's bytes and their SHA-256 (hex), read and hashed off the async runtime (the
-/// pvlaunch binary is megabytes: reading and hashing it would stall every other task).
-async fn read_and_hash(path: std::path::PathBuf) -> std::io::Result<(Vec<u8>, String)> {
-    tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&path)?;
-        let sum = format!("{:x}", Sha256::digest(&bytes));
-        Ok((bytes, sum))
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// `uname -sm` of this machine, as the login node would print it.
-fn local_uname() -> String {
-    let os = match std::env::consts::OS {
-        "linux" => "Linux",
-        "macos" => "Darwin",
-        other => other,
-    };
-    format!("{os} {}", std::env::consts::ARCH)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Other tasks keep running while the binary is read and hashed.
-    #[tokio::test(flavor = "current_thread")]
-    async fn hashing_does_not_stall_the_runtime() {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), vec![7u8; 8 * 1024 * 1024]).unwrap();
-        let ticks = std::cell::Cell::new(0u32);
-        let done = std::cell::Cell::new(false);
-        let ticker = async {
-            while !done.get() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                ticks.set(ticks.get() + 1);
-            }
-        };
-        let hash = async {
-            let r = read_and_hash(file.path().to_path_buf()).await;
-            done.set(true);
-            r
-        };
-        let (result, ()) = tokio::join!(hash, ticker);
-        let (bytes, sum) = result.unwrap();
-        assert_eq!(bytes.len(), 8 * 1024 * 1024);
-        assert_eq!(sum, format!("{:x}", Sha256::digest(&bytes)));
-        assert!(
-            ticks.get() > 1,
-            "the runtime stalled: {} ticks",
-            ticks.get()
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! The wiki's first recipe: a remote forward on the login node, reached by pvserver directly.
 
-use super::Ctx;
+use super::{Ctx, NodePath, Owned, Reach};
 use crate::client;
 use crate::events::Event;
 use crate::outcome::Failure;
@@ -40,6 +40,50 @@ pub async fn open(ctx: &mut Ctx<'_>) -> Result<Forward, Failure> {
         port,
         compute_facing,
     })
+}
+
+/// What the job does with a forward compute nodes reach: its node agent connects there
+/// (owned), or pvserver itself does.
+pub fn reach(ctx: &Ctx<'_>, port: u16) -> Reach {
+    match ctx.owned {
+        Some(owned) => Reach::Node {
+            agent: owned.agent(),
+            path: NodePath::To(format!("{}:{port}", ctx.login_host)),
+        },
+        None => Reach::Reverse {
+            client_host: ctx.login_host.to_string(),
+            port,
+        },
+    }
+}
+
+/// The forward from a Unix socket in the session's private folder on the login node (sshd
+/// creates it 0600): no other user there can connect to it.
+pub async fn open_socket(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<(), Failure> {
+    let path = owned.forward_socket();
+    ctx.master
+        .forward_remote_socket(&path, ctx.local_port)
+        .await
+        .map_err(|e| {
+            Failure::site(
+                e.to_string(),
+                "the login node's sshd refuses remote forwards of Unix sockets (AllowStreamLocalForwarding, AllowTcpForwarding); see docs/recipes.md",
+            )
+        })?;
+    ctx.reporter.emit(Event::ForwardOpened {
+        remote_port: 0,
+        bind_address: format!("unix:{path}"),
+        compute_facing: false,
+    });
+    Ok(())
+}
+
+/// Close a TCP forward opened with [`open`] (best effort).
+pub async fn close(ctx: &mut Ctx<'_>, port: u16) {
+    let _ = ctx
+        .master
+        .cancel_forward_remote(Some("0.0.0.0"), port, ctx.local_port)
+        .await;
 }
 
 /// A forward on the login node's loopback only (for the relay in front of it).

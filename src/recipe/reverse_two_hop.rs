@@ -10,16 +10,32 @@
 //! by asking the inner master for forwards on random ports until one binds
 //! (`-L 0:` cannot be used: ssh refuses a local forward on port 0).
 
-use super::{Ctx, Reach};
+use super::{Ctx, NodePath, Owned, Reach};
 use crate::outcome::Failure;
 
-/// The login node's forward stays on its loopback; the job opens the hop to it.
+/// The login node's forward stays private to it (owned: a Unix socket in the session's 0700
+/// folder; plain: its loopback); the job opens the hop to it.
 pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
+    if let Some(owned) = ctx.owned.cloned() {
+        super::reverse::open_socket(ctx, &owned).await?;
+        return Ok(owned_reach(ctx, &owned));
+    }
     let port = super::reverse::open_loopback(ctx).await?;
     Ok(Reach::Hop {
         login_host: ctx.login_host.to_string(),
         port,
     })
+}
+
+/// The owned hop: the node agent connects through the job's ssh to the forward's socket.
+pub fn owned_reach(ctx: &Ctx<'_>, owned: &Owned) -> Reach {
+    Reach::Node {
+        agent: owned.agent(),
+        path: NodePath::Hop {
+            login_host: ctx.login_host.to_string(),
+            socket: owned.forward_socket(),
+        },
+    }
 }
 
 /// The failure when the compute node could not open the hop.

@@ -8,7 +8,7 @@
 //! puts pvlaunch's relay in front of it (so the session sees the client connect and leave), and
 //! starts the client with `cs://localhost:RELAY`.
 
-use super::{Ctx, Reach};
+use super::{Ctx, NodePath, Reach};
 use crate::outcome::Failure;
 use crate::ssh::Master;
 
@@ -16,10 +16,16 @@ use crate::ssh::Master;
 /// found free before ssh binds it).
 pub const FORWARD_TRIES: usize = 5;
 
-/// Nothing to open before the job: pvserver listens on `remote-port` (0: it picks one).
+/// Nothing to open before the job: the node agent (owned) or pvserver listens on
+/// `remote-port` (0: it picks one).
 pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
-    Ok(Reach::Listen {
-        port: ctx.plan.remote_port,
+    let port = ctx.plan.remote_port;
+    Ok(match ctx.owned {
+        Some(owned) => Reach::Node {
+            agent: owned.agent(),
+            path: NodePath::Listen(port),
+        },
+        None => Reach::Listen { port },
     })
 }
 
