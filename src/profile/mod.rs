@@ -71,7 +71,7 @@ pub fn read_file(path: &std::path::Path) -> Result<FileReport, std::io::Error> {
 /// of the problem and a message.
 pub fn decode(bytes: &[u8]) -> Result<(String, Option<String>), (usize, String)> {
     let utf16 = |rest: &[u8], little: bool| -> Result<String, (usize, String)> {
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return Err((
                 rest.len(),
                 "the file is UTF-16 but has an odd number of bytes".into(),
