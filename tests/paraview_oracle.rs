@@ -877,14 +877,14 @@ fn run_paraview(
                 log_tail()
             ));
         }
-        if last_press.is_none_or(|t| t.elapsed() > DIALOG_RETRY) {
-            if let Some(window) = find_options_dialog(tools, sandbox) {
-                // Keys sent to a window (XSendEvent) are ignored by Qt: focus it, then type.
-                xdotool(tools, sandbox, &["windowfocus", &window]);
-                xdotool(tools, sandbox, &["key", "Return"]);
-                last_press = Some(Instant::now());
-                presses += 1;
-            }
+        if last_press.is_none_or(|t| t.elapsed() > DIALOG_RETRY)
+            && let Some(window) = find_options_dialog(tools, sandbox)
+        {
+            // Keys sent to a window (XSendEvent) are ignored by Qt: focus it, then type.
+            xdotool(tools, sandbox, &["windowfocus", &window]);
+            xdotool(tools, sandbox, &["key", "Return"]);
+            last_press = Some(Instant::now());
+            presses += 1;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -954,13 +954,12 @@ fn random_ranges(file: &Path, name: &str) -> BTreeMap<String, (RangeType, f64, f
     let mut out = BTreeMap::new();
     for server in report.servers.iter().filter(|s| s.name == name) {
         for item in server.option_items() {
-            if let OptionItem::Option(def) = item {
-                if let OptionKind::Range {
+            if let OptionItem::Option(def) = item
+                && let OptionKind::Range {
                     number, min, max, ..
                 } = def.kind
-                {
-                    out.insert(def.name.clone(), (number, min, max));
-                }
+            {
+                out.insert(def.name.clone(), (number, min, max));
             }
         }
     }
