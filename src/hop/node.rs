@@ -222,43 +222,74 @@ pub fn main(request: NodeRequest) -> Code {
 }
 
 /// Print an error line and return [`EXIT_UNREACHABLE`].
-fn unreachable(what: impl std::fmt::Display) -> Code {
+fn failed(what: impl std::fmt::Display) -> Code {
     crate::say_err!("{ERROR_MARKER}{what}");
     Code::Child(EXIT_UNREACHABLE)
+}
+
+fn accept_failed(err: io::Error) -> String {
+    format!("cannot accept connections: {err}")
+}
+
+/// The other hop, once bound.
+enum Next<'a> {
+    To(&'a Target),
+    Listen(TcpListener),
+}
+
+/// Run `work` unless pvserver exits first (its early exit's code) or a signal arrives
+/// (pvserver stopped, 128+N).
+async fn supervise<T>(
+    work: impl std::future::Future<Output = T>,
+    child: &mut Child,
+    signals: &mut Signals,
+) -> Result<T, Code> {
+    tokio::select! {
+        value = work => Ok(value),
+        status = child.wait() => Err(exited_early(status)),
+        n = signals.next() => Err(stopped(child, n).await),
+    }
+}
+
+/// The path cannot be opened: say why, stop pvserver, [`EXIT_UNREACHABLE`].
+async fn abandon(child: &mut Child, why: impl std::fmt::Display) -> Code {
+    let code = failed(why);
+    process::stop_group(child, STOP_GRACE).await;
+    code
 }
 
 async fn run(request: NodeRequest, secret: Secret) -> Code {
     let mut signals = match Signals::try_new() {
         Ok(signals) => signals,
-        Err(err) => return unreachable(format!("cannot receive signals: {err}")),
+        Err(err) => return failed(format!("cannot receive signals: {err}")),
     };
     let loopback = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
         Ok(listener) => listener,
-        Err(err) => return unreachable(format!("cannot listen on 127.0.0.1: {err}")),
+        Err(err) => return failed(format!("cannot listen on 127.0.0.1: {err}")),
     };
     let port = match loopback.local_addr() {
         Ok(addr) => addr.port(),
-        Err(err) => return unreachable(format!("cannot listen on 127.0.0.1: {err}")),
+        Err(err) => return failed(format!("cannot listen on 127.0.0.1: {err}")),
     };
-    let public = match &request.peer {
-        Hop::To(_) => None,
+    let next = match &request.peer {
+        Hop::To(target) => Next::To(target),
         Hop::Listen(addr) => match bind_public(addr).await {
-            Ok(listener) => Some(listener),
+            Ok(listener) => Next::Listen(listener),
             Err(err) => {
-                return unreachable(format!(
+                return failed(format!(
                     "cannot listen on {}:{}: {err}",
                     addr.host, addr.port
                 ));
             }
         },
     };
-    if let Some(listener) = &public {
+    if let Next::Listen(listener) = &next {
         match listener.local_addr() {
             Ok(bound) => {
                 let host = shown_host(bound.ip(), &crate::profile::hostname());
                 crate::say!("{}", listening_line(&host, bound.port()));
             }
-            Err(err) => return unreachable(format!("cannot listen: {err}")),
+            Err(err) => return failed(format!("cannot listen: {err}")),
         }
     }
 
@@ -271,17 +302,39 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
         }
     };
 
-    let opened = tokio::select! {
-        opened = open(loopback, public, &request.peer, &secret) => opened,
-        status = child.wait() => return exited_early(status),
-        n = signals.next() => return stopped(&mut child, n).await,
-    };
-    let (server, outer, what) = match opened {
-        Ok(opened) => opened,
-        Err(err) => {
-            let code = unreachable(&err);
-            process::stop_group(&mut child, STOP_GRACE).await;
-            return code;
+    let (server, outer, what) = match next {
+        Next::To(target) => {
+            let server = match supervise(accept_own(loopback), &mut child, &mut signals).await {
+                Ok(Ok(server)) => server,
+                Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
+                Err(code) => return code,
+            };
+            match supervise(reach(target, &secret), &mut child, &mut signals).await {
+                Ok(Ok(outer)) => (server, outer, format!("pvserver <-> {target}")),
+                Ok(Err(err)) => {
+                    // pvserver is stopped while its connection is still open: it sees a
+                    // stop, not a reset.
+                    let code = abandon(&mut child, err).await;
+                    drop(server);
+                    return code;
+                }
+                Err(code) => return code,
+            }
+        }
+        Next::Listen(public) => {
+            // Both at once: a client may arrive before pvserver has started.
+            let both = async {
+                tokio::try_join!(accept_own(loopback), accept_authenticated(public, &secret))
+            };
+            match supervise(both, &mut child, &mut signals).await {
+                Ok(Ok((server, (outer, from)))) => (
+                    server,
+                    Box::new(outer) as Outer,
+                    format!("pvserver <-> {from}"),
+                ),
+                Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
+                Err(code) => return code,
+            }
         }
     };
     crate::say!("{OPEN_MARKER}{what}");
@@ -325,7 +378,7 @@ fn exited_early(status: io::Result<ExitStatus>) -> Code {
             );
             Code::Child(early_exit_code(status))
         }
-        Err(err) => unreachable(format!("cannot wait for pvserver: {err}")),
+        Err(err) => failed(format!("cannot wait for pvserver: {err}")),
     }
 }
 
@@ -349,39 +402,6 @@ fn report_bridge(moved: io::Result<(u64, u64)>) {
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 type Outer = Box<dyn Duplex>;
-
-/// Failures of [`open`]: the `--to` endpoint, or a listener that stopped accepting.
-#[derive(Debug, thiserror::Error)]
-enum OpenError {
-    #[error(transparent)]
-    Reach(#[from] ReachError),
-    #[error("cannot accept connections: {0}")]
-    Accept(io::Error),
-}
-
-/// pvserver's connection and the other hop's, authenticated, with a description of the path.
-async fn open(
-    loopback: TcpListener,
-    public: Option<TcpListener>,
-    hop: &Hop,
-    secret: &Secret,
-) -> Result<(TcpStream, Outer, String), OpenError> {
-    match (hop, public) {
-        (Hop::To(target), _) => {
-            let server = accept_own(loopback).await.map_err(OpenError::Accept)?;
-            let outer = reach(target, secret).await?;
-            Ok((server, outer, format!("pvserver <-> {target}")))
-        }
-        (Hop::Listen(_), Some(public)) => {
-            // Both at once: a client may arrive before pvserver has started.
-            let (server, (outer, peer)) =
-                tokio::try_join!(accept_own(loopback), accept_authenticated(public, secret))
-                    .map_err(OpenError::Accept)?;
-            Ok((server, Box::new(outer), format!("pvserver <-> {peer}")))
-        }
-        (Hop::Listen(_), None) => Err(OpenError::Accept(io::Error::other("no public listener"))),
-    }
-}
 
 /// Whether an accept error concerns one connection only (accept again) rather than the listener.
 fn transient(err: &io::Error) -> bool {
