@@ -259,6 +259,30 @@ async fn to_carries_the_stream_both_ways_and_exits_with_pvserver() {
 }
 
 #[tokio::test]
+async fn to_a_unix_socket_carries_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, key) = key_file(dir.path());
+    let path = dir.path().join("hop.sock");
+    let acceptor = tokio::net::UnixListener::bind(&path).unwrap();
+    let to = format!("unix:{}", path.display());
+    let mut agent = Agent::start(&key, &["--to", &to], &[]);
+
+    let (mut stream, _) = within("the agent's connection", acceptor.accept())
+        .await
+        .unwrap();
+    within("the preamble", preamble::accept(&mut stream, &secret))
+        .await
+        .expect("the agent proves the key");
+    echo_through(&mut stream, 50_000).await;
+    assert_eq!(agent.wait().await.code(), Some(0));
+    let open = agent
+        .stdout
+        .until("the open line", |l| l.starts_with(OPEN_MARKER))
+        .await;
+    assert_eq!(open, format!("{OPEN_MARKER}pvserver <-> {to}"));
+}
+
+#[tokio::test]
 async fn to_an_endpoint_with_another_key_is_an_error_and_stops_pvserver() {
     let dir = tempfile::tempdir().unwrap();
     let (_secret, key) = key_file(dir.path());
