@@ -350,11 +350,15 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             }
         }
         status = child.wait() => {
-            match tokio::time::timeout(DRAIN_TIMEOUT, &mut bridged).await {
-                Ok(moved) => report_bridge(moved),
-                Err(_) => crate::say_err!(
-                    "pvlaunch-node: pvserver exited; the other side did not close within {DRAIN_TIMEOUT:?}"
-                ),
+            tokio::select! {
+                drained = tokio::time::timeout(DRAIN_TIMEOUT, &mut bridged) => match drained {
+                    Ok(moved) => report_bridge(moved),
+                    Err(_) => crate::say_err!(
+                        "pvlaunch-node: pvserver exited; the other side did not close within {DRAIN_TIMEOUT:?}"
+                    ),
+                },
+                // pvserver is gone already: nothing left to stop.
+                n = signals.next() => return Code::Signal(n),
             }
             status
         }
