@@ -100,6 +100,25 @@ allow the recipe, 7 timeout, 8 client, 128+N signal N.")]
   pvlaunch --json relay --listen 0 --to client-host:11111 | head -n1")]
     Relay(RelayArgs),
 
+    /// Run beside pvserver on a compute node (the batch job's command; not for people).
+    ///
+    /// Binds 127.0.0.1:0, runs COMMAND with `--server-port=PORT` appended (pvserver in
+    /// reverse-connection mode to localhost), accepts exactly one connection from this user on
+    /// that port, then either connects to --to and proves the session key, or accepts one
+    /// connection on --listen that proves it, and joins the two. With --listen, prints
+    /// `pvlaunch-node: listening: HOST:PORT` on stdout before starting COMMAND. Exits with
+    /// pvserver's status; 97 when the path could not be opened; 2 for a refused key file.
+    #[command(
+        hide = true,
+        group(clap::ArgGroup::new("hop").required(true).args(["to", "listen"])),
+        after_long_help = "Examples (KEY is ~/.cache/pvlaunch/keys/TAG.key):
+  pvlaunch node --key-file \"$KEY\" --to login-1:40123 -- srun pvserver ARGS
+  pvlaunch node --key-file \"$KEY\" --to unix:/tmp/pvlaunch.Ab12/hop.sock -- mpiexec pvserver ARGS
+  pvlaunch node --key-file \"$KEY\" --listen 0 -- srun pvserver ARGS
+ARGS: --reverse-connection --client-host=localhost and pvserver's own options."
+    )]
+    Node(NodeArgs),
+
     /// Print a shell completion script.
     #[command(after_long_help = "Examples:
   pvlaunch completions bash > ~/.local/share/bash-completion/completions/pvlaunch
@@ -239,6 +258,42 @@ pub struct RelayArgs {
     /// How to move bytes: auto (buffer, splice(2) for bulk data on Linux), buffered or splice.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = CopyModeArg::Auto)]
     pub copy: CopyModeArg,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The session key (this user's file, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub key_file: PathBuf,
+
+    /// Connect pvserver's stream to HOST:PORT or unix:/path, which must prove the key.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub to: Option<crate::relay::Target>,
+
+    /// Accept the stream's other end on [ADDR:]PORT (every interface by default; 0: a free
+    /// port); the connection must prove the key.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: Option<crate::hop::node::PublicAddr>,
+
+    /// The launcher and pvserver's argv (after `--`); `--server-port=PORT` is appended.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl From<NodeArgs> for crate::hop::node::NodeRequest {
+    fn from(args: NodeArgs) -> Self {
+        use crate::hop::node::Hop;
+        let peer = match (args.to, args.listen) {
+            (Some(to), _) => Hop::To(to),
+            (None, Some(listen)) => Hop::Listen(listen),
+            (None, None) => unreachable!("clap requires --to or --listen"),
+        };
+        crate::hop::node::NodeRequest {
+            key_file: args.key_file,
+            peer,
+            command: args.command,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

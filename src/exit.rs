@@ -26,6 +26,8 @@ pub enum Code {
     Client,
     /// Killed or stopped by signal N.
     Signal(i32),
+    /// The exit status of the program pvlaunch stands in for (`pvlaunch node`: pvserver's).
+    Child(u8),
 }
 
 impl Code {
@@ -41,6 +43,7 @@ impl Code {
             Code::Timeout => 7,
             Code::Client => 8,
             Code::Signal(n) => 128 + n,
+            Code::Child(status) => i32::from(status),
         }
     }
 }

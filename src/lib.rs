@@ -54,5 +54,6 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::Validate(args) => commands::validate(&args.files, cli.json),
         Command::Connect(args) => connect::connect(cli.profiles, cli.json, &args),
         Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
+        Command::Node(args) => Ok(hop::node::main(args.into())),
     }
 }

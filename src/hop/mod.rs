@@ -9,7 +9,9 @@
 //!   replayed. A connection that fails it is closed; nothing else changes.
 //! - [`peer`]: the owner uid of a loopback TCP peer, from the kernel (`/proc/net/tcp`), for the
 //!   hop between pvserver and the pvlaunch process beside it on the same node.
+//! - [`node`]: that process, `pvlaunch node`.
 
+pub mod node;
 pub mod peer;
 pub mod preamble;
 
