@@ -2,8 +2,8 @@
 //! pvserver never listens on a network port and talks only to pvlaunch.
 //!
 //! 1. Read the session key ([`Secret::read_file`]: this user's, mode 0600).
-//! 2. Bind `127.0.0.1:0` for pvserver; with `--listen`, bind the public listener too and print
-//!    [`LISTENING_MARKER`]`HOST:PORT` before pvserver starts.
+//! 2. Bind `127.0.0.1:0` for pvserver; with `--listen`, bind the public listener too (and print
+//!    [`LISTENING_MARKER`]`HOST:PORT` once pvserver has connected: the session joins then).
 //! 3. Run the launcher's argv with `--server-port=L` appended ([`server_argv`]), in its own
 //!    process group (stopped as a group on SIGTERM, SIGINT or SIGHUP; the scheduler can still
 //!    kill it, and a parent-death SIGKILL takes it down if this process is killed).
@@ -37,7 +37,8 @@ use crate::exit::Code;
 use crate::process::{self, Signals};
 use crate::relay::{EndpointError, Host, ListenAddr, Target};
 
-/// Printed on stdout (flushed) once the public listener is bound: `MARKER HOST:PORT`.
+/// Printed on stdout (flushed) once the public listener is bound and pvserver has connected to
+/// the agent: `MARKER HOST:PORT`.
 pub const LISTENING_MARKER: &str = "pvlaunch-node: listening: ";
 /// Printed on stdout once pvserver's stream is joined to the other hop: `MARKER WHAT`.
 pub const OPEN_MARKER: &str = "pvlaunch-node: open: ";
@@ -283,15 +284,19 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             }
         },
     };
-    if let Next::Listen(listener) = &next {
-        match listener.local_addr() {
-            Ok(bound) => {
-                let host = shown_host(bound.ip(), &crate::profile::hostname());
-                crate::say!("{}", listening_line(&host, bound.port()));
-            }
+    // With --listen, the line that says where to join is printed once pvserver has connected
+    // (below): like pvserver's own `Accepting connection(s)`, it means the session can be
+    // joined now.
+    let listening = match &next {
+        Next::Listen(listener) => match listener.local_addr() {
+            Ok(bound) => Some(listening_line(
+                &shown_host(bound.ip(), &crate::profile::hostname()),
+                bound.port(),
+            )),
             Err(err) => return failed(format!("cannot listen: {err}")),
-        }
-    }
+        },
+        Next::To(_) => None,
+    };
 
     let argv = server_argv(&request.command, port);
     let mut child = match process::command(&argv, process::Kind::Group).spawn() {
@@ -322,12 +327,22 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             }
         }
         Next::Listen(public) => {
-            // Both at once: a client may arrive before pvserver has started.
-            let both = async {
-                tokio::try_join!(accept_own(loopback), accept_authenticated(public, &secret))
+            let server = match supervise(accept_own(loopback), &mut child, &mut signals).await {
+                Ok(Ok(server)) => server,
+                Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
+                Err(code) => return code,
             };
-            match supervise(both, &mut child, &mut signals).await {
-                Ok(Ok((server, (outer, from)))) => (
+            if let Some(line) = &listening {
+                crate::say!("{line}");
+            }
+            match supervise(
+                accept_authenticated(public, &secret),
+                &mut child,
+                &mut signals,
+            )
+            .await
+            {
+                Ok(Ok((outer, from))) => (
                     server,
                     Box::new(outer) as Outer,
                     format!("pvserver <-> {from}"),
@@ -619,6 +634,23 @@ mod tests {
         assert_eq!(
             "unix:/tmp/pvlaunch.x/hop.sock".parse::<Target>(),
             Ok(Target::Unix("/tmp/pvlaunch.x/hop.sock".into()))
+        );
+    }
+
+    #[test]
+    fn the_session_reads_the_agents_lines() {
+        assert_eq!(
+            crate::pvserver::node_listening(&listening_line("node-7", 40999)),
+            Some(("node-7".into(), 40999))
+        );
+        let error = format!("{ERROR_MARKER}cannot reach login:1");
+        assert_eq!(
+            crate::pvserver::node_failure(&[error]).as_deref(),
+            Some("cannot reach login:1")
+        );
+        assert_eq!(
+            i32::from(EXIT_UNREACHABLE),
+            crate::pvserver::NODE_FAILURE_STATUS
         );
     }
 
