@@ -246,8 +246,14 @@ async fn steps(
         .map_err(|e| Failure::Profile {
             message: e.to_string(),
         })?;
+    // umask 077: the scheduler creates the job's output file with the submitter's umask.
     let submit = quote::join(&plan.submit)
-        .map(|s| format!("mkdir -p {dir} && cd {dir} && {s}", dir = plan::REMOTE_DIR))
+        .map(|s| {
+            format!(
+                "umask 077 && mkdir -p {dir} && cd {dir} && {s}",
+                dir = plan::REMOTE_DIR
+            )
+        })
         .map_err(|e| Failure::Profile {
             message: e.to_string(),
         })?;

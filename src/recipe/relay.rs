@@ -6,7 +6,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{Ctx, Reach};
@@ -14,13 +13,12 @@ use crate::events::Event;
 use crate::outcome::Failure;
 use crate::process::{self, Kind};
 use crate::quote;
+use crate::remote;
 use crate::scheduler::Kind as SchedulerKind;
 use crate::ssh;
 
 /// How long the remote relay may take to report its port.
 pub const RELAY_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Where a copied pvlaunch lives on the login node, relative to the home directory.
-pub const REMOTE_BIN_DIR: &str = ".cache/pvlaunch/bin";
 
 /// Start the relay on the login node in front of the loopback forward `forward_port`.
 pub async fn start(ctx: &mut Ctx<'_>, forward_port: u16) -> Result<Reach, Failure> {
@@ -155,133 +153,15 @@ async fn cluster_nodes(ctx: &Ctx<'_>) -> Vec<String> {
     }
 }
 
-/// The pvlaunch program on the login node: the profile's, the one on PATH, a copy made
-/// earlier, or a fresh copy of this very binary when the login node runs the same OS and
-/// architecture (checked by SHA-256 after the upload).
+/// The pvlaunch program on the login node: the profile's, or one of this version found or
+/// placed there ([`remote::RemoteHome::place_binary`]).
 async fn remote_pvlaunch(ctx: &mut Ctx<'_>) -> Result<String, Failure> {
     if let Some(p) = &ctx.plan.relay_program {
         return Ok(p.clone());
     }
-    let probe = "command -v pvlaunch || true; echo ---; uname -sm";
-    let out = ctx
-        .master
-        .exec(probe, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
-    let (found, uname) = out.stdout.split_once("---").unwrap_or(("", ""));
-    if let Some(path) = found.lines().map(str::trim).find(|l| l.starts_with('/')) {
-        return Ok(path.to_string());
-    }
-    let local = local_uname();
-    if uname.trim() != local {
-        return Err(Failure::NoRelay {
- message: format!(
-                "pvlaunch is not installed on the login node, and this build ({local}) does not run there ({})",
-                uname.trim()
-            ),
- hint: Some("install pvlaunch on the login node (cargo install --path .), or name it: <Connection relay-program=\"/path/to/pvlaunch\"/>".into()),
- });
-    }
-    let exe = std::env::current_exe().map_err(|e| Failure::internal(e.to_string()))?;
-    let (bytes, sum) = read_and_hash(exe)
-        .await
-        .map_err(|e| Failure::internal(format!("reading this pvlaunch to copy it: {e}")))?;
-    let name = format!("pvlaunch-{}-{}", env!("CARGO_PKG_VERSION"), &sum[..16]);
-    let path = format!("{REMOTE_BIN_DIR}/{name}");
-    let q = |s: &str| quote::quote(s).map(|c| c.into_owned()).unwrap_or_default();
-    // Already there from an earlier session, intact?
-    let check = format!("sha256sum {} 2>/dev/null", q(&path));
-    if let Ok(o) = ctx.master.exec(&check, None, ssh::COMMAND_TIMEOUT).await
-        && o.stdout.split_whitespace().next() == Some(sum.as_str())
-    {
-        return Ok(format!("./{path}"));
-    }
-    ctx.reporter.emit(Event::Warning {
-        message: format!(
-            "pvlaunch is not installed on the login node: copying this one ({:.1} MiB) to ~/{path}",
-            bytes.len() as f64 / 1_048_576.0
-        ),
-    });
-    let tmp = format!("{path}.part");
-    let upload = format!(
-        "mkdir -p {dir} && cat > {tmp} && chmod 700 {tmp} && sha256sum {tmp}",
-        dir = q(REMOTE_BIN_DIR),
-        tmp = q(&tmp)
-    );
-    let out = ctx
-        .master
-        .exec(&upload, Some(&bytes), Duration::from_secs(300))
-        .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
-    if out.stdout.split_whitespace().next() != Some(sum.as_str()) {
-        return Err(Failure::NoRelay {
-            message: format!(
-                "copying pvlaunch to the login node failed (checksum mismatch): {}",
-                out.stderr.trim()
-            ),
-            hint: Some("check the quota of your home directory on the login node".into()),
-        });
-    }
-    let mv = format!("mv -f {} {}", q(&tmp), q(&path));
-    ctx.master
-        .exec(&mv, None, ssh::COMMAND_TIMEOUT)
-        .await
-        .map_err(|e| Failure::ssh(e.to_string()))?;
-    Ok(format!("./{path}"))
-}
-
-/// A file's bytes and their SHA-256 (hex), read and hashed off the async runtime (the
-/// pvlaunch binary is megabytes: reading and hashing it would stall every other task).
-async fn read_and_hash(path: std::path::PathBuf) -> std::io::Result<(Vec<u8>, String)> {
-    tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&path)?;
-        let sum = format!("{:x}", Sha256::digest(&bytes));
-        Ok((bytes, sum))
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// `uname -sm` of this machine, as the login node would print it.
-fn local_uname() -> String {
-    let os = match std::env::consts::OS {
-        "linux" => "Linux",
-        "macos" => "Darwin",
-        other => other,
-    };
-    format!("{os} {}", std::env::consts::ARCH)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Other tasks keep running while the binary is read and hashed.
-    #[tokio::test(flavor = "current_thread")]
-    async fn hashing_does_not_stall_the_runtime() {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), vec![7u8; 8 * 1024 * 1024]).unwrap();
-        let ticks = std::cell::Cell::new(0u32);
-        let done = std::cell::Cell::new(false);
-        let ticker = async {
-            while !done.get() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                ticks.set(ticks.get() + 1);
-            }
-        };
-        let hash = async {
-            let r = read_and_hash(file.path().to_path_buf()).await;
-            done.set(true);
-            r
-        };
-        let (result, ()) = tokio::join!(hash, ticker);
-        let (bytes, sum) = result.unwrap();
-        assert_eq!(bytes.len(), 8 * 1024 * 1024);
-        assert_eq!(sum, format!("{:x}", Sha256::digest(&bytes)));
-        assert!(
-            ticks.get() > 1,
-            "the runtime stalled: {} ticks",
-            ticks.get()
-        );
-    }
+    let master = ctx.master;
+    let reporter = &mut *ctx.reporter;
+    let home = remote::prepare_home(master).await?;
+    let mut warn = |message: String| reporter.emit(Event::Warning { message });
+    Ok(home.place_binary(master, &mut warn).await?)
 }
