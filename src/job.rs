@@ -959,6 +959,60 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
     }
 
+    /// The guard is POSIX sh: the same under dash and bash as the login node's `sh`, both
+    /// for an input that ends and for one that stays open and silent.
+    #[test]
+    fn the_guard_behaves_the_same_under_dash_and_bash() {
+        for name in ["dash", "bash"] {
+            let Ok(real) = which::which(name) else {
+                eprintln!("SKIPPED for {name}: not installed");
+                continue;
+            };
+            let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 0);
+            std::os::unix::fs::symlink(&real, fake.path("bin").join("sh")).unwrap();
+            let gone = fake.path("gone");
+            std::fs::create_dir(&gone).unwrap();
+            let t = GuardTimings {
+                heartbeat_limit: Duration::from_secs(2),
+                poll: Duration::from_secs(1),
+                ..timings(60, 1)
+            };
+            let input = format!("beat\njob 5\nremove {}\nbeat\n", gone.display());
+            let (lines, code, _) = run_raw(&fake.argv(&sh(), t), &input, |_| {});
+            assert_eq!(
+                (lines, code),
+                (vec!["cancelled 5".to_string(), "none left".into()], Some(0)),
+                "{name}"
+            );
+            assert!(!gone.exists(), "{name}");
+
+            // Open and silent: the link is lost; the parent (this test) is no sshd.
+            fake.set_jobs(&format!("6|RUNNING|pvserver-{TAG}\n"));
+            let mut child = Command::new("env")
+                .args(&fake.argv(&sh(), t)[1..])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"job 6\n").unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let lines: Vec<String> = out
+                .lines()
+                .map(Result::unwrap)
+                .take_while(|l| l != "none left")
+                .collect();
+            assert_eq!(lines[..2], ["ready", "link lost"], "{name}");
+            assert!(
+                lines[2].starts_with("left the ssh connection alone: "),
+                "{name}: {lines:?}"
+            );
+            assert_eq!(lines[3..], ["cancelled 6"], "{name}");
+            drop(stdin);
+            assert_eq!(child.wait().unwrap().code(), Some(0), "{name}");
+        }
+    }
+
     #[test]
     fn guard_command_checks_the_tag() {
         let s = Kind::Slurm.scheduler();
