@@ -7,19 +7,36 @@
 //! submitted and knowing the session's tag ([`crate::scheduler::JobSpec::tag`]), is the one
 //! canceller of the session's job. It prints `ready` once it runs, then reads its stdin:
 //!
+//! - `beat`: the session is alive ([`Guard::start_heartbeat`] writes one every
+//!   [`HEARTBEAT_INTERVAL`]); any line counts as one;
 //! - `submitting`: a submit is under way (its result may never arrive);
 //! - `job ID`: the job's id;
+//! - `remove PATH`: an absolute path (the session's key file, its run folder) the guard
+//!   removes (`rm -rf`) when it exits, whatever the ending (cancel, keep, give up);
 //! - `keep`: leave the job; the guard prints `kept` and exits 0;
 //! - end of input (the session closed it, or pvlaunch or the link died, even by SIGKILL):
-//!   cancel. It cancels by id (when known) and by tag, then checks that no unfinished job with
-//!   the tag is left. A scheduler that cannot be reached (controller down) is retried with
-//!   back-off until [`GUARD_DEADLINE`]. Without an id (or with a submit still under way) it
-//!   keeps sweeping by tag for [`GUARD_SWEEP_WINDOW`], long enough for a submit that was
-//!   still in flight to land and be cancelled.
+//!   cancel;
+//! - no line at all for [`HEARTBEAT_LIMIT`] while the input stays open (a link that dropped
+//!   without the login node noticing): it prints `link lost`, ends the sshd session process
+//!   that carries the session's connection (its parent, only when that is `sshd` or
+//!   `sshd-session` of this user: every forward and channel of the session goes with it), then
+//!   cancels as on end of input.
+//!
+//! To cancel, it cancels by id (when known) and by tag, then checks that no unfinished job
+//! with the tag is left. A scheduler that cannot be reached (controller down) is retried with
+//! back-off until [`GUARD_DEADLINE`]. Without an id (or with a submit still under way) it
+//! keeps sweeping by tag for [`GUARD_SWEEP_WINDOW`], long enough for a submit that was still
+//! in flight to land and be cancelled.
+//!
+//! A POSIX sh `read` cannot time out, so a reader subshell takes the input: it notes each line
+//! (a `beat` file; the other lines are appended to a command file) and wakes the main loop
+//! with SIGUSR1, which interrupts its `wait`; otherwise the main loop looks every
+//! [`GUARD_POLL`]. A dead link is thus noticed within [`HEARTBEAT_LIMIT`] plus a poll.
 //!
 //! It ignores SIGHUP and SIGPIPE (the ssh session that started it may be gone) and reports on
 //! its stdout, while anyone still reads it: `cancelled ID`, `retry: REASON`, `none left`,
-//! `gave up: REASON`. [`Guard::cancel`] reads those lines for a while and returns a
+//! `gave up: REASON`, `link lost` (then `closed the ssh connection (sshd PID)` or `left the ssh
+//! connection alone: WHY`). [`Guard::cancel`] reads those lines for a while and returns a
 //! [`GuardReport`].
 
 use std::time::Duration;
@@ -48,8 +65,15 @@ pub const GUARD_SWEEP_WINDOW: Duration = Duration::from_secs(ssh::COMMAND_TIMEOU
 pub const GUARD_FIRST_PAUSE: Duration = Duration::from_secs(2);
 /// The guard's longest pause between attempts.
 pub const GUARD_MAX_PAUSE: Duration = Duration::from_secs(30);
-/// How long the guard may take to say `ready` (or `kept`).
+/// How long the guard may take to say `ready` (or `kept`), and the longest a line to it may
+/// take to be written.
 pub const GUARD_REPLY_TIMEOUT: Duration = ssh::COMMAND_TIMEOUT;
+/// How often the session writes `beat` to the guard ([`Guard::start_heartbeat`]), and how
+/// long the guard waits without any line before it treats the link as dead: the session's one
+/// heartbeat, shared with the relay on the login node.
+pub use crate::hop::{HEARTBEAT_INTERVAL, HEARTBEAT_LIMIT};
+/// How often the guard looks at its input's notes when nothing woke it.
+pub const GUARD_POLL: Duration = Duration::from_secs(2);
 
 /// How many times an ended job's accounting record is asked for, and the pause between
 /// (accounting may lag a little behind the queue): at most
@@ -60,31 +84,91 @@ pub const ACCOUNTING_PAUSE: Duration = Duration::from_secs(1);
 
 /// The guard. Arguments: deadline, sweep window, first and longest pause (whole seconds),
 /// then three command lines: list the tagged jobs (`ID STATE` lines), cancel the tagged jobs
-/// (prints the ids cancelled), and the cancel to which a job id is appended.
+/// (prints the ids cancelled), and the cancel to which a job id is appended; then the
+/// heartbeat limit and the poll (whole seconds).
 pub const GUARD: &str = r#"trap '' HUP PIPE
-deadline=$1 window=$2 pause=$3 max_pause=$4 list=$5 cancel_tagged=$6 cancel_id=$7
+deadline=$1 window=$2 pause=$3 max_pause=$4 list=$5 cancel_tagged=$6 cancel_id=$7 limit=$8 poll=$9
 first_pause=$pause
 say() { printf '%s\n' "$*" 2> /dev/null; }
 slept=0
 now() { t=$(date +%s 2> /dev/null); case $t in ''|*[!0-9]*) t=$slept ;; esac; }
-err=$(mktemp 2> /dev/null) || err=
-[ -n "$err" ] && trap 'rm -f "$err"' EXIT
-[ -n "$err" ] || err=/dev/null
+box=$(mktemp -d 2> /dev/null) || { echo "pvlaunch-guard: cannot make a temporary folder" >&2; exit 1; }
+err=$box/err reader=
+finish() {
+  [ -n "$reader" ] && [ ! -e "$box/eof" ] && kill "$reader" 2> /dev/null
+  if [ -s "$box/in" ]; then
+    while IFS= read -r line; do
+      case $line in "remove /"?*) rm -rf -- "${line#remove }" 2> /dev/null ;; esac
+    done < "$box/in"
+  fi
+  rm -rf -- "$box"
+}
+trap finish EXIT
+trap 'exit 143' TERM
 reason_of() {
-  reason=
-  [ "$err" = /dev/null ] || reason=$(sed -n '$p' "$err" 2> /dev/null)
+  reason=$(sed -n '$p' "$err" 2> /dev/null)
   [ -n "$reason" ] || reason="exit status $1"
 }
+parent_is_our_sshd() {
+  if [ -r "/proc/$$/status" ]; then
+    pp=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$$/status")
+    uid=$(sed -n 's/^Uid:[[:space:]]*[0-9]*[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$PPID/status" 2> /dev/null)
+    comm=$(cat "/proc/$PPID/comm" 2> /dev/null)
+  else
+    pp=$(ps -o ppid= -p $$ 2> /dev/null)
+    uid=$(ps -o uid= -p "$PPID" 2> /dev/null)
+    comm=$(ps -o comm= -p "$PPID" 2> /dev/null)
+  fi
+  pp=$(echo $pp) uid=$(echo $uid) comm=$(echo $comm)
+  comm=${comm##*/}
+  if [ "$pp" != "$PPID" ]; then why="parent $PPID is gone"; return 1; fi
+  if [ "$uid" != "$(id -u)" ]; then why="parent $PPID belongs to uid $uid"; return 1; fi
+  case $comm in sshd|sshd-session) return 0 ;; esac
+  why="parent $PPID is ${comm:-unknown}, not sshd"; return 1
+}
+trap 'woke=1' USR1
+exec 3<&0
+(
+  while IFS= read -r line; do
+    : > "$box/beat"
+    case $line in beat) ;; *) printf '%s\n' "$line" >> "$box/in"; kill -USR1 $$ ;; esac
+  done
+  : > "$box/eof"; kill -USR1 $$
+) <&3 3<&- > /dev/null 2>&1 &
+reader=$!
+exec 3<&- 0< /dev/null
 say ready
+now; last=$t
 id= pending=0
-while IFS= read -r line; do
-  case $line in
-    keep) say kept; exit 0 ;;
-    submitting) pending=1 ;;
-    "job "*)
-      id=${line#job }; pending=0
-      case $id in ''|*[!A-Za-z0-9._\;-]*) id= ;; esac ;;
-  esac
+while :; do
+  woke= id= pending=0 kept=
+  if [ -s "$box/in" ]; then
+    while IFS= read -r line; do
+      case $line in
+        keep) kept=1 ;;
+        submitting) pending=1 ;;
+        "job "*)
+          id=${line#job }; pending=0
+          case $id in ''|*[!A-Za-z0-9._\;-]*) id= ;; esac ;;
+      esac
+    done < "$box/in"
+  fi
+  if [ -n "$kept" ]; then say kept; exit 0; fi
+  [ -e "$box/eof" ] && break
+  now
+  if [ -e "$box/beat" ]; then rm -f "$box/beat"; last=$t; fi
+  if [ $((t - last)) -ge "$limit" ]; then
+    say "link lost"
+    if parent_is_our_sshd; then
+      kill "$PPID" 2> /dev/null && say "closed the ssh connection (sshd $PPID)"
+    else
+      say "left the ssh connection alone: $why"
+    fi
+    break
+  fi
+  sleep "$poll" < /dev/null > /dev/null 2>&1 &
+  [ -n "$woke" ] || wait $! 2> /dev/null
+  slept=$((slept + poll))
 done
 now; start=$t; end=$((start + deadline)); sweep_end=$start
 if [ -z "$id" ] || [ "$pending" = 1 ]; then sweep_end=$((start + window)); fi
@@ -134,6 +218,12 @@ pub struct GuardTimings {
     pub first_pause: Duration,
     /// [`GUARD_MAX_PAUSE`].
     pub max_pause: Duration,
+    /// [`HEARTBEAT_INTERVAL`] (the session's side).
+    pub heartbeat_interval: Duration,
+    /// [`HEARTBEAT_LIMIT`].
+    pub heartbeat_limit: Duration,
+    /// [`GUARD_POLL`].
+    pub poll: Duration,
 }
 
 impl Default for GuardTimings {
@@ -143,6 +233,9 @@ impl Default for GuardTimings {
             sweep_window: GUARD_SWEEP_WINDOW,
             first_pause: GUARD_FIRST_PAUSE,
             max_pause: GUARD_MAX_PAUSE,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            heartbeat_limit: HEARTBEAT_LIMIT,
+            poll: GUARD_POLL,
         }
     }
 }
@@ -185,6 +278,9 @@ pub enum GuardError {
     /// The guard's ssh session has ended: it is cancelling (or has cancelled) the job.
     #[error("the guard on the login node is gone (its ssh session ended)")]
     Gone,
+    /// A path for `remove` that is not absolute, is `/`, or holds a newline or NUL.
+    #[error("refusing to have the guard remove {0:?}: not an absolute path on one line")]
+    BadPath(String),
 }
 
 fn tail(stderr: &str) -> String {
@@ -251,31 +347,82 @@ pub fn guard_command(
         &list,
         &cancel_tagged,
         &cancel_id,
+        &secs(timings.heartbeat_limit),
+        &secs(timings.poll),
     ])?)
 }
 
-/// Start the guard on the login node, before anything is submitted, and wait until it runs.
+/// Start the guard on the login node, before anything is submitted, wait until it runs, and
+/// start its heartbeat ([`Guard::start_heartbeat`]).
 pub async fn start_guard(
     master: &Master,
     scheduler: &dyn Scheduler,
     tag: &str,
 ) -> Result<Guard, GuardError> {
-    let command = guard_command(scheduler, tag, GuardTimings::default())?;
-    Guard::spawn(&master.target.remote_argv(&command)).await
+    let mut guard = start_guard_with(master, scheduler, tag, GuardTimings::default()).await?;
+    guard.start_heartbeat();
+    Ok(guard)
+}
+
+/// [`start_guard`] with other timings, and **without** the heartbeat: unless the caller
+/// starts it ([`Guard::start_heartbeat`]) or writes lines itself, the guard cancels after
+/// `timings.heartbeat_limit`.
+pub async fn start_guard_with(
+    master: &Master,
+    scheduler: &dyn Scheduler,
+    tag: &str,
+    timings: GuardTimings,
+) -> Result<Guard, GuardError> {
+    let command = guard_command(scheduler, tag, timings)?;
+    Guard::spawn(
+        &master.target.remote_argv(&command),
+        timings.heartbeat_interval,
+    )
+    .await
+}
+
+/// The guard's stdin, shared by the heartbeat and the session's own lines (each line is
+/// written whole under the lock). `None` once closed.
+type SharedStdin = std::sync::Arc<tokio::sync::Mutex<Option<ChildStdin>>>;
+
+/// Write one line to the guard, within [`GUARD_REPLY_TIMEOUT`].
+async fn write_line(stdin: &SharedStdin, line: &str) -> Result<(), GuardError> {
+    let write = async {
+        let mut pipe = stdin.lock().await;
+        let pipe = pipe.as_mut().ok_or(GuardError::Gone)?;
+        pipe.write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|_| GuardError::Gone)?;
+        pipe.flush().await.map_err(|_| GuardError::Gone)
+    };
+    tokio::time::timeout(GUARD_REPLY_TIMEOUT, write)
+        .await
+        .unwrap_or(Err(GuardError::Gone))
 }
 
 /// The running guard: its ssh session, its stdin and its report lines. Dropping it kills the
 /// local ssh, which ends the guard's input: it cancels.
 pub struct Guard {
     child: Child,
-    stdin: Option<ChildStdin>,
+    stdin: SharedStdin,
     lines: Lines<BufReader<ChildStdout>>,
     stderr: tokio::task::JoinHandle<String>,
+    heartbeat_interval: Duration,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
 }
 
 impl Guard {
     /// Run the guard's argv (ssh, or a local shell in tests) and wait for its `ready`.
-    pub(crate) async fn spawn(argv: &[String]) -> Result<Guard, GuardError> {
+    pub(crate) async fn spawn(
+        argv: &[String],
+        heartbeat_interval: Duration,
+    ) -> Result<Guard, GuardError> {
         let mut cmd = crate::process::command(argv, crate::process::Kind::Helper);
         cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -292,9 +439,11 @@ impl Guard {
         });
         let mut guard = Guard {
             child,
-            stdin,
+            stdin: std::sync::Arc::new(tokio::sync::Mutex::new(stdin)),
             lines: BufReader::new(stdout).lines(),
             stderr,
+            heartbeat_interval,
+            heartbeat: None,
         };
         match tokio::time::timeout(GUARD_REPLY_TIMEOUT, guard.lines.next_line()).await {
             Ok(Ok(Some(line))) if line == "ready" => Ok(guard),
@@ -316,13 +465,53 @@ impl Guard {
         self.child.id()
     }
 
+    /// Write `beat` every [`GuardTimings::heartbeat_interval`] from now on, in a task of its
+    /// own (until the guard's input is closed or can no longer be written). Started once;
+    /// again is a no-op.
+    pub fn start_heartbeat(&mut self) {
+        if self.heartbeat.is_some() {
+            return;
+        }
+        let stdin = self.stdin.clone();
+        let every = self.heartbeat_interval;
+        self.heartbeat = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if write_line(&stdin, "beat").await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+
+    fn stop_heartbeat(&mut self) {
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
+        }
+    }
+
+    /// Close the guard's input (after the heartbeat stopped), within [`GUARD_REPLY_TIMEOUT`].
+    async fn close_input(&mut self) {
+        self.stop_heartbeat();
+        let _ = tokio::time::timeout(GUARD_REPLY_TIMEOUT, async {
+            if let Some(mut stdin) = self.stdin.lock().await.take() {
+                let _ = stdin.shutdown().await;
+            }
+        })
+        .await;
+    }
+
     async fn tell(&mut self, line: &str) -> Result<(), GuardError> {
-        let stdin = self.stdin.as_mut().ok_or(GuardError::Gone)?;
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(|_| GuardError::Gone)?;
-        stdin.flush().await.map_err(|_| GuardError::Gone)
+        write_line(&self.stdin, line).await
+    }
+
+    /// Have the guard remove `path` (`rm -rf`) when it exits, however it ends. Only an
+    /// absolute path on one line (not `/`) is taken.
+    pub async fn remove_at_end(&mut self, path: &str) -> Result<(), GuardError> {
+        if !removable(path) {
+            return Err(GuardError::BadPath(path.to_owned()));
+        }
+        self.tell(&format!("remove {path}")).await
     }
 
     /// A submit is about to run: if its result never arrives, the guard sweeps by tag.
@@ -337,8 +526,9 @@ impl Guard {
 
     /// Leave the job running (`--keep-job`): the guard exits without cancelling.
     pub async fn keep(mut self) -> Result<(), GuardError> {
+        self.stop_heartbeat();
         self.tell("keep").await?;
-        self.stdin.take();
+        self.close_input().await;
         let said = tokio::time::timeout(GUARD_REPLY_TIMEOUT, async {
             while let Ok(Some(line)) = self.lines.next_line().await {
                 if line == "kept" {
@@ -359,9 +549,7 @@ impl Guard {
     /// until it reports none left, gives up, or exits. It goes on by itself on the login node
     /// after this returns (retrying, or sweeping for a late submit).
     pub async fn cancel(mut self, wait: Duration) -> GuardReport {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.shutdown().await;
-        }
+        self.close_input().await;
         let mut cancelled = Vec::new();
         let mut last: Option<String> = None;
         let waited = tokio::time::timeout(wait, async {
@@ -396,6 +584,11 @@ impl Guard {
             _ => GuardReport::Unknown,
         }
     }
+}
+
+/// Whether the guard takes `path` for `remove`: absolute, on one line, not `/`.
+fn removable(path: &str) -> bool {
+    path.starts_with('/') && !path.trim_matches('/').is_empty() && !path.contains(['\n', '\0'])
 }
 
 /// Where the job is; once it left the queue, how it ended (accounting may lag a little).
@@ -559,6 +752,7 @@ mod tests {
             sweep_window: Duration::from_secs(window),
             first_pause: Duration::from_secs(1),
             max_pause: Duration::from_secs(2),
+            ..GuardTimings::default()
         }
     }
 
@@ -717,7 +911,7 @@ mod tests {
     async fn guard_reports_what_the_login_node_said() {
         // Cancelled and confirmed.
         let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 1);
-        let mut g = Guard::spawn(&fake.argv(&sh(), timings(60, 30)))
+        let mut g = Guard::spawn(&fake.argv(&sh(), timings(60, 30)), HEARTBEAT_INTERVAL)
             .await
             .unwrap();
         g.submitting().await.unwrap();
@@ -733,7 +927,7 @@ mod tests {
 
         // The controller stays down past the wait: the guard goes on by itself.
         let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 1000);
-        let mut g = Guard::spawn(&fake.argv(&sh(), timings(4, 1)))
+        let mut g = Guard::spawn(&fake.argv(&sh(), timings(4, 1)), HEARTBEAT_INTERVAL)
             .await
             .unwrap();
         g.job_known(&Kind::Slurm.scheduler().job_id("5").unwrap())
@@ -748,18 +942,75 @@ mod tests {
 
         // Kept.
         let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 0);
-        let g = Guard::spawn(&fake.argv(&sh(), timings(60, 30)))
+        let g = Guard::spawn(&fake.argv(&sh(), timings(60, 30)), HEARTBEAT_INTERVAL)
             .await
             .unwrap();
         g.keep().await.unwrap();
         assert!(fake.jobs().contains("5|RUNNING|"));
 
         // A guard that never starts.
-        let err = Guard::spawn(&["sh".into(), "-c".into(), "echo nope >&2; exit 255".into()])
-            .await
-            .err()
-            .unwrap();
+        let err = Guard::spawn(
+            &["sh".into(), "-c".into(), "echo nope >&2; exit 255".into()],
+            HEARTBEAT_INTERVAL,
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    /// The guard is POSIX sh: the same under dash and bash as the login node's `sh`, both
+    /// for an input that ends and for one that stays open and silent.
+    #[test]
+    fn the_guard_behaves_the_same_under_dash_and_bash() {
+        for name in ["dash", "bash"] {
+            let Ok(real) = which::which(name) else {
+                eprintln!("SKIPPED for {name}: not installed");
+                continue;
+            };
+            let fake = FakeSlurm::new(&format!("5|RUNNING|pvserver-{TAG}\n"), 0);
+            std::os::unix::fs::symlink(&real, fake.path("bin").join("sh")).unwrap();
+            let gone = fake.path("gone");
+            std::fs::create_dir(&gone).unwrap();
+            let t = GuardTimings {
+                heartbeat_limit: Duration::from_secs(2),
+                poll: Duration::from_secs(1),
+                ..timings(60, 1)
+            };
+            let input = format!("beat\njob 5\nremove {}\nbeat\n", gone.display());
+            let (lines, code, _) = run_raw(&fake.argv(&sh(), t), &input, |_| {});
+            assert_eq!(
+                (lines, code),
+                (vec!["cancelled 5".to_string(), "none left".into()], Some(0)),
+                "{name}"
+            );
+            assert!(!gone.exists(), "{name}");
+
+            // Open and silent: the link is lost; the parent (this test) is no sshd.
+            fake.set_jobs(&format!("6|RUNNING|pvserver-{TAG}\n"));
+            let mut child = Command::new("env")
+                .args(&fake.argv(&sh(), t)[1..])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"job 6\n").unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let lines: Vec<String> = out
+                .lines()
+                .map(Result::unwrap)
+                .take_while(|l| l != "none left")
+                .collect();
+            assert_eq!(lines[..2], ["ready", "link lost"], "{name}");
+            assert!(
+                lines[2].starts_with("left the ssh connection alone: "),
+                "{name}: {lines:?}"
+            );
+            assert_eq!(lines[3..], ["cancelled 6"], "{name}");
+            drop(stdin);
+            assert_eq!(child.wait().unwrap().code(), Some(0), "{name}");
+        }
     }
 
     #[test]

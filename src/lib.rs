@@ -27,6 +27,7 @@ pub mod pvserver;
 pub mod quote;
 pub mod recipe;
 pub mod relay;
+pub mod remote;
 pub mod scheduler;
 pub mod session;
 pub mod ssh;

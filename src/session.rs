@@ -15,6 +15,7 @@
 //! local relay in front of it -> client started (connects) -> session -> the same cleanup.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::Child;
@@ -28,10 +29,13 @@ use crate::job;
 use crate::outcome::{self, Ending, Failure};
 use crate::plan::{self, Plan};
 use crate::process::Signals;
-use crate::profile::settings::Launch;
+use crate::profile::settings::{Launch, OwnedHops};
+use crate::remote;
 use crate::quote;
 use crate::recipe::{Reach, reverse_two_hop, two_hop};
-use crate::relay::{self, Forward, ListenAddr, Relay, RelayConfig, RelayEvent, Target};
+use crate::hop::Secret;
+use crate::recipe::Owned;
+use crate::relay::{self, Forward, ListenAddr, Lock, Relay, RelayConfig, RelayEvent, Target};
 use crate::scheduler::{CommandOutput, JobId, JobState, Scheduler};
 use crate::ssh::{self, Master};
 
@@ -47,6 +51,9 @@ pub const CLIENT_STOP_GRACE: Duration = Duration::from_secs(5);
 pub const RELAY_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long cleanup waits for the guard to confirm the cancel (it goes on after that).
 pub const GUARD_CANCEL_WAIT: Duration = Duration::from_secs(20);
+/// Whether the workstation's relay checks that local peers are this user's (the kernel's
+/// socket table, Linux only; elsewhere the connect-id is the lock).
+const SAME_USER_CHECK: bool = cfg!(target_os = "linux");
 /// How long a helper ssh session on the login node gets to end at cleanup.
 pub const HELPER_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -202,40 +209,11 @@ async fn steps(
         login_host: login_host.clone(),
     });
 
-    // 2. In the reverse recipes the client listens before anything can connect to it. In
-    //    two-hop it starts once pvserver listens and the tunnel is open (while following).
-    if !plan.forward() {
-        start_listening_client(plan, held, reporter).await?;
-    }
-
-    // 3. pvlaunch's own relay between the forward and the client (two-hop: between the client
-    //    and the tunnel, once the tunnel is open).
-    let mut events = None;
-    let mut relay_port = 0;
-    if !plan.forward() {
-        let to = std::net::SocketAddr::from(([127, 0, 0, 1], plan.client_port)).into();
-        let (port, rx) = start_relay(held, ListenAddr::loopback(0), to).await?;
-        relay_port = port;
-        events = Some(rx);
-    }
-    let master = held.master.as_ref().expect("started above");
-
-    // 4. The path between the compute nodes and pvlaunch's relay (the recipe's part).
-    let mut ctx = crate::recipe::Ctx {
-        plan,
-        master,
-        login_host: &login_host,
-        local_port: relay_port,
-        reporter,
-        remote: &mut held.remote,
-        owned: None,
-    };
-    let reach = crate::recipe::prepare(&mut ctx).await?;
-
-    // 5. The guard, before the job: from here on, whatever happens (a signal, SIGKILL, a lost
-    //    link, a submit that hangs after submitting), a job with this session's tag has someone
-    //    on the login node to cancel it.
-    let mut guard = job::start_guard(master, scheduler, &plan.session_tag)
+    // 2. The guard, before anything is made on the cluster: from here on, whatever happens (a
+    //    signal, SIGKILL, a lost link, a submit that hangs after submitting), a job with this
+    //    session's tag and the session's files there have someone on the login node to remove
+    //    them. It hears the workstation's heartbeat and takes silence for a dead link.
+    let guard = job::start_guard(master, scheduler, &plan.session_tag)
         .await
         .map_err(|e| Failure::Ssh {
             message: format!("the guard on the login node did not start: {e}"),
@@ -243,11 +221,61 @@ async fn steps(
                 "without a guard a job could outlive this session; check that `sh` runs on the login node".into(),
             ),
         })?;
-    let told = guard.submitting().await;
     held.guard = Some(guard);
+
+    // 3. Owned hops: pvlaunch on the cluster, the session's key, a private folder for sockets.
+    let secret = Arc::new(Secret::generate());
+    let owned = prepare_owned(plan, held, reporter, &secret).await?;
+
+    // 4. In the reverse recipes the client listens before anything can connect to it. In
+    //    two-hop it starts once pvserver listens and the tunnel is open (while following).
+    if !plan.forward() {
+        start_listening_client(plan, held, reporter).await?;
+    }
+
+    // 5. pvlaunch's own relay between the forward and the client (two-hop: between the client
+    //    and the tunnel, once the tunnel is open). With owned hops it lets through only a
+    //    connection that proves the session's key.
+    let mut events = None;
+    let mut relay_port = 0;
+    if !plan.forward() {
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], plan.client_port)).into();
+        let lock = Lock {
+            accept_key: owned.as_ref().map(|o| Arc::clone(&o.secret)),
+            same_user: SAME_USER_CHECK,
+            connect_key: None,
+        };
+        let (port, rx) = start_relay(held, ListenAddr::loopback(0), to, lock).await?;
+        relay_port = port;
+        events = Some(rx);
+    }
+    let master = held.master.as_ref().expect("started above");
+
+    // 6. The path between the compute nodes and pvlaunch's relay (the recipe's part).
+    let mut ctx = crate::recipe::Ctx {
+        plan,
+        master,
+        login_host: &login_host,
+        local_port: relay_port,
+        reporter,
+        remote: &mut held.remote,
+        owned: owned.as_ref(),
+    };
+    let reach = crate::recipe::prepare(&mut ctx).await?;
+    if !reach.owned() {
+        reporter.emit(Event::Warning {
+            message: "this session's path is not pvlaunch's own: other users of the cluster could reach pvserver, and only the connect-id stands in their way (docs/security.md)".into(),
+        });
+    }
+
+    // 7. A submit is under way: the guard sweeps by tag even if its result never arrives.
+    let told = match held.guard.as_mut() {
+        Some(g) => g.submitting().await,
+        None => Ok(()),
+    };
     told.map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
 
-    // 6. The job.
+    // 8. The job.
     let mut spec = plan.job.clone();
     spec.command = reach.job_command(launch, plan.connect_id);
     let script = scheduler
@@ -255,8 +283,14 @@ async fn steps(
         .map_err(|e| Failure::Profile {
             message: e.to_string(),
         })?;
+    // umask 077: the scheduler creates the job's output file with the submitter's umask.
     let submit = quote::join(&plan.submit)
-        .map(|s| format!("mkdir -p {dir} && cd {dir} && {s}", dir = plan::REMOTE_DIR))
+        .map(|s| {
+            format!(
+                "umask 077 && mkdir -p {dir} && cd {dir} && {s}",
+                dir = plan::REMOTE_DIR
+            )
+        })
         .map_err(|e| Failure::Profile {
             message: e.to_string(),
         })?;
@@ -293,16 +327,76 @@ async fn steps(
         });
     }
 
-    // 7. Follow the job until pvserver connects, then until the session ends.
+    // 9. Follow the job until pvserver connects, then until the session ends.
     let mut follower = Follower {
         plan,
         scheduler,
         job: &job,
         login_host: &login_host,
         reach: &reach,
+        secret: reach.owned().then(|| Arc::clone(&secret)),
         events,
     };
     Ok(follower.run(held, reporter).await)
+}
+
+/// Owned hops need pvlaunch on the cluster (the profile's `relay-program`, one of this version
+/// found there, or this binary copied), the session's key in a 0600 file on the shared home, and
+/// a private folder on the login node for the forward's socket. Both are removed by the guard
+/// at the end. When pvlaunch cannot run there, the plain paths, with a warning (or no session,
+/// under `owned-hops="required"`).
+async fn prepare_owned(
+    plan: &Plan,
+    held: &mut Held,
+    reporter: &mut Reporter,
+    secret: &Arc<Secret>,
+) -> Result<Option<Owned>, Failure> {
+    let master = held.master.as_ref().expect("logged in");
+    let home = remote::prepare_home(master).await?;
+    let program = match &plan.relay_program {
+        Some(p) => Ok(p.clone()),
+        None => {
+            let mut warn = |message: String| reporter.emit(Event::Warning { message });
+            home.place_binary(master, &mut warn).await
+        }
+    };
+    let program = match program {
+        Ok(p) => p,
+        Err(e @ (remote::RemoteError::Foreign { .. } | remote::RemoteError::Upload(_))) => {
+            return match plan.owned_hops {
+                OwnedHops::Required => Err(Failure::site(
+                    format!("pvlaunch cannot run on the cluster, and the profile requires owned hops: {e}"),
+                    "install pvlaunch on the cluster and name it (<Connection relay-program=\"/path/to/pvlaunch\"/>), or allow the plain path (owned-hops=\"preferred\")",
+                )),
+                OwnedHops::Preferred => {
+                    reporter.emit(Event::Warning {
+                        message: format!(
+                            "pvlaunch cannot run on the cluster ({e}): this session takes the plain path, which other users of the cluster could reach (docs/security.md)"
+                        ),
+                    });
+                    Ok(None)
+                }
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key_file = home.write_key(master, &plan.session_tag, secret).await?;
+    let guard = held.guard.as_mut().expect("started before");
+    guard
+        .remove_at_end(&key_file)
+        .await
+        .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    let run_dir = home.make_run_dir(master).await?;
+    guard
+        .remove_at_end(&run_dir)
+        .await
+        .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    Ok(Some(Owned {
+        program,
+        key_file,
+        run_dir,
+        secret: Arc::clone(secret),
+    }))
 }
 
 /// Reverse recipes: start the client pvlaunch runs (or wait for the person's) and wait until
@@ -412,8 +506,11 @@ async fn start_relay(
     held: &mut Held,
     listen: ListenAddr,
     to: Target,
+    lock: Lock,
 ) -> Result<(u16, mpsc::UnboundedReceiver<RelayEvent>), Failure> {
-    let mut config = RelayConfig::new(vec![Forward::new(listen, to)]);
+    let mut forward = Forward::new(listen, to);
+    forward.lock = lock;
+    let mut config = RelayConfig::new(vec![forward]);
     // One session, one pvserver: a second connection while the first is open is refused.
     config.limits.max_connections = 1;
     let relay = Relay::bind(config)
@@ -444,6 +541,8 @@ struct Follower<'a> {
     job: &'a JobId,
     login_host: &'a str,
     reach: &'a Reach,
+    /// The session's key when the hops are owned (two-hop: the relay proves it to the node).
+    secret: Option<Arc<Secret>>,
     /// The local relay's events (two-hop: from the moment the tunnel opens).
     events: Option<mpsc::UnboundedReceiver<RelayEvent>>,
 }
@@ -653,8 +752,15 @@ impl Follower<'_> {
         let node = two_hop::target_node(nodes, host);
         let local = two_hop::open_tunnel(master, &node, port).await?;
         let to: Target = std::net::SocketAddr::from(([127, 0, 0, 1], local)).into();
-        let (relay_port, events) = start_relay(held, ListenAddr::loopback(plan.client_port), to)
-            .await
+        // The client must be this user's; the node agent must prove the key (owned hops).
+        let lock = Lock {
+            accept_key: None,
+            same_user: SAME_USER_CHECK,
+            connect_key: self.secret.clone(),
+        };
+        let (relay_port, events) =
+            start_relay(held, ListenAddr::loopback(plan.client_port), to, lock)
+                .await
             .map_err(|f| {
                 if plan.client_port != 0 {
                     Failure::client(

@@ -30,6 +30,11 @@ const PURE: &[(&str, &[&str])] = &[
 const NEVER: &[(&str, &[&str])] = &[
     ("job", &["session", "recipe", "connect", "follow"]),
     ("recipe", &["session", "connect", "job", "follow"]),
+    // What pvlaunch writes on the cluster: used by recipes and the session, uses neither.
+    (
+        "remote",
+        &["session", "recipe", "job", "connect", "follow", "client"],
+    ),
     ("ssh", &["session", "recipe", "job", "plan", "connect"]),
     ("client", &["session", "recipe", "job", "plan", "connect"]),
     ("process", &["session", "recipe", "job", "plan", "connect"]),
@@ -124,6 +129,7 @@ fn the_checker_sees_references() {
     let refs = references();
     assert!(refs["session"].contains("follow"));
     assert!(refs["plan"].contains("pvserver"));
+    assert!(refs["remote"].contains("ssh"));
 }
 
 /// The recipes' one list: the profile layer's `Recipe` (names, `ALL`), which `--recipe` and the

@@ -1222,6 +1222,7 @@ fn run_guard_on_login(sb: &Sandbox, tag: &str, input: &str, window_secs: u64) ->
         sweep_window: Duration::from_secs(window_secs),
         first_pause: Duration::from_secs(1),
         max_pause: Duration::from_secs(2),
+        ..GuardTimings::default()
     };
     let slurm = pvlaunch::scheduler::Kind::Slurm.scheduler();
     let line = guard_command(slurm.as_ref(), tag, timings).unwrap();

@@ -480,3 +480,518 @@ fn client_wait_says_where_to_point_the_client_then_goes_on_once_it_listens() {
     assert_eq!(status.code(), Some(6), "{rest:?}");
     f.assert_nothing_left();
 }
+
+// The guard's heartbeat and cleanup, and the session's files on the cluster (src/remote.rs),
+// against the same fakes: the library's parts through a real `Master` over the fake ssh.
+
+use pvlaunch::job::{self, GuardError, GuardReport, GuardTimings};
+use pvlaunch::remote::{self, RemoteError};
+use pvlaunch::scheduler::Kind;
+use pvlaunch::ssh::{Master, Target};
+
+/// The session tag of the guards below.
+const TAG: &str = "5e551011";
+
+impl Fake {
+    /// Job `id` of this session's tag in the fake Slurm, in `state`.
+    fn tagged_job(&self, id: &str, state: &str) {
+        std::fs::create_dir_all(self.state().join("jobs")).unwrap();
+        self.touch(&format!("jobs/{id}.state"), &format!("{state}\n"));
+        self.touch(&format!("jobs/{id}.name"), &format!("pvserver-{TAG}\n"));
+    }
+
+    /// An `ssh` program for [`Master`]: the fake one with this cluster's state, `remote_path`
+    /// first on the login node's PATH and `tmpdir` as its TMPDIR.
+    fn ssh_program(&self, remote_path: Option<&Path>, tmpdir: Option<&Path>) -> PathBuf {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/bin");
+        let mut path = "/usr/bin:/bin".to_string();
+        if let Some(p) = remote_path {
+            path = format!("{}:{path}", p.display());
+        }
+        let tmp = tmpdir.map_or(String::new(), |t| format!("TMPDIR='{}' ", t.display()));
+        let wrapper = self.dir.path().join("ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nFAKE_STATE='{}' FAKE_BIN='{}' PATH='{path}' {tmp}exec '{}' \"$@\"\n",
+                self.state().display(),
+                bin.display(),
+                bin.join("ssh").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        wrapper
+    }
+
+    /// The session's master over the fake ssh.
+    async fn master(&self, remote_path: Option<&Path>, tmpdir: Option<&Path>) -> Master {
+        let target = Target {
+            program: self.ssh_program(remote_path, tmpdir).display().to_string(),
+            destination: "cluster".into(),
+            user: None,
+            port: None,
+            jump_hosts: vec![],
+            control_path: self.dir.path().join("cm"),
+            extra_options: vec![],
+        };
+        Master::start(target, true).await.unwrap()
+    }
+
+    fn home(&self) -> PathBuf {
+        self.state().join("home")
+    }
+}
+
+/// Guard timings for tests: a dead link after `limit` seconds, a beat every second, a poll
+/// every second, a short sweep.
+fn fast(limit: u64) -> GuardTimings {
+    GuardTimings {
+        deadline: Duration::from_secs(30),
+        sweep_window: Duration::from_secs(1),
+        first_pause: Duration::from_secs(1),
+        max_pause: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_limit: Duration::from_secs(limit),
+        poll: Duration::from_secs(1),
+    }
+}
+
+/// The guard's script run here by `sh`, with the fake Slurm first on PATH: a child of this
+/// test, or of `parent` (a shell run as `parent -c 'sh -c GUARD; echo parent-survived'`).
+/// Its stdin stays open until the test drops it; its lines arrive on the channel.
+fn raw_guard(
+    f: &Fake,
+    timings: GuardTimings,
+    parent: Option<&Path>,
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let line = job::guard_command(Kind::Slurm.scheduler().as_ref(), TAG, timings).unwrap();
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/bin/cluster");
+    let mut c = match parent {
+        Some(p) => {
+            let mut c = Command::new(p);
+            c.args(["-c", "sh -c \"$1\"; echo parent-survived", "sshd", &line]);
+            c
+        }
+        None => {
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", &line]);
+            c
+        }
+    };
+    let mut child = c
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("FAKE_STATE", f.state())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The lines up to and including the first that starts with `last` (or all of them when the
+/// output ends first), within `timeout`.
+fn lines_until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    last: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    let end = Instant::now() + timeout;
+    let mut lines = vec![];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let done = l.starts_with(last);
+                lines.push(l);
+                if done {
+                    return lines;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
+fn send(child: &mut Child, text: &str) {
+    use std::io::Write;
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+}
+
+#[test]
+fn a_guard_that_hears_nothing_cancels_after_the_limit_and_spares_a_parent_that_is_not_sshd() {
+    let f = Fake::new();
+    f.tagged_job("101", "RUNNING");
+    let (mut guard, rx) = raw_guard(&f, fast(3), None);
+    assert_eq!(
+        lines_until(&rx, "ready", Duration::from_secs(10)),
+        ["ready"]
+    );
+    let started = Instant::now();
+    // Its input stays open, but nothing more comes: a link that dropped silently.
+    send(&mut guard, "job 101\n");
+    let lines = lines_until(&rx, "none left", Duration::from_secs(20));
+    let took = started.elapsed();
+    // Its parent is this test process: not an sshd, so it is left alone (this test runs on).
+    let me = std::process::id();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0], "link lost");
+    assert!(
+        lines[1].starts_with(&format!("left the ssh connection alone: parent {me} is "))
+            && lines[1].ends_with(", not sshd"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2..], ["cancelled 101", "none left"]);
+    assert!(f.job_state("101").starts_with("CANCELLED"));
+    // `date +%s` is whole seconds: the 3 s limit lasts 2 to 3 s, plus up to a poll.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(guard.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn on_a_lost_link_the_guard_ends_its_parent_sshd_of_this_user_then_cancels() {
+    use std::os::unix::process::ExitStatusExt;
+    let f = Fake::new();
+    f.tagged_job("101", "RUNNING");
+    // A shell whose process name is `sshd`, standing for the sshd session process.
+    let sshd = f.dir.path().join("sshd");
+    std::os::unix::fs::symlink("/bin/sh", &sshd).unwrap();
+    let (mut parent, rx) = raw_guard(&f, fast(2), Some(&sshd));
+    assert_eq!(
+        lines_until(&rx, "ready", Duration::from_secs(10)),
+        ["ready"]
+    );
+    send(&mut parent, "job 101\n");
+    let lines = lines_until(&rx, "none left", Duration::from_secs(20));
+    assert_eq!(
+        lines,
+        [
+            "link lost".to_string(),
+            format!("closed the ssh connection (sshd {})", parent.id()),
+            "cancelled 101".into(),
+            "none left".into()
+        ]
+    );
+    let status = parent.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    // The output ends with the guard: the parent never went on to say it survived.
+    assert!(
+        lines_until(&rx, "parent-survived", Duration::from_secs(5)).is_empty(),
+        "the parent survived"
+    );
+    assert!(f.job_state("101").starts_with("CANCELLED"));
+}
+
+#[tokio::test]
+async fn beats_keep_the_guard_alive_past_the_limit() {
+    let f = Fake::new();
+    f.tagged_job("101", "RUNNING");
+    let mut master = f.master(None, None).await;
+    let slurm = Kind::Slurm.scheduler();
+    let mut guard = job::start_guard_with(&master, slurm.as_ref(), TAG, fast(3))
+        .await
+        .unwrap();
+    guard.start_heartbeat();
+    guard
+        .job_known(&slurm.job_id("101").unwrap())
+        .await
+        .unwrap();
+    // More than twice the limit.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(f.job_state("101"), "RUNNING");
+    assert!(
+        !f.read("scheduler.log").contains("scancel"),
+        "{}",
+        f.read("scheduler.log")
+    );
+    assert_eq!(
+        guard.cancel(Duration::from_secs(20)).await,
+        GuardReport::NoneLeft {
+            cancelled: vec!["101".into()]
+        }
+    );
+    master.stop().await;
+    assert_eq!(f.read("fresh-logins"), "");
+}
+
+/// Wait until none of `paths` exists.
+async fn wait_gone(paths: &[&Path], what: &str) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while paths.iter().any(|p| p.symlink_metadata().is_ok()) {
+        assert!(Instant::now() < end, "{what}: still there: {paths:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_guard_removes_its_paths_however_it_ends() {
+    for ending in ["cancel", "keep", "lost link"] {
+        let f = Fake::new();
+        f.tagged_job("101", "RUNNING");
+        let mut master = f.master(None, None).await;
+        let slurm = Kind::Slurm.scheduler();
+        let mut guard = job::start_guard_with(&master, slurm.as_ref(), TAG, fast(2))
+            .await
+            .unwrap();
+        if ending != "lost link" {
+            guard.start_heartbeat();
+        }
+        guard
+            .job_known(&slurm.job_id("101").unwrap())
+            .await
+            .unwrap();
+        let key = f.dir.path().join("with space.key");
+        std::fs::write(&key, "k").unwrap();
+        let run = f.dir.path().join("run");
+        std::fs::create_dir_all(run.join("sub")).unwrap();
+        std::fs::write(run.join("sub/fwd.sock"), "").unwrap();
+        for p in [&key, &run] {
+            guard.remove_at_end(p.to_str().unwrap()).await.unwrap();
+        }
+        for bad in ["relative/path", "/", "//", "/a\nb", ""] {
+            assert!(
+                matches!(guard.remove_at_end(bad).await, Err(GuardError::BadPath(_))),
+                "{bad:?}"
+            );
+        }
+        // Still there while the guard runs.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(key.exists() && run.exists(), "{ending}");
+        match ending {
+            "cancel" => {
+                guard.cancel(Duration::from_secs(20)).await;
+            }
+            "keep" => guard.keep().await.unwrap(),
+            _ => {
+                // No beats: the guard ends by itself; its session stays open meanwhile.
+                wait_gone(&[&key, &run], ending).await;
+                drop(guard);
+            }
+        }
+        wait_gone(&[&key, &run], ending).await;
+        let cancelled = f.job_state("101").starts_with("CANCELLED");
+        assert_eq!(cancelled, ending != "keep", "{ending}");
+        master.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_session_key_and_the_run_folder_through_the_master() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fake::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut master = f.master(None, Some(tmp.path())).await;
+    let home = remote::prepare_home(&master).await.unwrap();
+    assert_eq!(home.home, f.home().display().to_string());
+    let secret = pvlaunch::hop::Secret::generate();
+    let key = home.write_key(&master, TAG, &secret).await.unwrap();
+    assert_eq!(
+        key,
+        format!("{}/.cache/pvlaunch/keys/{TAG}.key", f.home().display())
+    );
+    // What the node agent will read back: the user's, 0600, the same secret.
+    assert_eq!(
+        pvlaunch::hop::Secret::read_file(Path::new(&key)).unwrap(),
+        secret
+    );
+    // The secret never was in a command line.
+    assert!(!f.read("ssh.log").contains(&secret.to_hex()));
+    assert!(matches!(
+        home.write_key(&master, TAG, &secret).await,
+        Err(RemoteError::KeyExists(_))
+    ));
+    assert!(matches!(
+        home.write_key(&master, "../x", &secret).await,
+        Err(RemoteError::InvalidTag(_))
+    ));
+    let run = home.make_run_dir(&master).await.unwrap();
+    assert!(run.starts_with(&format!("{}/pvlaunch.", tmp.path().display())));
+    let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    master.stop().await;
+
+    // A TMPDIR too long for a socket path: refused, and nothing left there.
+    let f = Fake::new();
+    let deep = tmp.path().join("d".repeat(90));
+    std::fs::create_dir_all(&deep).unwrap();
+    let mut master = f.master(None, Some(&deep)).await;
+    let home = remote::prepare_home(&master).await.unwrap();
+    match home.make_run_dir(&master).await {
+        Err(RemoteError::RunDirTooLong { path, .. }) => {
+            assert!(path.starts_with(deep.to_str().unwrap()), "{path}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&deep).unwrap().count(), 0);
+    master.stop().await;
+}
+
+/// Eight sessions copying pvlaunch to a fresh home at the same time all end with the one
+/// intact copy (each uploads to its own temporary name, then renames). A 4 MiB stand-in for
+/// the binary keeps it quick (this debug build is tens of MiB; the upload path is the same).
+#[tokio::test]
+async fn eight_concurrent_copies_to_a_fresh_home_all_succeed() {
+    use sha2::Digest;
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fake::new();
+    let program = f.dir.path().join("pvlaunch-local");
+    let bytes: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(&program, &bytes).unwrap();
+    let mut master = f.master(None, None).await;
+    let (m, p) = (&master, &program);
+    let place = || async move {
+        let home = remote::prepare_home(m).await?;
+        let mut warned = 0;
+        let path = home
+            .place_program(m, p, &mut |_: String| warned += 1)
+            .await?;
+        Ok::<_, RemoteError>((path, warned))
+    };
+    let results = tokio::join!(
+        place(),
+        place(),
+        place(),
+        place(),
+        place(),
+        place(),
+        place(),
+        place()
+    );
+    let results = [
+        results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
+    ];
+    let mine = bytes;
+    let sum = format!("{:x}", sha2::Sha256::digest(&mine));
+    let expected = format!(
+        "{}/.cache/pvlaunch/bin/{}",
+        f.home().display(),
+        remote::binary_name(&sum)
+    );
+    for r in results {
+        let (path, warned) = r.unwrap();
+        assert_eq!(path, expected);
+        assert!(warned <= 1);
+    }
+    assert!(
+        std::fs::read(&expected).unwrap() == mine,
+        "the copy is intact"
+    );
+    let mode = std::fs::metadata(&expected).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // No temporary file is left beside it.
+    let left: Vec<_> = std::fs::read_dir(f.home().join(".cache/pvlaunch/bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    // A later session uses the copy without copying again.
+    let home = remote::prepare_home(&master).await.unwrap();
+    let mut warned = vec![];
+    let again = home
+        .place_program(&master, &program, &mut |w: String| warned.push(w))
+        .await
+        .unwrap();
+    assert_eq!((again, warned), (expected, vec![]));
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn a_pvlaunch_on_path_is_used_only_when_it_is_this_version() {
+    let f = Fake::new();
+    let bin = f.dir.path().join("remotebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("pvlaunch");
+    let write = |version: &str| {
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\n[ \"$1\" = --version ] && echo '{version}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    write(&remote::version_line());
+    let mut master = f.master(Some(&bin), None).await;
+    let home = remote::prepare_home(&master).await.unwrap();
+    let mut warned = vec![];
+    let found = home
+        .place_binary(&master, &mut |w: String| warned.push(w))
+        .await
+        .unwrap();
+    assert_eq!((found.as_str(), warned.len()), (fake.to_str().unwrap(), 0));
+
+    // Another version: this one is copied, and the warning says why.
+    write("pvlaunch 0.0.1-old");
+    let placed = home
+        .place_binary(&master, &mut |w: String| warned.push(w))
+        .await
+        .unwrap();
+    assert!(
+        placed.starts_with(&format!(
+            "{}/.cache/pvlaunch/bin/pvlaunch-",
+            f.home().display()
+        )),
+        "{placed}"
+    );
+    assert_eq!(warned.len(), 1);
+    assert!(
+        warned[0].contains("`pvlaunch 0.0.1-old`") && warned[0].contains(&placed),
+        "{warned:?}"
+    );
+    master.stop().await;
+}
+
+#[test]
+fn the_jobs_output_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let f = Fake::new();
+    let mut c = f.command(&["--json", "connect", "c", "--client", "wait"]);
+    // The usual umask, which would leave the output world-readable.
+    // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        })
+    };
+    let child = c.spawn().unwrap();
+    f.wait_log("squeue 101", Duration::from_secs(20));
+    signal(&child, libc::SIGINT);
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(130));
+    let dir = f.home().join(".cache/pvlaunch");
+    let outputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "out"))
+        .collect();
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    let mode = std::fs::metadata(&outputs[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", outputs[0].display());
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    f.assert_nothing_left();
+}
