@@ -210,5 +210,14 @@ mod tests {
             serde_json::to_string(&refused).unwrap(),
             r#"{"event":"refused","peer":"unix:uid=7","listen":"unix:/s","reason":"other_user"}"#
         );
+        let refused = RelayEvent::Refused {
+            peer: Peer::Tcp("127.0.0.1:5".parse().unwrap()),
+            listen: ListenAddr::loopback(4000),
+            reason: RefuseReason::NotAuthenticated,
+        };
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"event":"refused","peer":"127.0.0.1:5","listen":"127.0.0.1:4000","reason":"not_authenticated"}"#
+        );
     }
 }

@@ -104,8 +104,9 @@ pub enum RelayError {
     Allow(#[from] AllowError),
     #[error("start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("start a relay: {0} needs --key-file (the session key to prove or to ask for)")]
-    NoKey(&'static str),
+    /// Options that do not go together (the command line or a [`command::RelayRequest`]).
+    #[error("start a relay: {0}")]
+    Options(&'static str),
     #[error("start a relay: {0}")]
     Key(#[from] crate::hop::SecretError),
 }
@@ -119,7 +120,7 @@ impl RelayError {
                 | RelayError::Unpaired { .. }
                 | RelayError::Config(_)
                 | RelayError::Allow(_)
-                | RelayError::NoKey(_)
+                | RelayError::Options(_)
                 | RelayError::Key(_)
         )
     }
