@@ -97,7 +97,13 @@ allow the recipe, 7 timeout, 8 client, 128+N signal N.")]
   pvlaunch relay --listen 0.0.0.0:0 --to localhost:40123 --allow 10.1.0.0/16
   pvlaunch relay --listen unix:/tmp/pv.sock --to localhost:11111
   pvlaunch relay --config fwd.cfg          portfwd's syntax (docs/relay.md)
-  pvlaunch --json relay --listen 0 --to client-host:11111 | head -n1")]
+  pvlaunch --json relay --listen 0 --to client-host:11111 | head -n1
+  pvlaunch relay --listen '*:0' --to unix:/tmp/pv.sock --key-file T.key --accept-key
+                                           only peers that prove the session key get through
+  pvlaunch relay --listen 0 --to node1:4000 --key-file T.key --connect-key --same-user
+                                           this user's processes only; prove the key to node1
+  pvlaunch relay --listen 0 --to client:11111 --stop-on-stdin-eof --stdin-heartbeat 20
+                                           stop when stdin closes or is silent for 20 s")]
     Relay(RelayArgs),
 
     /// Run beside pvserver on a compute node (the batch job's command; not for people).
@@ -216,6 +222,7 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("key_use").multiple(true)))]
 pub struct RelayArgs {
     /// Accept connections on ADDR: PORT (loopback), HOST:PORT, [IPV6]:PORT, *:PORT (every
     /// interface) or unix:/path (mode 0600). Port 0 picks a free port. Repeatable.
@@ -254,6 +261,31 @@ pub struct RelayArgs {
     /// Stop when standard input is closed (e.g. when the ssh connection that started it dies).
     #[arg(long)]
     pub stop_on_stdin_eof: bool,
+
+    /// With --stop-on-stdin-eof: stop as well when nothing arrives on standard input for SECS
+    /// seconds (any bytes count; `500ms`, `2m` work too), for a link that dies without closing.
+    #[arg(long, value_name = "SECS", requires = "stop_on_stdin_eof", value_parser = heartbeat)]
+    pub stdin_heartbeat: Option<std::time::Duration>,
+
+    /// The session key, for --accept-key and --connect-key: a file of this user's with no
+    /// rights for group or others, holding 64 hex digits.
+    #[arg(long, value_name = "PATH", requires = "key_use")]
+    pub key_file: Option<PathBuf>,
+
+    /// Every forward accepts only peers that prove the session key (pvlaunch's hop preamble);
+    /// others are closed and logged as not authenticated.
+    #[arg(long, requires = "key_file", group = "key_use")]
+    pub accept_key: bool,
+
+    /// Every forward proves the session key to its target before forwarding a byte; a target
+    /// that cannot prove it back gets nothing.
+    #[arg(long, requires = "key_file", group = "key_use")]
+    pub connect_key: bool,
+
+    /// Accept TCP connections only from processes of this user (loopback peers, by the
+    /// kernel's socket table). Unix-socket peers are always checked.
+    #[arg(long)]
+    pub same_user: bool,
 
     /// How to move bytes: auto (buffer, splice(2) for bulk data on Linux), buffered or splice.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = CopyModeArg::Auto)]
@@ -296,6 +328,15 @@ impl From<NodeArgs> for crate::hop::node::NodeRequest {
     }
 }
 
+/// `--stdin-heartbeat`: a duration (bare numbers are seconds) longer than zero.
+fn heartbeat(text: &str) -> Result<std::time::Duration, String> {
+    let beat = crate::relay::parse_duration(text)?;
+    if beat.is_zero() {
+        return Err("must be longer than 0 seconds".into());
+    }
+    Ok(beat)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CopyModeArg {
     Auto,
@@ -323,6 +364,11 @@ impl From<RelayArgs> for crate::relay::command::RelayRequest {
                 CopyModeArg::Splice => CopyMode::Splice,
             },
             stop_on_stdin_eof: args.stop_on_stdin_eof,
+            stdin_heartbeat: args.stdin_heartbeat,
+            key_file: args.key_file,
+            accept_key: args.accept_key,
+            connect_key: args.connect_key,
+            same_user: args.same_user,
         }
     }
 }

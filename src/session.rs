@@ -25,17 +25,17 @@ use crate::client::{self, Mode};
 use crate::events::{Event, Reporter};
 use crate::exit::Code;
 use crate::follow::{self, Action, Finish, Follow, Input};
+use crate::hop::Secret;
 use crate::job;
 use crate::outcome::{self, Ending, Failure};
 use crate::plan::{self, Plan};
 use crate::process::Signals;
 use crate::profile::settings::{Launch, OwnedHops};
-use crate::remote;
 use crate::quote;
-use crate::recipe::{Reach, reverse_two_hop, two_hop};
-use crate::hop::Secret;
 use crate::recipe::Owned;
+use crate::recipe::{Reach, reverse_two_hop, two_hop};
 use crate::relay::{self, Forward, ListenAddr, Lock, Relay, RelayConfig, RelayEvent, Target};
+use crate::remote;
 use crate::scheduler::{CommandOutput, JobId, JobState, Scheduler};
 use crate::ssh::{self, Master};
 
@@ -365,7 +365,9 @@ async fn prepare_owned(
         Err(e @ (remote::RemoteError::Foreign { .. } | remote::RemoteError::Upload(_))) => {
             return match plan.owned_hops {
                 OwnedHops::Required => Err(Failure::site(
-                    format!("pvlaunch cannot run on the cluster, and the profile requires owned hops: {e}"),
+                    format!(
+                        "pvlaunch cannot run on the cluster, and the profile requires owned hops: {e}"
+                    ),
                     "install pvlaunch on the cluster and name it (<Connection relay-program=\"/path/to/pvlaunch\"/>), or allow the plain path (owned-hops=\"preferred\")",
                 )),
                 OwnedHops::Preferred => {
@@ -761,16 +763,16 @@ impl Follower<'_> {
         let (relay_port, events) =
             start_relay(held, ListenAddr::loopback(plan.client_port), to, lock)
                 .await
-            .map_err(|f| {
-                if plan.client_port != 0 {
-                    Failure::client(
-                        format!("{f} (the client's port {})", plan.client_port),
-                        Some("free the port, or choose another one with --port"),
-                    )
-                } else {
-                    f
-                }
-            })?;
+                .map_err(|f| {
+                    if plan.client_port != 0 {
+                        Failure::client(
+                            format!("{f} (the client's port {})", plan.client_port),
+                            Some("free the port, or choose another one with --port"),
+                        )
+                    } else {
+                        f
+                    }
+                })?;
         self.events = Some(events);
         let url = client::url(false, relay_port);
         reporter.emit(Event::TunnelOpened {

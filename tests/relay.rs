@@ -7,9 +7,14 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use pvlaunch::hop::Secret;
+use pvlaunch::hop::preamble::{self, PREAMBLE_TIMEOUT};
 use pvlaunch::relay::{
-    AllowList, CloseReason, CopyMode, Forward, IpNet, ListenAddr, RefuseReason, Relay, RelayConfig,
-    RelayError, RelayEvent, RelaySummary, Rule, SourceFilter, Target,
+    AllowList, CloseReason, CopyMode, Forward, IpNet, ListenAddr, Lock, MAX_PENDING, RefuseReason,
+    Relay, RelayConfig, RelayError, RelayEvent, RelaySummary, Rule, SourceFilter, Stream, Target,
 };
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -329,6 +334,7 @@ async fn portfwd_rules_pick_by_source_and_fail_over() {
             to: vec![Target::from(dead), Target::from(echo)],
         }],
         source: None,
+        lock: Lock::default(),
     };
     let mut relay = Running::start(RelayConfig::new(vec![forward])).await;
 
@@ -631,6 +637,443 @@ async fn dropping_the_run_future_stops_everything() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Locks: the session key on either side, and same-user peers.
+
+fn key() -> Arc<Secret> {
+    Arc::new(Secret::generate())
+}
+
+fn locked(target: SocketAddr, lock: Lock) -> Forward {
+    let mut forward = forward_to(target);
+    forward.lock = lock;
+    forward
+}
+
+fn accepting(key: &Arc<Secret>) -> Lock {
+    Lock {
+        accept_key: Some(Arc::clone(key)),
+        ..Lock::default()
+    }
+}
+
+/// Connect to `addr` and prove `key`; what follows is the relayed stream.
+async fn authenticated(addr: SocketAddr, key: &Secret) -> TcpStream {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    within("preamble", preamble::connect(&mut sock, key))
+        .await
+        .expect("the relay accepts the key");
+    sock
+}
+
+fn refusal(e: &RelayEvent) -> Option<RefuseReason> {
+    match e {
+        RelayEvent::Refused { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_right_key_passes_bytes_both_ways() {
+    let request = random(3 << 20);
+    let answer = random(2 << 20);
+    let (target, served) = request_reply_target(answer.clone()).await;
+    let key = key();
+    let mut relay = Running::start(RelayConfig::new(vec![locked(target, accepting(&key))])).await;
+    let client = authenticated(relay.tcp(0), &key).await;
+    assert!(within("request and reply", request_reply(client, &request)).await == answer);
+    assert!(
+        served.await.unwrap() == request,
+        "the target got exactly the request"
+    );
+    let moved = relay
+        .wait_for("closed", |e| match e {
+            RelayEvent::Closed {
+                bytes_from_peer,
+                bytes_to_peer,
+                ..
+            } => Some((*bytes_from_peer, *bytes_to_peer)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(moved, (request.len() as u64, answer.len() as u64));
+    let (summary, _) = relay.finish().await;
+    assert_eq!((summary.connections, summary.refused), (1, 0));
+}
+
+#[tokio::test]
+async fn a_wrong_key_or_another_protocol_is_refused_as_not_authenticated() {
+    let target = echo_target().await;
+    let key = key();
+    let mut relay = Running::start(RelayConfig::new(vec![locked(target, accepting(&key))])).await;
+
+    let mut wrong = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let failed = within(
+        "preamble",
+        preamble::connect(&mut wrong, &Secret::generate()),
+    )
+    .await;
+    assert!(failed.is_err(), "the relay proved a key it does not share");
+    assert_eq!(
+        relay.wait_for("refused", refusal).await,
+        RefuseReason::NotAuthenticated
+    );
+    assert_closed(wrong).await;
+
+    // A ParaView client (or anyone else) that speaks first and never answers the greeting.
+    let mut other = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    other.write_all(&[0x42; preamble::REPLY_LEN]).await.unwrap();
+    let reason = relay.wait_for("refused", refusal).await;
+    assert_eq!(reason, RefuseReason::NotAuthenticated);
+    assert_eq!(
+        serde_json::to_value(reason).unwrap(),
+        serde_json::json!("not_authenticated")
+    );
+    let mut greeting = [0u8; preamble::GREETING_LEN];
+    other.read_exact(&mut greeting).await.unwrap();
+    assert_closed(other).await;
+
+    let (summary, rest) = relay.finish().await;
+    assert_eq!((summary.connections, summary.refused), (0, 2));
+    assert!(
+        !rest.iter().any(|e| matches!(
+            e,
+            RelayEvent::Opened { .. }
+                | RelayEvent::Closed { .. }
+                | RelayEvent::ConnectFailed { .. }
+        )),
+        "{rest:?}"
+    );
+}
+
+/// A probe the relay has accepted and greeted: reading the greeting proves it is waiting.
+async fn greeted(addr: SocketAddr) -> TcpStream {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let mut greeting = [0u8; preamble::GREETING_LEN];
+    within("greeting", sock.read_exact(&mut greeting))
+        .await
+        .unwrap();
+    assert_eq!(&greeting[..preamble::MAGIC.len()], preamble::MAGIC);
+    sock
+}
+
+#[tokio::test]
+async fn probes_that_close_or_hold_never_keep_an_authenticated_connection_out() {
+    let target = echo_target().await;
+    let key = key();
+    let mut config = RelayConfig::new(vec![locked(target, accepting(&key))]);
+    config.limits.max_connections = 1;
+    let mut relay = Running::start(config).await;
+    let addr = relay.tcp(0);
+
+    for _ in 0..20 {
+        drop(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut holding = Vec::new();
+    for _ in 0..20 {
+        holding.push(greeted(addr).await); // and then silent
+    }
+    for _ in 0..20 {
+        let reason = relay.wait_for("a closed probe refused", refusal).await;
+        assert_eq!(reason, RefuseReason::NotAuthenticated);
+    }
+
+    // With 20 connections still waiting and a limit of one, the real one goes through at once.
+    let start = Instant::now();
+    let client = authenticated(addr, &key).await;
+    assert_eq!(
+        within("echo", request_reply(client, b"through")).await,
+        b"through"
+    );
+    assert!(
+        start.elapsed() < PREAMBLE_TIMEOUT / 2,
+        "took {:?}",
+        start.elapsed()
+    );
+    relay
+        .wait_for("closed", |e| {
+            matches!(e, RelayEvent::Closed { .. }).then_some(())
+        })
+        .await;
+    // The holders are still waiting (nothing refused them yet), and count for nothing.
+    while let Ok(event) = relay.events.try_recv() {
+        assert!(refusal(&event).is_none(), "{event:?}");
+    }
+    for sock in &holding {
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(sock.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        );
+    }
+    drop(holding);
+    for _ in 0..20 {
+        let reason = relay.wait_for("a holder refused", refusal).await;
+        assert_eq!(reason, RefuseReason::NotAuthenticated);
+    }
+    let (summary, _) = relay.finish().await;
+    assert_eq!((summary.connections, summary.refused), (1, 40));
+}
+
+#[tokio::test]
+async fn more_waiting_probes_than_allowed_close_the_oldest() {
+    let target = echo_target().await;
+    let key = key();
+    let mut config = RelayConfig::new(vec![locked(target, accepting(&key))]);
+    config.limits.max_connections = 1;
+    let mut relay = Running::start(config).await;
+    let addr = relay.tcp(0);
+    let extra = 6;
+    let mut holding = Vec::new();
+    for _ in 0..MAX_PENDING + extra {
+        holding.push(greeted(addr).await);
+    }
+    for _ in 0..extra {
+        let reason = relay.wait_for("the oldest refused", refusal).await;
+        assert_eq!(reason, RefuseReason::NotAuthenticated);
+    }
+    // The first ones were closed; the rest still wait.
+    for sock in holding.drain(..extra) {
+        assert_closed(sock).await;
+    }
+    for sock in &holding {
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(sock.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        );
+    }
+    // A newcomer that authenticates still gets through (it makes room by closing the oldest).
+    let client = authenticated(addr, &key).await;
+    assert_eq!(
+        within("echo", request_reply(client, b"still")).await,
+        b"still"
+    );
+    drop(holding);
+    let (summary, _) = relay.finish().await;
+    assert_eq!(summary.connections, 1);
+}
+
+/// A listener that speaks the preamble with `key` (the real one or an impostor's), then
+/// echoes; returns what each connection sent after the preamble.
+async fn key_acceptor(key: Arc<Secret>) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let key = Arc::clone(&key);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if preamble::accept(&mut sock, &key).await.is_ok() {
+                    echo(sock).await;
+                    let _ = tx.send(b"authenticated".to_vec());
+                } else {
+                    let _ = tx.send(Vec::new());
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// An impostor that knows the protocol but not the key: it greets, reads the reply, sends a
+/// made-up proof, then records everything else it receives.
+async fn impostor() -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut greeting = [0u8; preamble::GREETING_LEN];
+        greeting[..preamble::MAGIC.len()].copy_from_slice(preamble::MAGIC);
+        sock.write_all(&greeting).await.unwrap();
+        let mut reply = [0u8; preamble::REPLY_LEN];
+        sock.read_exact(&mut reply).await.unwrap();
+        sock.write_all(&[0u8; preamble::PROOF_LEN]).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest).await;
+        rest
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn connect_key_is_proved_to_the_target_and_finds_out_an_impostor() {
+    let key = key();
+    let proving = Lock {
+        connect_key: Some(Arc::clone(&key)),
+        ..Lock::default()
+    };
+
+    // An impostor in place of the target gets nothing of the client's.
+    let (fake, stolen) = impostor().await;
+    let mut relay = Running::start(RelayConfig::new(vec![locked(fake, proving.clone())])).await;
+    let mut client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    client.write_all(b"the client's secrets").await.unwrap();
+    let error = relay
+        .wait_for("connect failed", |e| match e {
+            RelayEvent::ConnectFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        error,
+        format!("authenticate to {fake}: the peer does not know the session's key")
+    );
+    assert_closed(client).await;
+    assert!(
+        within("impostor", stolen).await.unwrap().is_empty(),
+        "the impostor got bytes"
+    );
+    relay.finish().await;
+
+    // An acceptor with the wrong key refuses the relay's proof.
+    let (wrong, mut outcome) = key_acceptor(Arc::new(Secret::generate())).await;
+    let mut relay = Running::start(RelayConfig::new(vec![locked(wrong, proving.clone())])).await;
+    let client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let error = relay
+        .wait_for("connect failed", |e| match e {
+            RelayEvent::ConnectFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        error.starts_with(&format!("authenticate to {wrong}: ")),
+        "{error}"
+    );
+    assert!(within("acceptor", outcome.recv()).await.unwrap().is_empty());
+    assert_closed(client).await;
+    relay.finish().await;
+
+    // The real acceptor: bytes flow both ways.
+    let (real, mut outcome) = key_acceptor(Arc::clone(&key)).await;
+    let relay = Running::start(RelayConfig::new(vec![locked(real, proving)])).await;
+    let data = random(2 << 20);
+    let client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    assert!(within("echo", request_reply(client, &data)).await == data);
+    assert_eq!(
+        within("acceptor", outcome.recv()).await.unwrap(),
+        b"authenticated"
+    );
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn a_chain_of_a_proving_and_an_accepting_relay() {
+    let key = key();
+    let target = echo_target().await;
+    let back = Running::start(RelayConfig::new(vec![locked(target, accepting(&key))])).await;
+    let front = Running::start(RelayConfig::new(vec![locked(
+        back.tcp(0),
+        Lock {
+            connect_key: Some(Arc::clone(&key)),
+            ..Lock::default()
+        },
+    )]))
+    .await;
+    let data = random(4 << 20);
+    let client = TcpStream::connect(front.tcp(0)).await.unwrap();
+    assert!(within("echo through both", request_reply(client, &data)).await == data);
+    let (summary, _) = back.finish().await;
+    assert_eq!(
+        (summary.connections, summary.bytes_from_peers),
+        (1, data.len() as u64)
+    );
+    front.finish().await;
+}
+
+#[tokio::test]
+async fn same_user_accepts_this_user_and_refuses_another() {
+    let target = echo_target().await;
+    let lock = Lock {
+        same_user: true,
+        ..Lock::default()
+    };
+    let mut relay = Running::start(RelayConfig::new(vec![locked(target, lock)])).await;
+    let port = relay.tcp(0).port();
+    let own = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    assert_eq!(within("echo", request_reply(own, b"mine")).await, b"mine");
+    relay
+        .wait_for("opened", |e| {
+            matches!(e, RelayEvent::Opened { .. }).then_some(())
+        })
+        .await;
+
+    if pvlaunch::relay::effective_uid() != 0 {
+        let message = "SKIPPED (needs root): same_user_accepts_this_user_and_refuses_another \
+                       did not check a connection from another uid";
+        eprintln!("\n!!! {message}\n");
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{message}");
+        relay.finish().await;
+        return;
+    }
+    // A process of uid 65534 connects, sends, and counts what comes back.
+    // Everything imported before the switch: the new uid may not read the interpreter's files.
+    let script = "import os, socket, sys, encodings.idna\n\
+                  os.setgid(65534); os.setuid(65534)\n\
+                  s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  s.sendall(b'hello')\n\
+                  n = 0\n\
+                  while True:\n\
+                  \x20   try:\n\
+                  \x20       chunk = s.recv(4096)\n\
+                  \x20   except ConnectionResetError:\n\
+                  \x20       break\n\
+                  \x20   if not chunk:\n\
+                  \x20       break\n\
+                  \x20   n += len(chunk)\n\
+                  print(os.getuid(), n)\n";
+    let child = tokio::process::Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .output();
+    let out = within("the other user's client", child).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534 0");
+    assert_eq!(
+        relay.wait_for("refused", refusal).await,
+        RefuseReason::OtherUser
+    );
+    let (summary, _) = relay.finish().await;
+    assert_eq!((summary.connections, summary.refused), (1, 1));
+}
+
+#[tokio::test]
+async fn bridge_joins_two_streams_with_half_close_both_ways() {
+    for copy in [CopyMode::Auto, CopyMode::Buffered, CopyMode::Splice] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_far = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp_near, _) = listener.accept().await.unwrap();
+        let (unix_near, mut unix_far) = UnixStream::pair().unwrap();
+        let bridged = tokio::spawn(pvlaunch::relay::bridge(
+            Stream::from(tcp_near),
+            Stream::Unix(unix_near),
+            copy,
+        ));
+        let request = random(3 << 20);
+        let answer = random(1 << 20);
+        let reply = answer.clone();
+        let server = tokio::spawn(async move {
+            let mut got = Vec::new();
+            unix_far.read_to_end(&mut got).await.unwrap();
+            unix_far.write_all(&reply).await.unwrap();
+            unix_far.shutdown().await.unwrap();
+            got
+        });
+        assert!(within("bridge", request_reply(tcp_far, &request)).await == answer);
+        assert!(server.await.unwrap() == request);
+        let moved = within("bridge end", bridged).await.unwrap().unwrap();
+        assert_eq!(
+            moved,
+            (request.len() as u64, answer.len() as u64),
+            "{copy:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The examples in docs/relay.md.
 
 /// Every host name is 10.0.0.1; ports are numbers.
@@ -830,6 +1273,105 @@ mod command {
         assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
         drop(child.0.stdin.take());
         assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    }
+
+    /// Wait for `child` to exit (its stderr reaches end of file then), returning its status
+    /// and its log; fails the test after `STEP`.
+    fn exit_within(child: &mut Spawned) -> (std::process::ExitStatus, String) {
+        let mut stderr = child.0.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            let _ = tx.send(log);
+        });
+        let log = rx
+            .recv_timeout(STEP)
+            .expect("the relay did not stop in time");
+        (child.0.wait().unwrap(), log)
+    }
+
+    fn heartbeat_relay(beat: &str) -> (Spawned, std::process::ChildStdin) {
+        let mut child = spawn(
+            pvlaunch()
+                .args(["relay", "--listen", "0", "--to", "127.0.0.1:9"])
+                .args(["--stop-on-stdin-eof", "--stdin-heartbeat", beat])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let line = read_line(&mut stdout(&mut child));
+        assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+        let stdin = child.0.stdin.take().unwrap();
+        (child, stdin)
+    }
+
+    #[test]
+    fn stops_when_stdin_stays_open_but_goes_silent_for_the_heartbeat() {
+        let start = std::time::Instant::now();
+        let (mut child, stdin) = heartbeat_relay("1");
+        let (status, log) = exit_within(&mut child);
+        assert!(start.elapsed() >= Duration::from_secs(1));
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("nothing on standard input for 1s"), "{log}");
+        drop(stdin); // open all along
+    }
+
+    #[test]
+    fn keeps_running_while_heartbeat_lines_arrive() {
+        use std::io::Write;
+        let (mut child, mut stdin) = heartbeat_relay("1500ms");
+        // Lines every 250 ms for 3 s: twice the heartbeat, and never silent for long.
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            stdin.write_all(b"beat\n").unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the relay stopped although lines kept coming"
+        );
+        // Then silence: it stops.
+        let (status, log) = exit_within(&mut child);
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("--stdin-heartbeat"), "{log}");
+        drop(stdin);
+    }
+
+    #[test]
+    fn an_exposed_key_file_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.key");
+        Secret::generate().write_new(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let out = pvlaunch()
+            .args([
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "127.0.0.1:9",
+                "--accept-key",
+            ])
+            .arg("--key-file")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is readable or writable by others"), "{err}");
+        let out = pvlaunch()
+            .args([
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "127.0.0.1:9",
+                "--connect-key",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
     }
 
     #[test]

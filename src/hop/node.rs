@@ -27,7 +27,6 @@ use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::process::Child;
 use tokio::task::JoinSet;
@@ -35,7 +34,7 @@ use tokio::task::JoinSet;
 use super::{Secret, peer, preamble};
 use crate::exit::Code;
 use crate::process::{self, Signals};
-use crate::relay::{EndpointError, Host, ListenAddr, Target};
+use crate::relay::{CopyMode, EndpointError, Host, ListenAddr, Stream, Target};
 
 /// Printed on stdout (flushed) once the public listener is bound and pvserver has connected to
 /// the agent: `MARKER HOST:PORT`.
@@ -342,11 +341,9 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             )
             .await
             {
-                Ok(Ok((outer, from))) => (
-                    server,
-                    Box::new(outer) as Outer,
-                    format!("pvserver <-> {from}"),
-                ),
+                Ok(Ok((outer, from))) => {
+                    (server, Stream::Tcp(outer), format!("pvserver <-> {from}"))
+                }
                 Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
                 Err(code) => return code,
             }
@@ -418,9 +415,7 @@ fn report_bridge(moved: io::Result<(u64, u64)>) {
 }
 
 /// Any stream the other hop may be.
-trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
-type Outer = Box<dyn Duplex>;
+type Outer = Stream;
 
 /// Whether an accept error concerns one connection only (accept again) rather than the listener.
 fn transient(err: &io::Error) -> bool {
@@ -523,19 +518,21 @@ async fn reach(target: &Target, secret: &Secret) -> Result<Outer, ReachError> {
             });
         }
     };
-    preamble::connect_within(&mut stream, secret)
-        .await
-        .map_err(|source| ReachError::Auth {
-            target: target.clone(),
-            source,
-        })?;
+    let proved = match &mut stream {
+        Stream::Tcp(s) => preamble::connect_within(s, secret).await,
+        Stream::Unix(s) => preamble::connect_within(s, secret).await,
+    };
+    proved.map_err(|source| ReachError::Auth {
+        target: target.clone(),
+        source,
+    })?;
     Ok(stream)
 }
 
 /// One connection to `target` (every address of a host name in turn).
 async fn connect(target: &Target) -> io::Result<Outer> {
     match target {
-        Target::Unix(path) => Ok(Box::new(UnixStream::connect(path).await?)),
+        Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         Target::Tcp { host, port } => {
             let addrs: Vec<SocketAddr> = match host {
                 Host::Ip(ip) => vec![SocketAddr::new(*ip, *port)],
@@ -547,8 +544,7 @@ async fn connect(target: &Target) -> io::Result<Outer> {
             for addr in addrs {
                 match TcpStream::connect(addr).await {
                     Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok(Box::new(stream));
+                        return Ok(Stream::Tcp(stream));
                     }
                     Err(err) => last = Some(err),
                 }
@@ -561,9 +557,8 @@ async fn connect(target: &Target) -> io::Result<Outer> {
 /// Join pvserver's stream and the other hop's, both ways, each direction's end passed on as a
 /// half-close. Returns the bytes moved (from pvserver, to pvserver). The one place to swap in
 /// the relay's zero-copy bridge.
-async fn bridge(mut server: TcpStream, mut outer: Outer) -> io::Result<(u64, u64)> {
-    let _ = server.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut server, &mut outer).await
+async fn bridge(server: TcpStream, outer: Outer) -> io::Result<(u64, u64)> {
+    crate::relay::bridge(Stream::Tcp(server), outer, CopyMode::Auto).await
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! pairs, from a portfwd file, or directly (the session code).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::hop::Secret;
 
 use super::allow::{AllowList, SourceFilter};
 use super::endpoint::{ListenAddr, Target};
@@ -11,6 +14,11 @@ use super::endpoint::{ListenAddr, Target};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many connections may be open at once; more are refused (closed at once, and logged).
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections per listener that may be waiting to pass its [`Lock`] at once (each for at most
+/// [`PREAMBLE_TIMEOUT`](crate::hop::preamble::PREAMBLE_TIMEOUT)). When one more arrives, the
+/// one that has waited longest is closed, so connections that never authenticate cannot keep a
+/// peer that does out. They never count against [`Limits::max_connections`].
+pub const MAX_PENDING: usize = 64;
 /// How long a graceful stop waits for open connections to finish on their own.
 pub const GRACE: Duration = Duration::ZERO;
 
@@ -84,6 +92,37 @@ pub struct Forward {
     pub rules: Vec<Rule>,
     /// Local address for outgoing TCP connections (portfwd's `source-address`).
     pub source: Option<IpAddr>,
+    /// Who may use this listener, and what it proves to its target. Default: nothing.
+    pub lock: Lock,
+}
+
+/// What a forward checks on both of its sides, beyond the allow-list and the rules.
+///
+/// Checks on accept run in a task of their own per connection, at most [`MAX_PENDING`] per
+/// listener at once; a connection is handed on (and counts against the connection limit) only
+/// once it has passed them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lock {
+    /// An accepted connection must prove this key (the accepting side of
+    /// [`hop::preamble`](crate::hop::preamble)) before anything is forwarded; one that fails, says
+    /// nothing for [`PREAMBLE_TIMEOUT`](crate::hop::preamble::PREAMBLE_TIMEOUT) or closes is
+    /// refused as [`RefuseReason::NotAuthenticated`](super::RefuseReason::NotAuthenticated).
+    pub accept_key: Option<Arc<Secret>>,
+    /// Accept a TCP peer only if the kernel names this process's effective uid as the owner of
+    /// its socket ([`hop::peer::owner`](crate::hop::peer::owner); loopback peers only, any other
+    /// peer's owner is unknown and refused as [`RefuseReason::OtherUser`](super::RefuseReason::OtherUser)).
+    /// Unix-socket peers are always checked by their credentials.
+    pub same_user: bool,
+    /// Prove this key to the target (the connecting side of the preamble) right after
+    /// connecting, before any byte of the peer's is sent; failing is a `connect_failed` event.
+    pub connect_key: Option<Arc<Secret>>,
+}
+
+impl Lock {
+    /// Whether an accepted connection has anything to pass before it is handed on.
+    pub(crate) fn checks_on_accept(&self) -> bool {
+        self.accept_key.is_some() || self.same_user
+    }
 }
 
 impl Forward {
@@ -96,6 +135,7 @@ impl Forward {
                 to: vec![to],
             }],
             source: None,
+            lock: Lock::default(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! One relayed connection: connect to a target, copy both ways, close, report.
+//! One relayed connection: connect to a target (and prove the session key to it, if asked),
+//! copy both ways, close, report. Also [`bridge`]: the same copy for two given streams.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +15,8 @@ use super::config::{CopyMode, Limits, Rule};
 use super::copy::{Progress, one_way};
 use super::endpoint::{Host, ListenAddr, Target};
 use super::events::{CloseReason, EventSender, Peer, RelayEvent};
-use super::sock::Sock;
+use super::sock::Stream;
+use crate::hop::Secret;
 
 /// A rule and its round-robin position.
 #[derive(Debug)]
@@ -47,6 +49,8 @@ pub(crate) struct ConnSetup {
     pub(crate) listen: ListenAddr,
     pub(crate) rule: Arc<RuleState>,
     pub(crate) source: Option<IpAddr>,
+    /// Prove this key to the target before copying.
+    pub(crate) connect_key: Option<Arc<Secret>>,
     pub(crate) limits: Limits,
     pub(crate) copy: CopyMode,
     pub(crate) events: Option<EventSender>,
@@ -59,12 +63,12 @@ pub(crate) struct Moved {
     pub(crate) to_peer: u64,
 }
 
-pub(crate) async fn serve(setup: ConnSetup, client: Sock, stop: watch::Receiver<bool>) -> Moved {
+pub(crate) async fn serve(setup: ConnSetup, client: Stream, stop: watch::Receiver<bool>) -> Moved {
     let span = info_span!("conn", id = setup.id, peer = %setup.peer, listen = %setup.listen);
     relay(setup, client, stop).instrument(span).await
 }
 
-async fn relay(setup: ConnSetup, client: Sock, mut stop: watch::Receiver<bool>) -> Moved {
+async fn relay(setup: ConnSetup, client: Stream, mut stop: watch::Receiver<bool>) -> Moved {
     let start = Instant::now();
     let emit = |event| {
         if let Some(tx) = &setup.events {
@@ -72,19 +76,12 @@ async fn relay(setup: ConnSetup, client: Sock, mut stop: watch::Receiver<bool>) 
         }
     };
     let connected = tokio::select! {
-        result = tokio::time::timeout(setup.limits.connect_timeout, connect_any(&setup)) => {
-            result.unwrap_or_else(|_| {
-                Err(io::Error::new(io::ErrorKind::TimedOut, format!(
-                    "no answer within {:?}", setup.limits.connect_timeout)))
-            })
-        }
-        _ = stop.wait_for(|stopped| *stopped) => Err(io::Error::other("relay stopped")),
+        result = open(&setup) => result,
+        _ = stop.wait_for(|stopped| *stopped) => Err("relay stopped".to_string()),
     };
     let (server, to) = match connected {
         Ok(connected) => connected,
-        Err(err) => {
-            let targets: Vec<String> = setup.rule.rule.to.iter().map(|t| t.to_string()).collect();
-            let error = format!("connect to {}: {err}", targets.join(", "));
+        Err(error) => {
             info!(%error, "connect failed");
             emit(RelayEvent::ConnectFailed {
                 id: setup.id,
@@ -95,10 +92,8 @@ async fn relay(setup: ConnSetup, client: Sock, mut stop: watch::Receiver<bool>) 
             return Moved::default();
         }
     };
-    for sock in [&client, &server] {
-        if let Err(err) = sock.tune() {
-            tracing::debug!("cannot set socket options: {err}");
-        }
+    if let Err(err) = client.tune() {
+        tracing::debug!("cannot set socket options: {err}");
     }
     info!(%to, "opened");
     emit(RelayEvent::Opened {
@@ -169,8 +164,66 @@ async fn idle(timeout: Option<Duration>, up: &Progress, down: &Progress) {
     }
 }
 
+/// Connect to a target within the connect timeout, then prove the key to it if the forward
+/// has one. The error is the text of the `connect_failed` event.
+async fn open(setup: &ConnSetup) -> Result<(Stream, String), String> {
+    let timeout = setup.limits.connect_timeout;
+    let connected = match tokio::time::timeout(timeout, connect_any(setup)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {timeout:?}"),
+        )),
+    };
+    let (mut server, to) = connected.map_err(|err| {
+        let targets: Vec<String> = setup.rule.rule.to.iter().map(|t| t.to_string()).collect();
+        format!("connect to {}: {err}", targets.join(", "))
+    })?;
+    // Before the preamble: its three small messages should not wait for Nagle either.
+    if let Err(err) = server.tune() {
+        tracing::debug!("cannot set socket options: {err}");
+    }
+    if let Some(key) = &setup.connect_key {
+        server
+            .prove(key)
+            .await
+            .map_err(|err| format!("authenticate to {to}: {err}"))?;
+    }
+    Ok((server, to))
+}
+
+/// Join `a` and `b` until both directions have ended, with the relay's copy engine (`splice(2)`
+/// for bulk data on Linux in [`CopyMode::Auto`] and [`CopyMode::Splice`]). End of stream on
+/// one side is passed on as a half-close, and the other direction keeps going until its own
+/// end. Sets `TCP_NODELAY` and keepalive on TCP streams, like relayed connections.
+///
+/// Returns the bytes moved from `a` to `b` and from `b` to `a`. On an error in either
+/// direction both streams get end-of-stream and are closed when dropped.
+pub async fn bridge(a: Stream, b: Stream, copy: CopyMode) -> io::Result<(u64, u64)> {
+    for stream in [&a, &b] {
+        if let Err(err) = stream.tune() {
+            tracing::debug!("cannot set socket options: {err}");
+        }
+    }
+    let start = Instant::now();
+    let a_to_b = Progress::new(start);
+    let b_to_a = Progress::new(start);
+    let both = tokio::try_join!(
+        one_way(&a, &b, copy, &a_to_b),
+        one_way(&b, &a, copy, &b_to_a),
+    );
+    match both {
+        Ok(_) => Ok((a_to_b.bytes(), b_to_a.bytes())),
+        Err(err) => {
+            let _ = a.shutdown_write();
+            let _ = b.shutdown_write();
+            Err(err)
+        }
+    }
+}
+
 /// Try the rule's targets in round-robin order; the first that answers wins.
-async fn connect_any(setup: &ConnSetup) -> io::Result<(Sock, String)> {
+async fn connect_any(setup: &ConnSetup) -> io::Result<(Stream, String)> {
     let mut last = None;
     for target in setup.rule.rotation() {
         match connect(target, setup.source).await {
@@ -186,11 +239,14 @@ async fn connect_any(setup: &ConnSetup) -> io::Result<(Sock, String)> {
 
 /// Connect to one target (every address of a host name, in turn); returns the socket and the
 /// address connected to.
-pub(crate) async fn connect(target: &Target, source: Option<IpAddr>) -> io::Result<(Sock, String)> {
+pub(crate) async fn connect(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> io::Result<(Stream, String)> {
     match target {
         Target::Unix(path) => {
             let stream = UnixStream::connect(path).await?;
-            Ok((Sock::Unix(stream), target.to_string()))
+            Ok((Stream::Unix(stream), target.to_string()))
         }
         Target::Tcp { host, port } => {
             let addrs: Vec<SocketAddr> = match host {
@@ -211,7 +267,7 @@ pub(crate) async fn connect(target: &Target, source: Option<IpAddr>) -> io::Resu
     }
 }
 
-async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Sock> {
+async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Stream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -220,5 +276,5 @@ async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Soc
     if let Some(source) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
         socket.bind(SocketAddr::new(source, 0))?;
     }
-    Ok(Sock::Tcp(socket.connect(addr).await?))
+    Ok(Stream::Tcp(socket.connect(addr).await?))
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::config::CopyMode;
-use super::sock::Sock;
+use super::sock::Stream;
 
 /// The user-space buffer of one direction while data flows.
 pub(crate) const BUFFER_SIZE: usize = 64 * 1024;
@@ -69,8 +69,8 @@ impl Progress {
 
 /// Copy `src` to `dst` until `src` ends, then send end-of-stream to `dst` (half-close).
 pub(crate) async fn one_way(
-    src: &Sock,
-    dst: &Sock,
+    src: &Stream,
+    dst: &Stream,
     mut mode: CopyMode,
     progress: &Progress,
 ) -> io::Result<()> {
@@ -101,8 +101,8 @@ enum Buffered {
 }
 
 async fn buffered(
-    src: &Sock,
-    dst: &Sock,
+    src: &Stream,
+    dst: &Stream,
     mode: CopyMode,
     progress: &Progress,
 ) -> io::Result<Buffered> {
@@ -131,7 +131,7 @@ async fn buffered(
     }
 }
 
-async fn write_all(dst: &Sock, mut data: &[u8]) -> io::Result<()> {
+async fn write_all(dst: &Stream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match dst.try_write(data) {
             Ok(n) => data = &data[n..],
@@ -160,8 +160,8 @@ enum Spliced {
 /// readiness tracking never mistakes a full pipe for an idle socket.
 #[cfg(target_os = "linux")]
 async fn spliced(
-    src: &Sock,
-    dst: &Sock,
+    src: &Stream,
+    dst: &Stream,
     mode: CopyMode,
     progress: &Progress,
 ) -> io::Result<Spliced> {
@@ -219,10 +219,10 @@ mod tests {
     use tokio::net::UnixStream;
 
     /// `src` and `dst` for the copy functions, and the far ends of both.
-    fn sockets() -> (UnixStream, Sock, Sock, UnixStream) {
+    fn sockets() -> (UnixStream, Stream, Stream, UnixStream) {
         let (writer, src) = UnixStream::pair().unwrap();
         let (dst, reader) = UnixStream::pair().unwrap();
-        (writer, Sock::Unix(src), Sock::Unix(dst), reader)
+        (writer, Stream::Unix(src), Stream::Unix(dst), reader)
     }
 
     #[tokio::test]

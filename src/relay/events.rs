@@ -59,8 +59,12 @@ pub enum RefuseReason {
     NoRule,
     /// The connection limit was reached.
     Limit,
-    /// A Unix socket client running as another user.
+    /// A client running as another user: a Unix-socket client (its credentials), or a TCP peer
+    /// of a same-user forward whose socket another user owns (or whose owner is unknown).
     OtherUser,
+    /// The client did not prove the session key: a wrong key, another protocol, silence for the
+    /// preamble's timeout, a close, or too many others waiting to authenticate.
+    NotAuthenticated,
 }
 
 impl fmt::Display for RefuseReason {
@@ -70,6 +74,7 @@ impl fmt::Display for RefuseReason {
             RefuseReason::NoRule => "no rule matches the source",
             RefuseReason::Limit => "connection limit reached",
             RefuseReason::OtherUser => "peer runs as another user",
+            RefuseReason::NotAuthenticated => "peer did not prove the session key",
         })
     }
 }
@@ -204,6 +209,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&refused).unwrap(),
             r#"{"event":"refused","peer":"unix:uid=7","listen":"unix:/s","reason":"other_user"}"#
+        );
+        let refused = RelayEvent::Refused {
+            peer: Peer::Tcp("127.0.0.1:5".parse().unwrap()),
+            listen: ListenAddr::loopback(4000),
+            reason: RefuseReason::NotAuthenticated,
+        };
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"event":"refused","peer":"127.0.0.1:5","listen":"127.0.0.1:4000","reason":"not_authenticated"}"#
         );
     }
 }

@@ -12,7 +12,7 @@ use super::RelayError;
 use super::allow::resolve_host;
 use super::endpoint::{Host, ListenAddr};
 use super::events::Peer;
-use super::sock::Sock;
+use super::sock::Stream;
 use super::sys;
 
 /// Pending connections the kernel queues per listener before `accept`.
@@ -51,17 +51,17 @@ impl Listener {
         }
     }
 
-    pub(crate) async fn accept(&self) -> io::Result<(Sock, Peer)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (stream, peer) = l.accept().await?;
-                Ok((Sock::Tcp(stream), Peer::Tcp(peer)))
+                Ok((Stream::Tcp(stream), Peer::Tcp(peer)))
             }
             Listener::Unix(l, _) => {
                 let (stream, _) = l.accept().await?;
                 let cred = stream.peer_cred()?;
                 Ok((
-                    Sock::Unix(stream),
+                    Stream::Unix(stream),
                     Peer::Unix {
                         uid: cred.uid(),
                         pid: cred.pid(),

@@ -28,6 +28,15 @@
 //! connection to the coordinator ([`Relay::run`]), which applies the connection limit and owns
 //! one task per connection (in a `JoinSet`: dropping the `run` future aborts them all). Each
 //! connection runs both directions in one task (`copy`), with its own tracing span.
+//!
+//! A forward with a [`Lock`] that checks accepted connections (a session key, the same user)
+//! runs those checks in a task per connection owned by its listener's task, at most
+//! [`MAX_PENDING`] at once (a newcomer closes the connection that has waited longest); only a
+//! connection that passed reaches the coordinator, so connections that never authenticate
+//! neither use a slot of the connection limit nor delay one that does.
+//!
+//! [`bridge`] joins two streams with the same copy engine, for callers that have their own
+//! sockets (the node agent).
 
 #![deny(unsafe_code)] // only `sys` may use it
 
@@ -45,28 +54,31 @@ mod sys;
 
 pub mod command;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use allow::{AllowError, AllowList, AllowSpec, IpNet, SourceFilter};
 pub use config::{
-    CONNECT_TIMEOUT, CopyMode, Forward, GRACE, Limits, MAX_CONNECTIONS, RelayConfig, Rule,
-    parse_duration,
+    CONNECT_TIMEOUT, CopyMode, Forward, GRACE, Limits, Lock, MAX_CONNECTIONS, MAX_PENDING,
+    RelayConfig, Rule, parse_duration,
 };
+pub use conn::bridge;
 pub use endpoint::{EndpointError, Host, ListenAddr, Target};
 pub use events::{CloseReason, EventSender, Peer, RefuseReason, RelayEvent};
 pub use portfwd::ConfigError;
 pub use sys::{effective_uid, raise_fd_limit};
 
+use crate::hop::Secret;
 use conn::{ConnSetup, Moved, RuleState};
 use listener::Listener;
-use sock::Sock;
+pub use sock::Stream;
 
 /// What can stop a relay from starting.
 #[derive(Debug, Error)]
@@ -92,6 +104,11 @@ pub enum RelayError {
     Allow(#[from] AllowError),
     #[error("start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// Options that do not go together (the command line or a [`command::RelayRequest`]).
+    #[error("start a relay: {0}")]
+    Options(&'static str),
+    #[error("start a relay: {0}")]
+    Key(#[from] crate::hop::SecretError),
 }
 
 impl RelayError {
@@ -103,6 +120,8 @@ impl RelayError {
                 | RelayError::Unpaired { .. }
                 | RelayError::Config(_)
                 | RelayError::Allow(_)
+                | RelayError::Options(_)
+                | RelayError::Key(_)
         )
     }
 }
@@ -113,6 +132,7 @@ struct Serving {
     socket: Listener,
     rules: Arc<Vec<Arc<RuleState>>>,
     source: Option<std::net::IpAddr>,
+    lock: Lock,
 }
 
 /// A bound listener: where it listens (the actual address) and where it forwards.
@@ -178,6 +198,7 @@ impl Relay {
                 socket,
                 rules: Arc::new(rules),
                 source: forward.source,
+                lock: forward.lock.clone(),
             });
         }
         Ok(Relay {
@@ -217,11 +238,19 @@ impl Relay {
                 socket,
                 rules,
                 source,
+                lock,
             },
             bound,
         ) in self.sockets.into_iter().zip(&self.listeners)
         {
-            info!(listen = %bound.addr, to = %Targets(&bound.to), "listening");
+            info!(
+                listen = %bound.addr,
+                to = %Targets(&bound.to),
+                accept_key = lock.accept_key.is_some(),
+                same_user = lock.same_user,
+                connect_key = lock.connect_key.is_some(),
+                "listening"
+            );
             emit(RelayEvent::Listening {
                 listen: bound.addr.clone(),
                 to: bound.to.clone(),
@@ -231,6 +260,7 @@ impl Relay {
                 listen: bound.addr.clone(),
                 rules,
                 source,
+                lock,
                 allow: Arc::clone(&self.allow),
                 accepted: accepted_tx.clone(),
                 events: events.clone(),
@@ -282,6 +312,7 @@ impl Relay {
                         listen: accepted.listen,
                         rule: accepted.rule,
                         source: accepted.source,
+                        connect_key: accepted.connect_key,
                         limits: self.limits.clone(),
                         copy: self.copy,
                         events: events.clone(),
@@ -321,11 +352,12 @@ enum FromAcceptor {
 }
 
 struct Accepted {
-    sock: Sock,
+    sock: Stream,
     peer: Peer,
     listen: ListenAddr,
     rule: Arc<RuleState>,
     source: Option<std::net::IpAddr>,
+    connect_key: Option<Arc<Secret>>,
 }
 
 struct AcceptLoop {
@@ -333,9 +365,113 @@ struct AcceptLoop {
     listen: ListenAddr,
     rules: Arc<Vec<Arc<RuleState>>>,
     source: Option<std::net::IpAddr>,
+    lock: Lock,
     allow: Arc<AllowList>,
     accepted: mpsc::Sender<FromAcceptor>,
     events: Option<EventSender>,
+}
+
+/// The connections of one listener still being checked against its lock, each in its own task.
+/// Dropping this (the listener's task ends) aborts them and closes their sockets.
+struct Pending {
+    tasks: JoinSet<()>,
+    /// One per connection still waiting, oldest first; a send tells it to give up. Its
+    /// receiver is dropped once the connection has passed or failed, which closes the sender.
+    waiting: VecDeque<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            tasks: JoinSet::new(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Check `accepted` in a task of its own, making room first if [`MAX_PENDING`] wait already.
+    fn admit(&mut self, accepted: Accepted, check: Check) {
+        while self.tasks.try_join_next().is_some() {}
+        self.waiting.retain(|waiting| !waiting.is_closed());
+        if self.waiting.len() >= MAX_PENDING
+            && let Some(oldest) = self.waiting.pop_front()
+        {
+            let _ = oldest.send(());
+        }
+        let (evict, evicted) = oneshot::channel();
+        self.waiting.push_back(evict);
+        self.tasks.spawn(check.run(accepted, evicted));
+    }
+}
+
+/// What a pending connection's task needs.
+struct Check {
+    lock: Lock,
+    me: u32,
+    accepted: mpsc::Sender<FromAcceptor>,
+    events: Option<EventSender>,
+}
+
+impl Check {
+    async fn run(self, mut accepted: Accepted, evicted: oneshot::Receiver<()>) {
+        let checked = tokio::select! {
+            result = self.pass(&mut accepted) => result,
+            Ok(()) = evicted => Err((
+                RefuseReason::NotAuthenticated,
+                format!("more than {MAX_PENDING} connections waiting to authenticate; this one waited longest"),
+            )),
+        };
+        // No longer waiting: the receiver is gone, and `Pending` no longer counts this one.
+        let message = match checked {
+            Ok(()) => FromAcceptor::Accepted(accepted),
+            Err((reason, detail)) => {
+                let Accepted {
+                    sock, peer, listen, ..
+                } = accepted;
+                drop(sock);
+                info!(%peer, %listen, %reason, %detail, "refused");
+                if let Some(tx) = &self.events {
+                    let _ = tx.send(RelayEvent::Refused {
+                        peer,
+                        listen,
+                        reason,
+                    });
+                }
+                FromAcceptor::Refused
+            }
+        };
+        let _ = self.accepted.send(message).await;
+    }
+
+    /// Same user first (nothing is sent to another user's process), then the key.
+    async fn pass(&self, accepted: &mut Accepted) -> Result<(), (RefuseReason, String)> {
+        if self.lock.same_user
+            && let (Peer::Tcp(peer), Stream::Tcp(stream)) = (&accepted.peer, &accepted.sock)
+        {
+            let other = |detail: String| (RefuseReason::OtherUser, detail);
+            let peer = *peer;
+            let local = stream
+                .local_addr()
+                .map_err(|e| other(format!("no local address: {e}")))?;
+            // The kernel's table can be large on a busy host: read it off the runtime's thread.
+            let owner = tokio::task::spawn_blocking(move || crate::hop::peer::owner(peer, local))
+                .await
+                .map_err(|e| other(format!("cannot look up the owner: {e}")))?;
+            match owner {
+                Ok(Some(uid)) if uid == self.me => {}
+                Ok(Some(uid)) => return Err(other(format!("its socket belongs to uid {uid}"))),
+                Ok(None) => return Err(other("the owner of its socket is unknown".into())),
+                Err(e) => return Err(other(format!("cannot read the kernel's TCP table: {e}"))),
+            }
+        }
+        if let Some(key) = &self.lock.accept_key {
+            accepted
+                .sock
+                .challenge(key)
+                .await
+                .map_err(|e| (RefuseReason::NotAuthenticated, e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 /// How long to pause accepting after an error such as running out of file descriptors.
@@ -344,6 +480,7 @@ const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis
 impl AcceptLoop {
     async fn run(self) {
         let me = sys::effective_uid();
+        let mut pending = Pending::new();
         loop {
             let (sock, peer) = match self.socket.accept().await {
                 Ok(accepted) => accepted,
@@ -355,13 +492,27 @@ impl AcceptLoop {
                 }
             };
             let message = match self.check(&peer, me) {
-                Ok(rule) => FromAcceptor::Accepted(Accepted {
-                    sock,
-                    peer,
-                    listen: self.listen.clone(),
-                    rule,
-                    source: self.source,
-                }),
+                Ok(rule) => {
+                    let accepted = Accepted {
+                        sock,
+                        peer,
+                        listen: self.listen.clone(),
+                        rule,
+                        source: self.source,
+                        connect_key: self.lock.connect_key.clone(),
+                    };
+                    if self.lock.checks_on_accept() {
+                        let check = Check {
+                            lock: self.lock.clone(),
+                            me,
+                            accepted: self.accepted.clone(),
+                            events: self.events.clone(),
+                        };
+                        pending.admit(accepted, check);
+                        continue;
+                    }
+                    FromAcceptor::Accepted(accepted)
+                }
                 Err(reason) => {
                     drop(sock);
                     info!(%peer, listen = %self.listen, %reason, "refused");

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::allow::{IpNet, SourceFilter, resolve_host};
-use super::config::{Forward, Rule};
+use super::config::{Forward, Lock, Rule};
 use super::endpoint::{Host, ListenAddr, Target};
 
 /// A portfwd file that could not be read or used.
@@ -792,6 +792,7 @@ impl Lower<'_> {
                 },
                 rules: rules.clone(),
                 source,
+                lock: Lock::default(),
             });
         }
     }

@@ -7,22 +7,49 @@ use std::os::fd::{AsFd, BorrowedFd};
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::hop::Secret;
+use crate::hop::preamble::{self, PreambleError};
+
+/// A connected stream socket, TCP or Unix: what [`bridge`](super::bridge) joins.
 #[derive(Debug)]
-pub(crate) enum Sock {
+pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Tcp(s)
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Stream {
+        Stream::Unix(s)
+    }
 }
 
 macro_rules! both {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
-            Sock::Tcp($s) => $e,
-            Sock::Unix($s) => $e,
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
         }
     };
 }
 
-impl Sock {
+impl Stream {
+    /// Prove the session key to the peer (the connecting side of the hop preamble, bounded by
+    /// its timeout), before any other byte is exchanged.
+    pub(crate) async fn prove(&mut self, secret: &Secret) -> Result<(), PreambleError> {
+        both!(self, s => preamble::connect_within(s, secret).await)
+    }
+
+    /// Make the peer prove the session key (the accepting side of the preamble, bounded).
+    pub(crate) async fn challenge(&mut self, secret: &Secret) -> Result<(), PreambleError> {
+        both!(self, s => preamble::accept_within(s, secret).await)
+    }
+
     pub(crate) async fn readable(&self) -> io::Result<()> {
         both!(self, s => s.readable().await)
     }
@@ -59,7 +86,7 @@ impl Sock {
     /// TCP only: send small messages at once (ParaView's interactive traffic), and notice dead
     /// peers on connections that stay idle for hours.
     pub(crate) fn tune(&self) -> io::Result<()> {
-        if let Sock::Tcp(s) = self {
+        if let Stream::Tcp(s) = self {
             s.set_nodelay(true)?;
             let keepalive = socket2::TcpKeepalive::new()
                 .with_time(KEEPALIVE_IDLE)
@@ -75,7 +102,7 @@ const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Time between keepalive probes.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
-impl AsFd for Sock {
+impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         both!(self, s => s.as_fd())
     }
