@@ -149,7 +149,7 @@ pub struct BoundListener {
 pub struct RelaySummary {
     /// Connections accepted and forwarded (or attempted).
     pub connections: u64,
-    /// Connections refused (allow-list, rules, limit, other user).
+    /// Connections refused (allow-list, rules, limit, other user, not authenticated).
     pub refused: u64,
     pub bytes_from_peers: u64,
     pub bytes_to_peers: u64,
