@@ -141,14 +141,14 @@ say ready
 now; last=$t
 id= pending=0
 while :; do
-  woke= id= pending=0 kept=
+  woke= id= pending=0 kept= asked=
   if [ -s "$box/in" ]; then
     while IFS= read -r line; do
       case $line in
         keep) kept=1 ;;
-        submitting) pending=1 ;;
+        submitting) pending=1 asked=1 ;;
         "job "*)
-          id=${line#job }; pending=0
+          id=${line#job }; pending=0 asked=1
           case $id in ''|*[!A-Za-z0-9._\;-]*) id= ;; esac ;;
       esac
     done < "$box/in"
@@ -170,6 +170,8 @@ while :; do
   [ -n "$woke" ] || wait $! 2> /dev/null
   slept=$((slept + poll))
 done
+# Nothing was ever submitted: nothing to cancel (the paths to remove go on exit).
+[ -n "$asked" ] || exit 0
 now; start=$t; end=$((start + deadline)); sweep_end=$start
 if [ -z "$id" ] || [ "$pending" = 1 ]; then sweep_end=$((start + window)); fi
 said=" " none=

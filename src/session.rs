@@ -71,6 +71,8 @@ struct Held {
     private_dir: Option<tempfile::TempDir>,
     /// This session's claim on the client's port.
     port_claim: Option<client::PortClaim>,
+    /// Whether a submit was ever sent (before that, there is no job to look for).
+    submit_sent: bool,
 }
 
 /// Run a session: the steps, then cleanup; emits `error` (when it failed) and `done` last.
@@ -91,6 +93,7 @@ pub async fn run(
         remote: Vec::new(),
         private_dir: Some(private_dir),
         port_claim: None,
+        submit_sent: false,
     };
     let scheduler = plan.scheduler.scheduler();
     let mut signals = Signals::new();
@@ -294,6 +297,7 @@ async fn steps(
         .map_err(|e| Failure::Profile {
             message: e.to_string(),
         })?;
+    held.submit_sent = true;
     let out = master
         .exec(&submit, Some(script.as_bytes()), ssh::COMMAND_TIMEOUT)
         .await
@@ -914,6 +918,10 @@ async fn settle_job(
         None => "any job of this session".to_string(),
     };
     match held.guard.take() {
+        // Nothing was submitted: the guard only removes the session's files on the cluster.
+        Some(guard) if !held.submit_sent => {
+            let _ = guard.cancel(GUARD_CANCEL_WAIT).await;
+        }
         Some(guard) if plan.keep_job && job.is_some() => {
             let kept = guard.keep().await;
             reporter.emit(Event::Cleanup {
@@ -960,7 +968,7 @@ async fn settle_job(
                     format!("{what} not cancelled yet"),
                     false,
                     Some(
-                        "the guard's ssh session is gone: it cancels on the login node once that notices the session ended".into(),
+                        "the guard's ssh session is gone: the guard on the login node cancels once it notices, at the latest when the workstation's heartbeat has been silent for 20 s".into(),
                     ),
                 ),
             };
