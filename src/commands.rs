@@ -620,6 +620,18 @@ pub fn render_show_with(
         let _ = writeln!(s, "  connect-id  {:?}", l.connect_id);
         let _ = writeln!(
             s,
+            "  hops        {}",
+            match l.owned_hops {
+                crate::profile::settings::OwnedHops::Preferred => {
+                    "owned (pvlaunch beside pvserver, a session key on every hop); without pvlaunch on the cluster: the plain path, which other users could reach (warned)"
+                }
+                crate::profile::settings::OwnedHops::Required => {
+                    "owned (pvlaunch beside pvserver, a session key on every hop); without pvlaunch on the cluster: no session (owned-hops=\"required\")"
+                }
+            }
+        );
+        let _ = writeln!(
+            s,
             "  timeouts    queue {} s, connect {} s",
             l.queue_timeout_secs, l.connect_timeout_secs
         );

@@ -55,6 +55,9 @@ pub struct Plan {
     pub relay_program: Option<String>,
     /// Whether the session may fall back to a path other users could reach.
     pub owned_hops: OwnedHops,
+    /// Why this plan cannot keep every hop pvlaunch's own, when it knows already (ParaView
+    /// connecting to a `cs://` resource itself).
+    pub exposed: Option<String>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -166,15 +169,29 @@ pub fn build(
         extra_directives: launch.directives.clone(),
         setup_lines: launch.setup.clone(),
         tag: Some(fresh.tag.clone()),
-        command: owned_command(recipe, launch, connect_id),
+        command: if forward && mode == Mode::None {
+            pvserver::argv(
+                launch,
+                pvserver::ServerEnd::Listen {
+                    port: launch.remote_port,
+                },
+                connect_id,
+            )
+        } else {
+            owned_command(recipe, launch, connect_id)
+        },
     };
+    let exposed = (forward && mode == Mode::None).then(|| {
+        "ParaView connects to the cs:// resource itself, so pvserver accepts connections on the compute node: other users of the cluster could reach it (a csrc:// resource keeps every hop pvlaunch's own)".to_string()
+    });
     let job_script = kind.scheduler().render_script(&job)?;
-    let url = if !forward {
-        client::url(true, client_port)
-    } else if client_port == 0 {
-        format!("cs://localhost:{TUNNEL_PORT_PLACEHOLDER}")
+    // Owned two-hop: the client listens too (pvserver reverse-connects to the node agent).
+    let client_listens = !forward || exposed.is_none();
+    let scheme = if client_listens { "csrc" } else { "cs" };
+    let url = if client_port == 0 {
+        format!("{scheme}://localhost:{TUNNEL_PORT_PLACEHOLDER}")
     } else {
-        client::url(false, client_port)
+        client::url(client_listens, client_port)
     };
     let client_argv = client::argv(&mode, &url, connect_id);
     let mut login = launch.login_host.clone();
@@ -202,6 +219,7 @@ pub fn build(
         session_tag: fresh.tag,
         relay_program: launch.relay_program.clone(),
         owned_hops: launch.owned_hops,
+        exposed,
     })
 }
 
@@ -302,24 +320,28 @@ impl Plan {
         } else {
             self.remote_port.to_string()
         };
-        let _ = writeln!(
-            s,
-            "\n{}. owned hops: pvlaunch on the cluster (found, or this binary copied to ~/{REMOTE_DIR}/bin), a fresh session key in ~/{REMOTE_DIR}/keys (0600, never on a command line)",
-            next()
-        );
-        let _ = writeln!(
-            s,
-            "   pvserver connects only to `pvlaunch node` beside it (localhost, checked to be this user's); every hop between hosts proves the key"
-        );
-        let _ = writeln!(
-            s,
-            "   if pvlaunch cannot run on the cluster: {}",
-            match self.owned_hops {
-                OwnedHops::Preferred =>
-                    "the plain path, which other users of the cluster could reach (a warning says so)",
-                OwnedHops::Required => "stop (owned-hops=\"required\")",
-            }
-        );
+        if let Some(why) = &self.exposed {
+            let _ = writeln!(s, "\n{}. not owned hops: {why}", next());
+        } else {
+            let _ = writeln!(
+                s,
+                "\n{}. owned hops: pvlaunch on the cluster (found, or this binary copied to ~/{REMOTE_DIR}/bin), a fresh session key in ~/{REMOTE_DIR}/keys (0600, never on a command line)",
+                next()
+            );
+            let _ = writeln!(
+                s,
+                "   pvserver connects only to `pvlaunch node` beside it (localhost, checked to be this user's); every hop between hosts proves the key"
+            );
+            let _ = writeln!(
+                s,
+                "   if pvlaunch cannot run on the cluster: {}",
+                match self.owned_hops {
+                    OwnedHops::Preferred =>
+                        "the plain path, which other users of the cluster could reach (a warning says so)",
+                    OwnedHops::Required => "stop (owned-hops=\"required\")",
+                }
+            );
+        }
         match self.recipe {
             Recipe::Reverse | Recipe::Auto => {
                 let _ = writeln!(
@@ -381,32 +403,46 @@ impl Plan {
             self.connect_timeout.as_secs()
         );
         if self.forward() {
-            let _ = writeln!(
-                s,
-                "   read `pvlaunch-node: listening: NODE:PORT` from ~/{REMOTE_DIR}/{} (the node agent, once pvserver connected to it)",
-                output_path(&self.session_tag)
-            );
-            let local = if self.client_port == 0 {
-                "a free port".to_string()
+            let port = if self.client_port == 0 {
+                TUNNEL_PORT_PLACEHOLDER.to_string()
             } else {
-                format!("localhost:{}", self.client_port)
+                self.client_port.to_string()
             };
-            let _ = writeln!(
-                s,
-                "\n{}. local forward 127.0.0.1:<free port> -> the login node -> NODE:PORT; pvlaunch's relay on {local} in front of it (accepts only this user's connections, proves the key to the node)",
-                next()
-            );
-            let _ = writeln!(
-                s,
-                "\n{}. client ({}) connects to cs://localhost:{}",
-                next(),
-                self.client.name(),
-                if self.client_port == 0 {
-                    TUNNEL_PORT_PLACEHOLDER.to_string()
-                } else {
-                    self.client_port.to_string()
-                }
-            );
+            if self.exposed.is_some() {
+                let _ = writeln!(
+                    s,
+                    "   read `Accepting connection(s): NODE:PORT` from ~/{REMOTE_DIR}/{}",
+                    output_path(&self.session_tag)
+                );
+                let _ = writeln!(
+                    s,
+                    "\n{}. local forward 127.0.0.1:<free port> -> the login node -> NODE:PORT; pvlaunch's relay on localhost:{port} in front of it (accepts only this user's connections)",
+                    next()
+                );
+                let _ = writeln!(
+                    s,
+                    "\n{}. client ({}) connects to cs://localhost:{port}",
+                    next(),
+                    self.client.name(),
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "   read `pvlaunch-node: listening: NODE:PORT` from ~/{REMOTE_DIR}/{} (the node agent, once pvserver has connected to it)",
+                    output_path(&self.session_tag)
+                );
+                let _ = writeln!(
+                    s,
+                    "\n{}. local forward 127.0.0.1:<free port> -> the login node -> NODE:PORT (the node agent)",
+                    next()
+                );
+                let _ = writeln!(
+                    s,
+                    "\n{}. client ({}) listens on csrc://localhost:{port}; pvlaunch proves the key to the node agent through the forward and joins the two (nothing else listens on this machine)",
+                    next(),
+                    self.client.name(),
+                );
+            }
             if let Some(a) = &self.client_argv {
                 let _ = writeln!(s, "   $ {}", q(a));
             }

@@ -73,6 +73,8 @@ struct Held {
     port_claim: Option<client::PortClaim>,
     /// Whether a submit was ever sent (before that, there is no job to look for).
     submit_sent: bool,
+    /// Owned two-hop: the task that joins the tunnel to the listening client.
+    join: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Run a session: the steps, then cleanup; emits `error` (when it failed) and `done` last.
@@ -94,6 +96,7 @@ pub async fn run(
         private_dir: Some(private_dir),
         port_claim: None,
         submit_sent: false,
+        join: None,
     };
     let scheduler = plan.scheduler.scheduler();
     let mut signals = Signals::new();
@@ -357,8 +360,28 @@ async fn prepare_owned(
 ) -> Result<Option<Owned>, Failure> {
     let master = held.master.as_ref().expect("logged in");
     let home = remote::prepare_home(master).await?;
-    let program = match &plan.relay_program {
-        Some(p) => Ok(p.clone()),
+    let named = match &plan.relay_program {
+        Some(p) => {
+            let probe =
+                quote::join(&[p.clone(), "--version".into()]).map_err(|e| Failure::Profile {
+                    message: e.to_string(),
+                })?;
+            match master.exec(&probe, None, ssh::COMMAND_TIMEOUT).await {
+                Ok(o) if o.success() && o.stdout.starts_with("pvlaunch ") => Some(p.clone()),
+                _ => {
+                    reporter.emit(Event::Warning {
+                        message: format!(
+                            "the profile's relay-program {p} does not run on the login node: using a copy of this pvlaunch instead"
+                        ),
+                    });
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let program = match named {
+        Some(p) => Ok(p),
         None => {
             let mut warn = |message: String| reporter.emit(Event::Warning { message });
             home.place_binary(master, &mut warn).await
@@ -622,7 +645,19 @@ impl Follower<'_> {
                         };
                         Input::ConnectionClosed { id, bytes_to_client, bytes_to_server, duration }
                     }
+                    // The owned two-hop join could not open its path.
+                    Some(RelayEvent::ConnectFailed { error, .. }) if held.join.is_some() => {
+                        return Failure::site(
+                            format!("joining the client to the session failed: {error}"),
+                            "docs/security.md says how the hops of two-hop meet; `pvlaunch connect --dry-run` shows them",
+                        ).into();
+                    }
                     Some(_) => continue,
+                    // The join's one connection has been reported; nothing more comes.
+                    None if held.join.is_some() => {
+                        self.events = None;
+                        continue;
+                    }
                     None => return Failure::internal("the local relay stopped").into(),
                 },
                 status = wait_child(&mut held.client) => {
@@ -667,8 +702,10 @@ impl Follower<'_> {
                 {
                     return reverse_two_hop::failed(&why, self.login_host).into();
                 }
+                // pvserver's own early exit is the job's failure, told below with its error.
                 if self.reach.owned()
                     && let Some(why) = crate::pvserver::node_failure(&tail)
+                    && !why.starts_with("pvserver exited")
                 {
                     return crate::recipe::node_failed(&why, self.login_host).into();
                 }
@@ -757,6 +794,11 @@ impl Follower<'_> {
         let master = held.master.as_ref().expect("alive while following");
         let node = two_hop::target_node(nodes, host);
         let local = two_hop::open_tunnel(master, &node, port).await?;
+        if let Some(secret) = self.secret.clone() {
+            self.join_tunnel(held, reporter, &node, port, local, secret)
+                .await?;
+            return Ok(node);
+        }
         let to: Target = std::net::SocketAddr::from(([127, 0, 0, 1], local)).into();
         // The client must be this user's; the node agent must prove the key (owned hops).
         let lock = Lock {
@@ -799,6 +841,141 @@ impl Follower<'_> {
         }
         Ok(node)
     }
+}
+
+impl Follower<'_> {
+    /// Owned two-hop: pvserver reverse-connected to the node agent, so the client's end must
+    /// accept too (ParaView's handshake needs one connecting and one accepting side). The
+    /// client listens (`csrc://`), and the workstation connects to both: to the tunnel, proving
+    /// the session's key to the node agent, then to the client. Nothing listens on the
+    /// workstation but the client.
+    async fn join_tunnel(
+        &mut self,
+        held: &mut Held,
+        reporter: &mut Reporter,
+        node: &str,
+        port: u16,
+        tunnel: u16,
+        secret: Arc<Secret>,
+    ) -> Result<(), Failure> {
+        let plan = self.plan;
+        let client_port = if plan.client_port != 0 {
+            plan.client_port
+        } else {
+            two_hop::free_local_port()
+                .map_err(|e| Failure::internal(format!("no free local port: {e}")))?
+        };
+        let url = client::url(true, client_port);
+        reporter.emit(Event::TunnelOpened {
+            node: node.to_string(),
+            port,
+            url: url.clone(),
+        });
+        if plan.client == Mode::Wait {
+            reporter.emit(Event::WaitingForClient {
+                url: url.clone(),
+                connect_id: plan.connect_id,
+            });
+        }
+        if let Some(argv) = plan.client_argv_for(&url) {
+            let env = client_env(plan, &url, client_port, plan.connect_timeout);
+            match client::start(&argv, &env) {
+                Ok(c) => held.client = Some(c),
+                Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
+            }
+        }
+        let wait = if plan.client == Mode::Wait {
+            plan.connect_timeout
+        } else {
+            CLIENT_START_TIMEOUT
+        };
+        if let Err(e) = client::wait_listening(client_port, held.client.as_mut(), wait).await {
+            return Err(Failure::Client {
+                message: e,
+                hint: Some(format!(
+                    "the client must listen on {url} (File > Connect, a server with that resource)"
+                )),
+            });
+        }
+        let me = crate::relay::effective_uid();
+        if let Some(uid) = client::listening_owners(client_port)
+            .into_iter()
+            .find(|&u| u != me)
+        {
+            return Err(Failure::client(
+                format!(
+                    "the program listening on port {client_port} belongs to another user (uid {uid}), not to you"
+                ),
+                Some("choose another port with --port"),
+            ));
+        }
+        reporter.emit(Event::ClientListening {
+            port: client_port,
+            mode: plan.client.name().into(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.events = Some(rx);
+        held.join = Some(tokio::spawn(join(tunnel, client_port, secret, tx)));
+        Ok(())
+    }
+}
+
+/// Connect to the tunnel (proving the key to the node agent) and to the listening client, and
+/// carry the stream between them, reporting as the relay does.
+async fn join(tunnel: u16, client_port: u16, secret: Arc<Secret>, events: relay::EventSender) {
+    use tokio::net::TcpStream;
+    let started = Instant::now();
+    let tunnel_addr = std::net::SocketAddr::from(([127, 0, 0, 1], tunnel));
+    let client_addr = std::net::SocketAddr::from(([127, 0, 0, 1], client_port));
+    let failed = |error: String| {
+        let _ = events.send(RelayEvent::ConnectFailed {
+            id: 1,
+            peer: relay::Peer::Tcp(client_addr),
+            listen: ListenAddr::loopback(client_port),
+            error,
+        });
+    };
+    let mut upstream = match TcpStream::connect(tunnel_addr).await {
+        Ok(s) => s,
+        Err(e) => return failed(format!("connect to the tunnel: {e}")),
+    };
+    if let Err(e) = crate::hop::preamble::connect_within(&mut upstream, &secret).await {
+        return failed(format!("the node agent: {e}"));
+    }
+    let client = match TcpStream::connect(client_addr).await {
+        Ok(s) => s,
+        Err(e) => return failed(format!("connect to the client on {client_addr}: {e}")),
+    };
+    let _ = events.send(RelayEvent::Opened {
+        id: 1,
+        peer: relay::Peer::Tcp(client_addr),
+        listen: ListenAddr::loopback(client_port),
+        to: tunnel_addr.to_string(),
+    });
+    let moved = relay::bridge(
+        relay::Stream::Tcp(upstream),
+        relay::Stream::Tcp(client),
+        relay::CopyMode::Auto,
+    )
+    .await;
+    let (to_client, to_server, error) = match moved {
+        Ok((a, b)) => (a, b, None),
+        Err(e) => (0, 0, Some(e.to_string())),
+    };
+    let _ = events.send(RelayEvent::Closed {
+        id: 1,
+        peer: relay::Peer::Tcp(client_addr),
+        to: tunnel_addr.to_string(),
+        bytes_from_peer: to_server,
+        bytes_to_peer: to_client,
+        duration: started.elapsed(),
+        reason: if error.is_some() {
+            relay::CloseReason::Error
+        } else {
+            relay::CloseReason::Done
+        },
+        error,
+    });
 }
 
 /// The next relay event, or never when there is no relay yet.
@@ -872,6 +1049,15 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
             ok: !exited_on_its_own,
             detail: exited_on_its_own
                 .then(|| "its ssh session had already ended before cleanup".to_string()),
+        });
+    }
+    if let Some(join) = held.join.take() {
+        join.abort();
+        let _ = join.await;
+        reporter.emit(Event::Cleanup {
+            step: "connection to the client closed".into(),
+            ok: true,
+            detail: None,
         });
     }
     if let Some(stop) = held.relay_stop.take() {
@@ -1007,6 +1193,9 @@ async fn settle_job(
 
 /// Second signal: kill what is local now; the login node's guard cancels the job.
 async fn hard_stop(held: &mut Held) {
+    if let Some(join) = held.join.take() {
+        join.abort();
+    }
     if let Some(mut c) = held.client.take() {
         crate::process::stop_group(&mut c, Duration::from_millis(200)).await;
     }

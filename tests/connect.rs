@@ -510,6 +510,17 @@ fn two_hop_fetch(sb: &Sandbox, args: &str) -> sandbox::Output {
     out
 }
 
+/// No warning that the session's path is not pvlaunch's own.
+#[track_caller]
+fn assert_owned(evs: &[serde_json::Value]) {
+    for e in evs.iter().filter(|e| e["event"] == "warning") {
+        assert!(
+            !e["message"].as_str().unwrap_or("").contains("could reach"),
+            "the session fell back to a path other users could reach: {e}"
+        );
+    }
+}
+
 fn event<'a>(evs: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
     evs.iter()
         .find(|e| e["event"] == name)
@@ -541,10 +552,13 @@ fn assert_forward_session(out: &sandbox::Output) {
             .position(|n| *n == name)
             .unwrap_or_else(|| panic!("no {name} after {:?} in {names:?}", &names[..at]));
     }
+    // Owned hops: pvserver reverse-connected to the node agent, so the client listens and
+    // the workstation joins it to the tunnel; nothing is forwarded back to the login node.
     assert!(
-        !names.contains(&"client_listening") && !names.contains(&"forward_opened"),
-        "the client connects, nothing is forwarded back: {names:?}"
+        names.contains(&"client_listening") && !names.contains(&"forward_opened"),
+        "the client listens, nothing is forwarded back: {names:?}"
     );
+    assert_owned(&evs);
     assert_eq!(event(&evs, "plan")["recipe"], "two-hop");
     let listening = event(&evs, "server_listening");
     assert_eq!(listening["host"], "node1");
@@ -557,7 +571,7 @@ fn assert_forward_session(out: &sandbox::Output) {
         tunnel["url"]
             .as_str()
             .unwrap()
-            .starts_with("cs://localhost:"),
+            .starts_with("csrc://localhost:"),
         "{tunnel}"
     );
     let ended = event(&evs, "session_ended");
@@ -669,8 +683,9 @@ fn newest_job_output(sb: &Sandbox) -> String {
     .stdout
 }
 
-/// `GatewayPorts no` and no pvlaunch on the login node: the forward stays on login's loopback
-/// and the job's own ssh from node1 reaches it.
+/// `GatewayPorts no` and no pvlaunch on the login node at first (a copy is placed): the forward
+/// is a Unix socket in the session's private folder on login, and the job's own ssh from node1
+/// forwards a private socket of its own to it.
 #[test]
 fn reverse_two_hop_with_gateway_ports_no_and_no_relay() {
     let Some(sb) = sandbox::shared() else { return };
@@ -686,27 +701,33 @@ fn reverse_two_hop_with_gateway_ports_no_and_no_relay() {
     assert_eq!(event(&evs, "plan")["recipe"], "reverse-two-hop");
     let forward = event(&evs, "forward_opened");
     assert_eq!(forward["compute_facing"], false, "{forward}");
-    assert_eq!(forward["bind_address"], "127.0.0.1");
+    let socket = forward["bind_address"].as_str().unwrap();
+    let socket = socket
+        .strip_prefix("unix:/tmp/pvlaunch.")
+        .map(|_| &socket["unix:".len()..])
+        .unwrap_or_else(|| panic!("a private socket on login: {forward}"));
     assert!(
         !has_event(&out.stdout, "relay_started"),
         "no relay: {}",
         out.stdout
     );
+    assert_owned(&evs);
     let job = newest_job_output(sb);
-    let port = forward["remote_port"].as_u64().unwrap();
     assert!(
-        job.contains("pvlaunch-hop: open: node1:")
-            && job.contains(&format!("login:localhost:{port}")),
+        job.contains("pvlaunch-hop: open: node1:/tmp/pvlaunch-hop.")
+            && job.contains(&format!("login:{socket}")),
         "the job opened its hop to the forward:\n{job}"
     );
+    assert!(job.contains("pvlaunch-node: open:"), "{job}");
     assert!(job.contains("Client connected."), "{job}");
     sb.assert_no_leaks();
 }
 
-/// `auto` where no relay can run on the login node (here: the profile names a relay program
-/// that does not exist): the job opens its own hop instead.
+/// `auto` where the profile names a pvlaunch for the cluster that does not run there: a copy of
+/// this one takes its place (with a warning), and the relay in front of the login node's private
+/// socket carries the session.
 #[test]
-fn auto_falls_back_to_the_jobs_own_hop_when_no_relay_runs() {
+fn a_relay_program_that_does_not_run_is_replaced_by_a_copy() {
     let Some(sb) = sandbox::shared() else { return };
     let _site = sb.configure(SiteConfig::default());
     install_two_hop(sb);
@@ -718,8 +739,16 @@ fn auto_falls_back_to_the_jobs_own_hop_when_no_relay_runs() {
         .filter(|e| e["event"] == "recipe_chosen")
         .map(|e| e["recipe"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(chosen, ["relay", "reverse-two-hop"], "{}", out.stdout);
-    assert!(has_event(&out.stdout, "warning"));
+    assert_eq!(chosen, ["relay"], "{}", out.stdout);
+    let evs = events(&out.stdout);
+    assert!(
+        evs.iter().any(|e| e["event"] == "warning"
+            && e["message"].as_str().unwrap_or("").contains("does not run")),
+        "{}",
+        out.stdout
+    );
+    assert!(has_event(&out.stdout, "relay_started"), "{}", out.stdout);
+    assert_owned(&evs);
     sb.assert_no_leaks();
 }
 
@@ -795,8 +824,8 @@ fn two_hop_job_whose_pvserver_fails_ends_with_its_output() {
     sb.assert_no_leaks();
 }
 
-/// A client started by hand with a connect-id the session does not use (`--client wait` uses
-/// none unless the profile declares one): pvlaunch says so, from pvserver's log.
+/// A client started by hand with a connect-id the session does not use (`--client wait` tells
+/// the person the session's own id): pvlaunch says so, from pvserver's log.
 #[test]
 fn two_hop_names_a_connect_id_mismatch() {
     let Some(sb) = sandbox::shared() else { return };
@@ -820,13 +849,25 @@ fn two_hop_names_a_connect_id_mismatch() {
     assert!(!client.success(), "{client}");
     let out = bg.wait(Duration::from_secs(60));
     assert_eq!(out.code, Some(8), "{out}");
-    let done = events(&out.stdout).pop().unwrap();
+    let evs = events(&out.stdout);
+    let id = event(&evs, "waiting_for_client")["connect_id"]
+        .as_u64()
+        .expect("the session tells its connect-id");
+    assert_ne!(id, 17);
+    // pvserver reverse-connects to the node agent: the client is the side that refuses, and
+    // says so itself; the session names the handshake and the connect-id as a likely cause.
+    let last = evs.last().unwrap();
     assert!(
-        done["reason"]
+        last["reason"]
             .as_str()
             .unwrap()
-            .contains("different connect-ids (pvserver expects none)"),
-        "{done}"
+            .contains("ParaView handshake"),
+        "{last}"
+    );
+    let error = event(&evs, "error");
+    assert!(
+        error["hint"].as_str().unwrap_or("").contains("connect-id"),
+        "{error}"
     );
     assert_job_gone_soon(sb);
     sb.assert_no_leaks();
@@ -907,9 +948,13 @@ fn two_hop_plans_show_the_listening_pvserver_and_the_hop() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(text.contains("sh -c 'login=$1 fwd=$2"), "{text}");
     assert!(
-        text.contains("sh '<login-host>' '<port chosen by sshd>' mpiexec -n 2 pvserver --reverse-connection --client-host=localhost"),
+        text.contains("sh -c 'login=$1 sock=$2 agent=$3 key=$4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("'<pvlaunch on the cluster>'")
+            && text.contains("mpiexec -n 2 pvserver --reverse-connection --client-host=localhost"),
         "{text}"
     );
 }

@@ -9,6 +9,8 @@
 //! starts the client with `cs://localhost:RELAY`.
 
 use super::{Ctx, NodePath, Reach};
+use crate::client::Mode;
+use crate::events::Event;
 use crate::outcome::Failure;
 use crate::ssh::Master;
 
@@ -21,6 +23,23 @@ pub const FORWARD_TRIES: usize = 5;
 pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     let port = ctx.plan.remote_port;
     Ok(match ctx.owned {
+        // ParaView's Connect dialog connects to a cs:// resource, so pvserver must accept: the
+        // node agent cannot stand in front of it.
+        Some(_)
+            if ctx.plan.client == Mode::None
+                && ctx.plan.owned_hops == crate::profile::settings::OwnedHops::Required =>
+        {
+            return Err(Failure::site(
+                "ParaView connects to this profile's cs:// resource itself, so pvserver would have to accept connections other users could reach, and the profile requires owned hops",
+                "use a csrc:// resource (ParaView listens; a reverse recipe), or allow the plain path (owned-hops=\"preferred\")",
+            ));
+        }
+        Some(_) if ctx.plan.client == Mode::None => {
+            ctx.reporter.emit(Event::Warning {
+                message: "ParaView connects to this profile's cs:// resource itself, so pvserver must accept connections on the compute node: other users of the cluster could reach it (a csrc:// resource keeps every hop pvlaunch's own; docs/security.md)".into(),
+            });
+            Reach::Listen { port }
+        }
         Some(owned) => Reach::Node {
             agent: owned.agent(),
             path: NodePath::Listen(port),
@@ -47,7 +66,7 @@ pub async fn open_tunnel(master: &Master, node: &str, port: u16) -> Result<u16, 
 }
 
 /// A port nothing listens on right now (bound to 0, then released).
-fn free_local_port() -> std::io::Result<u16> {
+pub fn free_local_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
