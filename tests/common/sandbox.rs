@@ -46,6 +46,11 @@ pub const STATE_ROOT: &str = "/run/pvsandbox";
 pub const TEST_USER: &str = "pvtest";
 /// The test user's home directory on every host (desk has its own, the others share one).
 pub const HOME: &str = "/home/pvtest";
+/// The second unprivileged user, on login, node1 and node2 only: another user of the cluster,
+/// for the attack suite (tests/attack.rs).
+pub const ATTACK_USER: &str = "pvattack";
+/// The second user's home on login, node1 and node2 (one folder, shared by them).
+pub const ATTACK_HOME: &str = "/home/pvattack";
 
 /// A host of the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -675,6 +680,45 @@ impl Sandbox {
         }
         c.arg(host.name()).arg("--").arg(cmd);
         c
+    }
+
+    fn exec_as_command(&self, user: &str, host: Host, cmd: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(script())
+            .arg("--id")
+            .arg(&self.id)
+            .arg("exec")
+            .arg("--user")
+            .arg(user)
+            .arg(host.name())
+            .arg("--")
+            .arg(cmd);
+        c
+    }
+
+    /// Run a shell command line as `user` ([`TEST_USER`] or [`ATTACK_USER`], the latter on
+    /// login, node1 and node2 only) on `host`, from that user's home, with [`RUN_TIMEOUT`].
+    pub fn run_as(&self, user: &str, host: Host, cmd: &str) -> Output {
+        run_command(
+            self.exec_as_command(user, host, cmd),
+            format!("[{user}@{host}] {cmd}"),
+            None,
+            RUN_TIMEOUT,
+        )
+    }
+
+    /// Start a shell command line as `user` on `host` and return at once (see [`Sandbox::run_as`]).
+    pub fn spawn_as(&self, user: &str, host: Host, cmd: &str) -> Background {
+        spawn_command(
+            self.exec_as_command(user, host, cmd),
+            format!("[{user}@{host}] {cmd} &"),
+        )
+    }
+
+    /// Where the second user's home (`/home/pvattack` on login and the nodes) lives on this
+    /// machine.
+    pub fn attack_home(&self) -> PathBuf {
+        self.state_dir().join("home/attack")
     }
 
     fn run_with(

@@ -75,6 +75,12 @@ sb_leaks_once() {
       printf 'process %s: %s\n' "$h" "$line"
       found=1
     done < <(sb_root "$h" ps -u "$SB_USER" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/' || true)
+    # The second user's (an attack left running would skew the next test).
+    while IFS= read -r line; do
+      [[ -n $line ]] || continue
+      printf 'process %s: [%s] %s\n' "$h" "$SB_ATTACK_USER" "$line"
+      found=1
+    done < <(sb_root "$h" ps -u "$SB_ATTACK_USER" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/' || true)
     while IFS= read -r line; do
       [[ -n $line ]] || continue
       port=$(awk '{ print $5 }' <<<"$line")
@@ -261,9 +267,10 @@ sb_reset() {
   [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
   local h pids n=0
   sb_root login scancel -u "$SB_USER" 2>/dev/null || true
+  sb_root login scancel -u "$SB_ATTACK_USER" 2>/dev/null || true
   for h in "${SB_HOSTS[@]}"; do
     # pids as the host's own pid namespace numbers them, so kill them from inside it
-    pids=$(sb_root "$h" ps -u "$SB_USER" -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)
+    pids=$(sb_root "$h" ps -u "$SB_USER,$SB_ATTACK_USER" -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)
     pids=${pids# }
     pids=${pids% }
     if [[ -n $pids ]]; then
@@ -273,7 +280,7 @@ sb_reset() {
     fi
   done
   sb_wait "the queue to empty" 30 sb_queue_empty || true
-  sb_log "reset: killed $n process(es) of $SB_USER, cancelled its jobs"
+  sb_log "reset: killed $n process(es) of $SB_USER and $SB_ATTACK_USER, cancelled their jobs"
 }
 
 sb_queue_empty() {

@@ -71,10 +71,19 @@ sb_remove_shared_leftovers_locked() {
   if [[ -e $SB_ROOT/.created-home ]]; then
     rmdir "$SB_HOME" 2>/dev/null || true
   fi
+  if [[ -e $SB_ROOT/.created-attack-user ]] && getent passwd "$SB_ATTACK_USER" >/dev/null; then
+    if [[ -z $(pgrep -u "$SB_ATTACK_USER" 2>/dev/null || true) ]]; then
+      userdel "$SB_ATTACK_USER" 2>/dev/null || sb_log "could not remove user $SB_ATTACK_USER"
+    fi
+  fi
+  if [[ -e $SB_ROOT/.created-attack-home ]]; then
+    rmdir "$SB_ATTACK_HOME" 2>/dev/null || true
+  fi
   if [[ -e $SB_ROOT/.created-run-sshd ]]; then
     rmdir /run/sshd 2>/dev/null || true
   fi
   rm -f "$SB_ROOT"/.created-user "$SB_ROOT"/.created-home "$SB_ROOT"/.created-run-sshd "$SB_ROOT"/apt.log \
+    "$SB_ROOT"/.created-attack-user "$SB_ROOT"/.created-attack-home \
     "$SB_ROOT"/.shared.lock
 }
 

@@ -8,6 +8,12 @@ SB_ROOT=${PVSANDBOX_ROOT:-/run/pvsandbox}
 SB_USER=pvtest
 SB_HOME=/home/$SB_USER
 SB_GROUP=$SB_USER
+# A second, unprivileged user on the cluster hosts (login, node1, node2): the other user of a
+# shared cluster, for the attack suite (tests/attack.rs, tests/sandbox/attack.py). Its home is
+# its own folder, shared by those hosts.
+SB_ATTACK_USER=pvattack
+SB_ATTACK_HOME=/home/$SB_ATTACK_USER
+SB_ATTACK_HOSTS=(login node1 node2)
 SB_NET=10.77.0
 SB_HOSTS=(desk gate login node1 node2)
 SB_SSHD_HOSTS=(gate login node1 node2)
@@ -56,6 +62,12 @@ sb_ns() { printf '%s-%s\n' "$SB_NS_PREFIX" "$1"; }
 sb_is_host() {
   local h
   for h in "${SB_HOSTS[@]}"; do [[ $h == "$1" ]] && return 0; done
+  return 1
+}
+
+sb_is_attack_host() {
+  local h
+  for h in "${SB_ATTACK_HOSTS[@]}"; do [[ $h == "$1" ]] && return 0; done
   return 1
 }
 
@@ -176,24 +188,29 @@ sb_root() {
   nsenter -t "$init" --net --uts --mount --pid -- "$@"
 }
 
+# sb_user_env HOST [USER]: the clean environment of USER (default the test user) on HOST.
 sb_user_env() {
-  local host=$1
-  printf '%s\n' "HOME=$SB_HOME" "USER=$SB_USER" "LOGNAME=$SB_USER" "SHELL=/bin/bash" \
-    "PATH=$SB_USER_PATH" "LANG=C.UTF-8" "TERM=${TERM:-dumb}"
+  local host=$1 user=${2:-$SB_USER} home=$SB_HOME path=$SB_USER_PATH
+  if [[ $user == "$SB_ATTACK_USER" ]]; then
+    home=$SB_ATTACK_HOME
+    path="$SB_ATTACK_HOME/bin:/usr/local/bin:/usr/bin:/bin"
+  fi
+  printf '%s\n' "HOME=$home" "USER=$user" "LOGNAME=$user" "SHELL=/bin/bash" \
+    "PATH=$path" "LANG=C.UTF-8" "TERM=${TERM:-dumb}"
   if [[ $host == desk ]]; then
     printf '%s\n' "DISPLAY=$SB_DISPLAY"
   fi
 }
 
-# sb_user_argv HOST: set SB_ARGV to the argv prefix that runs a program as the test user inside
-# HOST with a clean environment.
+# sb_user_argv HOST [USER]: set SB_ARGV to the argv prefix that runs a program as USER (default
+# the test user; or the second user, pvattack) inside HOST with a clean environment.
 sb_user_argv() {
-  local host=$1 init
+  local host=$1 user=${2:-$SB_USER} init
   init=$(sb_init_pid "$host")
   local -a envv
-  mapfile -t envv < <(sb_user_env "$host")
+  mapfile -t envv < <(sb_user_env "$host" "$user")
   SB_ARGV=(nsenter -t "$init" --net --uts --mount --pid --
-    setpriv --reuid="$SB_USER" --regid="$SB_GROUP" --init-groups --
+    setpriv --reuid="$user" --regid="$user" --init-groups --
     env -i "${envv[@]}")
 }
 

@@ -30,8 +30,10 @@ commands:
   down [--all]                  stop and remove the instance (--all: every instance)
   status                        what runs; exit 0 up, 1 incomplete, 3 down
   list                          instances on this machine
-  exec [--root] HOST [CMD...]   run CMD (a shell command line, words joined like ssh does) on
-                                HOST as the test user pvtest (--root: as root); no CMD: a shell
+  exec [--root|--user U] HOST [CMD...]
+                                run CMD (a shell command line, words joined like ssh does) on
+                                HOST as the test user pvtest (--root: as root; --user pvattack:
+                                as the second user, on login, node1, node2); no CMD: a shell
   health                        prove the site: ssh paths, firewall, a job, pvserver in a job
   leaks [--wait SECONDS]        list test-user processes, jobs and extra listening sockets
   reset                         kill every test-user process and cancel every job
@@ -97,15 +99,24 @@ main() {
   status) sb_status ;;
   list) sb_list ;;
   exec)
-    local as_root=0
-    if [[ ${1:-} == --root ]]; then
-      as_root=1
-      shift
-    fi
+    local as_root=0 user=$SB_USER
+    while (($# > 0)); do
+      case $1 in
+      --root) as_root=1; shift ;;
+      --user) user=${2:?--user needs a name}; shift 2 ;;
+      --user=*) user=${1#--user=}; shift ;;
+      *) break ;;
+      esac
+    done
     local host=${1:?exec needs a host}
     shift
     [[ ${1:-} == -- ]] && shift
     sb_is_host "$host" || sb_die "unknown host '$host' (${SB_HOSTS[*]})"
+    [[ $user == "$SB_USER" || $user == "$SB_ATTACK_USER" ]] ||
+      sb_die "exec --user: '$user' is neither $SB_USER nor $SB_ATTACK_USER"
+    if [[ $user == "$SB_ATTACK_USER" ]] && ! sb_is_attack_host "$host"; then
+      sb_die "exec --user $SB_ATTACK_USER: that user lives on ${SB_ATTACK_HOSTS[*]} only"
+    fi
     if ((as_root)); then
       local init
       init=$(sb_init_pid "$host")
@@ -114,7 +125,7 @@ main() {
       fi
       exec nsenter -t "$init" --net --uts --mount --pid -- bash -c "$*"
     fi
-    sb_user_argv "$host"
+    sb_user_argv "$host" "$user"
     if (($# == 0)); then
       # shellcheck disable=SC2016 # expanded by the inner shell
       exec "${SB_ARGV[@]}" bash -c 'cd "$HOME" 2>/dev/null; exec bash -i'

@@ -33,7 +33,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 AuthenticationMethods publickey
 AuthorizedKeysFile .ssh/authorized_keys
-AllowUsers $SB_USER
+AllowUsers $SB_USER $SB_ATTACK_USER
 StrictModes yes
 X11Forwarding no
 PrintMotd no

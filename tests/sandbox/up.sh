@@ -151,6 +151,19 @@ sb_ensure_user_locked() {
     mkdir -p "$SB_HOME"
     touch "$SB_ROOT/.created-home"
   fi
+  # The second user (the attack suite's), made and removed the same way.
+  if ! getent passwd "$SB_ATTACK_USER" >/dev/null; then
+    useradd --no-create-home --home-dir "$SB_ATTACK_HOME" --shell /bin/bash --user-group \
+      --comment "pvlaunch sandbox second user" "$SB_ATTACK_USER"
+    usermod -p '*' "$SB_ATTACK_USER"
+    touch "$SB_ROOT/.created-attack-user"
+  fi
+  [[ $(getent passwd "$SB_ATTACK_USER" | cut -d: -f6) == "$SB_ATTACK_HOME" ]] ||
+    sb_die "user $SB_ATTACK_USER exists with a home other than $SB_ATTACK_HOME"
+  if [[ ! -d $SB_ATTACK_HOME ]]; then
+    mkdir -p "$SB_ATTACK_HOME"
+    touch "$SB_ROOT/.created-attack-home"
+  fi
   # sshd's privilege separation directory (normally made by the init system).
   if [[ ! -d /run/sshd ]]; then
     mkdir -m 755 /run/sshd
@@ -164,7 +177,7 @@ sb_make_state() {
   local mode=$1 h
   mkdir -p "$SB_DIR"
   chmod 755 "$SB_DIR"
-  mkdir -p "$SB_DIR"/{pids,log,etc,share,hosts,home/desk,home/cluster}
+  mkdir -p "$SB_DIR"/{pids,log,etc,share,hosts,home/desk,home/cluster,home/attack}
   printf '%s\n' "$mode" >"$SB_DIR/firewall-mode"
   {
     printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n'
@@ -174,7 +187,7 @@ sb_make_state() {
   } >"$SB_DIR/etc/hosts"
   printf '# sandbox %s: no DNS inside\n' "$SB_ID" >"$SB_DIR/etc/resolv.conf"
   chmod 644 "$SB_DIR/etc/hosts" "$SB_DIR/etc/resolv.conf"
-  cp "$SB_LIB_DIR"/{init.py,probe.py,reverse_client.py,recipe1-job.sh} "$SB_DIR/share/"
+  cp "$SB_LIB_DIR"/{init.py,probe.py,reverse_client.py,recipe1-job.sh,attack.py} "$SB_DIR/share/"
   chmod 755 "$SB_DIR/share"
   chmod 644 "$SB_DIR"/share/*
   for h in "${SB_HOSTS[@]}"; do
@@ -252,7 +265,10 @@ sb_make_host() {
     mounts+=("mount --bind $SB_DIR/etc/resolv.conf /etc/resolv.conf")
   fi
   case $h in
-  login | node1 | node2) mounts+=("mount --bind $SB_DIR/slurm/etc /etc/slurm") ;;
+  login | node1 | node2)
+    mounts+=("mount --bind $SB_DIR/slurm/etc /etc/slurm")
+    mounts+=("mount --bind $SB_DIR/home/attack $SB_ATTACK_HOME")
+    ;;
   esac
   mkdir -p "$SB_DIR/slurm/etc"
   local m
@@ -288,6 +304,24 @@ sb_make_homes() {
     chmod 700 "$h" "$h/.ssh"
     chmod 600 "$h"/.ssh/*
   done
+  # A shared cluster home is usually 0755 (others may look in, not write): what pvlaunch puts
+  # there must protect itself. ~/.ssh stays 0700.
+  chmod 755 "$cluster"
+  sb_make_attack_home
+}
+
+# The second user's home on login, node1 and node2: its own key pair, accepted there.
+sb_make_attack_home() {
+  local a=$SB_DIR/home/attack
+  cp -a /etc/skel/. "$a/" 2>/dev/null || true
+  mkdir -p "$a/.ssh" "$a/bin" "$a/sandbox"
+  cp "$SB_DIR/share/attack.py" "$a/sandbox/"
+  ssh-keygen -q -t ed25519 -N '' -C "$SB_ATTACK_USER@sandbox-$SB_ID" -f "$a/.ssh/id_ed25519"
+  cp "$a/.ssh/id_ed25519.pub" "$a/.ssh/authorized_keys"
+  cp "$SB_DIR/etc/known_hosts" "$a/.ssh/known_hosts"
+  chown -R "$SB_ATTACK_USER:$SB_ATTACK_USER" "$a"
+  chmod 700 "$a" "$a/.ssh"
+  chmod 600 "$a"/.ssh/*
 }
 
 # --- munge, Slurm, Xvfb ------------------------------------------------------------------------
