@@ -481,6 +481,49 @@ fn client_wait_says_where_to_point_the_client_then_goes_on_once_it_listens() {
     f.assert_nothing_left();
 }
 
+/// Two sessions on one client port: the second refuses at once, before it logs in, instead of
+/// reaching the first one's client.
+#[test]
+fn a_second_session_on_the_same_client_port_refuses() {
+    use std::io::BufRead;
+    let f = Fake::new();
+    let port = free_port();
+    f.profile(&format!(
+        r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse" client-port="{port}"/></PVLaunch></Server>"#
+    ));
+    let mut first = f.spawn(&["--json", "connect", "c", "--client", "wait"]);
+    let mut lines = std::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("an event").unwrap();
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["event"] == "waiting_for_client" {
+            break;
+        }
+        assert_ne!(ev["event"], "done", "{ev}");
+    }
+    let second = f
+        .command(&["--json", "connect", "c", "--client", "wait"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert_eq!(second.status.code(), Some(8), "{out}");
+    assert!(
+        out.contains(&format!(
+            "port {port} is in use by another pvlaunch session"
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("ssh_connecting"),
+        "refused before the login: {out}"
+    );
+    signal(&first, libc::SIGTERM);
+    let _ = first.wait();
+    f.assert_nothing_left();
+}
+
 // The guard's heartbeat and cleanup, and the session's files on the cluster (src/remote.rs),
 // against the same fakes: the library's parts through a real `Master` over the fake ssh.
 
