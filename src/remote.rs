@@ -181,6 +181,8 @@ for p in "$d" "$d/bin" "$d/keys"; do
     printf 'pvlaunch:unsafe:unchecked %s\n' "$p"; exit 0
   fi
 done
+# Keys a guard could not remove (it was killed): a key is read only when its session starts.
+find "$d/keys" -type f -name '*.key' -mtime +0 -exec rm -f -- {} + 2> /dev/null
 printf 'pvlaunch:ok:%s\n' "$h""#;
 
 /// The command that prepares the home folders ([`prepare_home`]).

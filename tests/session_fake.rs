@@ -524,6 +524,51 @@ fn a_second_session_on_the_same_client_port_refuses() {
     f.assert_nothing_left();
 }
 
+/// A login node pvlaunch cannot run on: the session takes the plain path and says that other
+/// users could reach it; under `owned-hops="required"` it refuses instead, before any job.
+#[test]
+fn without_pvlaunch_on_the_cluster_the_plain_path_is_said_or_refused() {
+    let f = Fake::new();
+    f.touch("uname", "Linux sparc64\n");
+    let port = free_port();
+    // The person's client listens already (`--client wait`).
+    let _client = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for (policy, code) in [("preferred", 6), ("required", 6)] {
+        f.profile(&format!(
+            r#"<Server name="c" resource="csrc://"><CommandStartup><Command exec="pvlaunch"/></CommandStartup>
+  <PVLaunch><Login host="cluster"/><Job scheduler="slurm"/>
+  <Connection recipe="reverse" client-port="{port}" owned-hops="{policy}"/></PVLaunch></Server>"#
+        ));
+        let out = f
+            .command(&["--json", "connect", "c", "--client", "wait"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{policy}: {text}");
+        assert!(
+            text.contains("sparc64"),
+            "{policy}: names the machine: {text}"
+        );
+        if policy == "preferred" {
+            // It goes on (the fake forward faces no compute node, so the reverse recipe stops
+            // there), having said that the path is not its own.
+            assert!(
+                text.contains("other users of the cluster could reach"),
+                "{text}"
+            );
+            assert!(text.contains("forward_opened"), "{text}");
+        } else {
+            assert!(text.contains("requires owned hops"), "{text}");
+            assert!(!text.contains("forward_opened"), "{text}");
+        }
+        assert!(
+            !f.read("scheduler.log").contains("sbatch"),
+            "no job: {text}"
+        );
+    }
+    f.assert_nothing_left();
+}
+
 // The guard's heartbeat and cleanup, and the session's files on the cluster (src/remote.rs),
 // against the same fakes: the library's parts through a real `Master` over the fake ssh.
 
@@ -867,6 +912,18 @@ async fn the_session_key_and_the_run_folder_through_the_master() {
         home.write_key(&master, "../x", &secret).await,
         Err(RemoteError::InvalidTag(_))
     ));
+    // A key a killed guard left two days ago goes at the next session; a fresh one stays.
+    let keys = f.home().join(".cache/pvlaunch/keys");
+    std::fs::write(keys.join("old.key"), "x").unwrap();
+    let status = Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(keys.join("old.key"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    remote::prepare_home(&master).await.unwrap();
+    assert!(!keys.join("old.key").exists(), "a stale key is swept");
+    assert!(Path::new(&key).exists(), "this session's key stays");
     let run = home.make_run_dir(&master).await.unwrap();
     assert!(run.starts_with(&format!("{}/pvlaunch.", tmp.path().display())));
     let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
