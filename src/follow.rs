@@ -319,10 +319,22 @@ impl Follow {
                 }
                 if changed {
                     out.push(Action::Emit(Event::JobQueued {
-                        job_id: job,
+                        job_id: job.clone(),
                         reason: reason.clone(),
                         estimated_start: estimated_start.clone(),
                     }));
+                }
+                // No dead waits: a reason that waiting cannot resolve ends the session now.
+                if let Some(r) = reason
+                    && let Some(never) = crate::scheduler::never_starts(r)
+                {
+                    let failure = Failure::NeverStarts {
+                        job,
+                        reason: r.clone(),
+                        why: never.why,
+                        change: never.change,
+                    };
+                    return self.finish(Finish::Now(failure.into()), out);
                 }
                 let pause = self.pause;
                 // Back off only after the first quick look.
@@ -617,6 +629,30 @@ mod tests {
             Some(Finish::Now(Ending::Failed(f))) => f,
             other => panic!("expected a failure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_reason_waiting_cannot_resolve_ends_the_session_at_once() {
+        let mut r = Run::new(cfg(false));
+        // A reason that passes on its own is waited on.
+        r.state(queued());
+        assert!(r.ending().is_none());
+        let a = r.state(JobState::Queued {
+            reason: Some("PartitionNodeLimit".into()),
+            estimated_start: None,
+        });
+        assert!(
+            emitted(&a, "job_queued"),
+            "the reason is shown first: {a:?}"
+        );
+        let f = failure(r.ending());
+        assert!(f.to_string().contains("will never start"), "{f}");
+        assert!(
+            f.to_string().contains("more nodes than the partition"),
+            "{f}"
+        );
+        assert!(f.hint().unwrap().contains("<Job nodes>"));
+        assert_eq!(f.code(), Code::Job);
     }
 
     #[test]

@@ -151,6 +151,14 @@ pub enum Failure {
     /// The connection closed at once and nobody said why.
     #[error("the connection closed before the ParaView handshake completed")]
     ClosedEarly,
+    /// The scheduler's pending reason says the job can never start.
+    #[error("job {job} will never start: {why} (the scheduler says {reason})")]
+    NeverStarts {
+        job: String,
+        reason: String,
+        why: &'static str,
+        change: &'static str,
+    },
     /// A bug, or an error without a more precise kind.
     #[error("{message}")]
     Internal { message: String },
@@ -171,7 +179,8 @@ impl Failure {
             | CancelledOutside { .. }
             | Walltime { .. }
             | NodeFailed { .. }
-            | JobFailedDuringSession { .. } => Code::Job,
+            | JobFailedDuringSession { .. }
+            | NeverStarts { .. } => Code::Job,
             QueueTimeout { .. }
             | ConnectTimeout { .. }
             | SchedulerUnreachable { .. }
@@ -205,6 +214,7 @@ impl Failure {
                 "the scheduler's controller may be overloaded; the guard on the login node cancels any job this session made",
             ),
             JobEnded { .. } => s("the job's output above says why"),
+            NeverStarts { change, .. } => s(change),
             Requeued { .. } => s(
                 "connect again: the requeued job was cancelled (a new pvserver would not find this client)",
             ),

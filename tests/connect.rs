@@ -1390,6 +1390,43 @@ impl Drop for ControllerHung {
     }
 }
 
+/// Three nodes on the sandbox's two-node partition: the real Slurm's pending reason says the job
+/// can never start, and pvlaunch ends at once (not at the queue timeout) with what to change.
+#[test]
+fn a_job_that_can_never_start_ends_the_command_at_once() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(gateway_ports_open());
+    install(sb);
+    let started = std::time::Instant::now();
+    let out = sb.run_timeout(
+        Host::Desk,
+        "bin/pvlaunch -f sandbox.pvsc -f variants.pvsc --json connect too-many-nodes --client pvpython --script hold.py",
+        SESSION_TIMEOUT,
+    );
+    assert_eq!(out.code, Some(5), "{out}");
+    let evs = events(&out.stdout);
+    let error = event(&evs, "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("will never start"),
+        "{error}"
+    );
+    assert!(
+        error["hint"].as_str().unwrap_or("").contains("<Job"),
+        "{error}"
+    );
+    // Far below the queue timeout (24 h by default).
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_job_gone_soon(sb);
+    sb.assert_no_leaks();
+}
+
 /// Ctrl-C while the real controller hangs: the cancel cannot get through, cleanup says so (not
 /// "cancelled"), and the guard on the login node cancels the job once slurmctld answers again.
 #[test]

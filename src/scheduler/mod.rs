@@ -388,6 +388,84 @@ impl fmt::Display for JobId {
     }
 }
 
+/// Why a queued job will never start, as the scheduler's pending reason says, and what to
+/// change: waiting on it would only end at the queue timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeverStarts {
+    /// The reason in words.
+    pub why: &'static str,
+    /// What the user can change.
+    pub change: &'static str,
+}
+
+/// Slurm's pending reasons (`squeue %r`) that waiting cannot resolve. Reasons that can pass on
+/// their own (`Resources`, `Priority`, `ReqNodeNotAvail` for nodes that may come back, limits
+/// shared with other jobs) are not here.
+const NEVER_STARTS: &[(&str, NeverStarts)] = &[
+    (
+        "PartitionNodeLimit",
+        NeverStarts {
+            why: "the job asks for more nodes than the partition allows",
+            change: "ask for fewer nodes (<Job nodes>), or choose a larger partition (<Job partition>)",
+        },
+    ),
+    (
+        "PartitionTimeLimit",
+        NeverStarts {
+            why: "the job's wall time is longer than the partition allows",
+            change: "ask for a shorter wall time (<Job walltime>), or choose another partition",
+        },
+    ),
+    (
+        "PartitionConfig",
+        NeverStarts {
+            why: "the partition's configuration can never run this job (nodes, cores or memory asked for)",
+            change: "ask for less (<Job nodes>, <Job ranks-per-node>, memory directives) or choose another partition (<Job partition>); `sinfo -p PARTITION` shows what it has",
+        },
+    ),
+    (
+        "InvalidAccount",
+        NeverStarts {
+            why: "the job's account is not valid for you",
+            change: "set <Job account> to an account of yours (`sacctmgr show assoc user=$USER`)",
+        },
+    ),
+    (
+        "InvalidQOS",
+        NeverStarts {
+            why: "the job's QOS is not valid for you",
+            change: "choose a QOS you may use (`sacctmgr show assoc user=$USER format=qos`)",
+        },
+    ),
+    (
+        "BadConstraints",
+        NeverStarts {
+            why: "no node has the features the job asks for",
+            change: "check the job's constraints (<Directive value=\"--constraint=...\"/>) against `sinfo -o %f`",
+        },
+    ),
+    (
+        "DependencyNeverSatisfied",
+        NeverStarts {
+            why: "the job depends on a job that will never end the way it asks",
+            change: "remove the dependency from the job's directives",
+        },
+    ),
+];
+
+/// Whether a queued job's pending `reason` means it will never start ([`NEVER_STARTS`]); the
+/// reason's first word counts (Slurm may append details in parentheses).
+pub fn never_starts(reason: &str) -> Option<NeverStarts> {
+    let word = reason
+        .split(|c: char| c == '(' || c == ',' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    NEVER_STARTS
+        .iter()
+        .find(|(name, _)| *name == word)
+        .map(|(_, n)| *n)
+}
+
 /// Where a job is in its life, as far as the scheduler says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
@@ -805,6 +883,30 @@ fn non_empty(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pending_reasons_that_never_resolve() {
+        assert!(super::never_starts("PartitionNodeLimit").is_some());
+        assert!(
+            super::never_starts("PartitionTimeLimit")
+                .unwrap()
+                .change
+                .contains("walltime")
+        );
+        assert!(super::never_starts("InvalidAccount").is_some());
+        // Slurm may add details after the reason's name.
+        assert!(super::never_starts("BadConstraints (a, b)").is_some());
+        for transient in [
+            "Priority",
+            "Resources",
+            "ReqNodeNotAvail, UnavailableNodes:node3",
+            "None",
+            "",
+            "PartitionNodeLimitX",
+        ] {
+            assert!(super::never_starts(transient).is_none(), "{transient}");
+        }
+    }
+
     use super::*;
 
     #[test]
