@@ -479,24 +479,30 @@ async fn start_listening_client(
     }
     // A client the person started must be theirs: another user's program on the port would
     // get this session's pvserver.
-    let me = crate::relay::effective_uid();
-    if let Some(uid) = client::listening_owners(plan.client_port)
-        .into_iter()
-        .find(|&u| u != me)
-    {
-        return Err(Failure::client(
-            format!(
-                "the program listening on port {} belongs to another user (uid {uid}), not to you",
-                plan.client_port
-            ),
-            Some("choose another port with --port, and start your client there"),
-        ));
-    }
+    client_is_ours(plan.client_port)?;
     reporter.emit(Event::ClientListening {
         port: plan.client_port,
         mode: plan.client.name().into(),
     });
     Ok(())
+}
+
+/// The listener on the client's `port` is this user's (not another user's program, which would
+/// get this session's pvserver).
+fn client_is_ours(port: u16) -> Result<(), Failure> {
+    let me = crate::relay::effective_uid();
+    match client::listening_owners(port)
+        .into_iter()
+        .find(|&u| u != me)
+    {
+        Some(uid) => Err(Failure::client(
+            format!(
+                "the program listening on port {port} belongs to another user (uid {uid}), not to you"
+            ),
+            Some("choose another port with --port, and start your client there"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Claim the client's port for this session (one session per port).
@@ -897,18 +903,7 @@ impl Follower<'_> {
                 )),
             });
         }
-        let me = crate::relay::effective_uid();
-        if let Some(uid) = client::listening_owners(client_port)
-            .into_iter()
-            .find(|&u| u != me)
-        {
-            return Err(Failure::client(
-                format!(
-                    "the program listening on port {client_port} belongs to another user (uid {uid}), not to you"
-                ),
-                Some("choose another port with --port"),
-            ));
-        }
+        client_is_ours(client_port)?;
         reporter.emit(Event::ClientListening {
             port: client_port,
             mode: plan.client.name().into(),

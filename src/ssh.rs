@@ -615,47 +615,17 @@ impl Master {
         remote: u16,
         local: u16,
     ) -> Result<(), SshError> {
-        let out = run(
-            &self.target.cancel_remote_forward_argv(bind, remote, local),
-            None,
-            COMMAND_TIMEOUT,
-        )
-        .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(SshError::ForwardRefused { stderr: out.stderr })
-        }
+        forward_request(&self.target.cancel_remote_forward_argv(bind, remote, local)).await
     }
 
     /// Open `-R PATH:localhost:local`, a Unix socket on the login node.
     pub async fn forward_remote_socket(&self, path: &str, local: u16) -> Result<(), SshError> {
-        let out = run(
-            &self.target.remote_socket_forward_argv(path, local),
-            None,
-            COMMAND_TIMEOUT,
-        )
-        .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(SshError::ForwardRefused { stderr: out.stderr })
-        }
+        forward_request(&self.target.remote_socket_forward_argv(path, local)).await
     }
 
     /// Open `-L 127.0.0.1:local:host:port`.
     pub async fn forward_local(&self, local: u16, host: &str, port: u16) -> Result<(), SshError> {
-        let out = run(
-            &self.target.local_forward_argv(local, host, port),
-            None,
-            COMMAND_TIMEOUT,
-        )
-        .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(SshError::ForwardRefused { stderr: out.stderr })
-        }
+        forward_request(&self.target.local_forward_argv(local, host, port)).await
     }
 
     /// Close the master (and with it every forward and session): `-O exit`, then signals.
@@ -675,6 +645,16 @@ impl Master {
 
 /// A private folder (mode 0700) for the control socket; short, because socket paths are
 /// limited to about 100 bytes.
+/// A forward request (`-O forward` or `-O cancel`) to the master: refused unless ssh says yes.
+async fn forward_request(argv: &[String]) -> Result<(), SshError> {
+    let out = run(argv, None, COMMAND_TIMEOUT).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(SshError::ForwardRefused { stderr: out.stderr })
+    }
+}
+
 pub fn private_dir() -> std::io::Result<tempfile::TempDir> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
