@@ -827,24 +827,7 @@ impl Follower<'_> {
                 })?;
         self.events = Some(events);
         let url = client::url(false, relay_port);
-        reporter.emit(Event::TunnelOpened {
-            node: node.clone(),
-            port,
-            url: url.clone(),
-        });
-        if plan.client == Mode::Wait {
-            reporter.emit(Event::WaitingForClient {
-                url: url.clone(),
-                connect_id: plan.connect_id,
-            });
-        }
-        if let Some(argv) = plan.client_argv_for(&url) {
-            let env = client_env(plan, &url, relay_port, plan.connect_timeout);
-            match client::start(&argv, &env) {
-                Ok(c) => held.client = Some(c),
-                Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
-            }
-        }
+        tunnel_opened(plan, held, reporter, &node, port, &url, relay_port)?;
         Ok(node)
     }
 }
@@ -872,24 +855,7 @@ impl Follower<'_> {
                 .map_err(|e| Failure::internal(format!("no free local port: {e}")))?
         };
         let url = client::url(true, client_port);
-        reporter.emit(Event::TunnelOpened {
-            node: node.to_string(),
-            port,
-            url: url.clone(),
-        });
-        if plan.client == Mode::Wait {
-            reporter.emit(Event::WaitingForClient {
-                url: url.clone(),
-                connect_id: plan.connect_id,
-            });
-        }
-        if let Some(argv) = plan.client_argv_for(&url) {
-            let env = client_env(plan, &url, client_port, plan.connect_timeout);
-            match client::start(&argv, &env) {
-                Ok(c) => held.client = Some(c),
-                Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
-            }
-        }
+        tunnel_opened(plan, held, reporter, node, port, &url, client_port)?;
         let wait = if plan.client == Mode::Wait {
             plan.connect_timeout
         } else {
@@ -913,6 +879,38 @@ impl Follower<'_> {
         held.join = Some(tokio::spawn(join(tunnel, client_port, secret, tx)));
         Ok(())
     }
+}
+
+/// The tunnel to `node:port` is open: say where the client goes (`url`, on local `client_port`),
+/// and start the client pvlaunch runs.
+fn tunnel_opened(
+    plan: &Plan,
+    held: &mut Held,
+    reporter: &mut Reporter,
+    node: &str,
+    port: u16,
+    url: &str,
+    client_port: u16,
+) -> Result<(), Failure> {
+    reporter.emit(Event::TunnelOpened {
+        node: node.to_string(),
+        port,
+        url: url.to_string(),
+    });
+    if plan.client == Mode::Wait {
+        reporter.emit(Event::WaitingForClient {
+            url: url.to_string(),
+            connect_id: plan.connect_id,
+        });
+    }
+    if let Some(argv) = plan.client_argv_for(url) {
+        let env = client_env(plan, url, client_port, plan.connect_timeout);
+        match client::start(&argv, &env) {
+            Ok(c) => held.client = Some(c),
+            Err(e) => return Err(Failure::client(e.to_string(), Some(e.hint()))),
+        }
+    }
+    Ok(())
 }
 
 /// Connect to the tunnel (proving the key to the node agent) and to the listening client, and

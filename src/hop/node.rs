@@ -27,7 +27,7 @@ use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Child;
 use tokio::task::JoinSet;
 
@@ -503,7 +503,8 @@ async fn bind_public(addr: &PublicAddr) -> io::Result<TcpListener> {
 
 /// Connect to the `--to` endpoint and prove the key.
 async fn reach(target: &Target, secret: &Secret) -> Result<Outer, ReachError> {
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(target)).await;
+    let connected =
+        tokio::time::timeout(CONNECT_TIMEOUT, crate::relay::connect_target(target)).await;
     let mut stream = match connected {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => {
@@ -527,31 +528,6 @@ async fn reach(target: &Target, secret: &Secret) -> Result<Outer, ReachError> {
         source,
     })?;
     Ok(stream)
-}
-
-/// One connection to `target` (every address of a host name in turn).
-async fn connect(target: &Target) -> io::Result<Outer> {
-    match target {
-        Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
-        Target::Tcp { host, port } => {
-            let addrs: Vec<SocketAddr> = match host {
-                Host::Ip(ip) => vec![SocketAddr::new(*ip, *port)],
-                Host::Name(name) => tokio::net::lookup_host((name.as_str(), *port))
-                    .await?
-                    .collect(),
-            };
-            let mut last = None;
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        return Ok(Stream::Tcp(stream));
-                    }
-                    Err(err) => last = Some(err),
-                }
-            }
-            Err(last.unwrap_or_else(|| io::Error::other(format!("{host} resolves to no address"))))
-        }
-    }
 }
 
 /// Join pvserver's stream and the other hop's, both ways, each direction's end passed on as a

@@ -70,6 +70,11 @@ pub use config::{
     RelayConfig, Rule, parse_duration,
 };
 pub use conn::bridge;
+
+/// Connect to `target` (every address of a host name in turn), as the relay does.
+pub(crate) async fn connect_target(target: &Target) -> std::io::Result<Stream> {
+    conn::connect(target, None).await.map(|(stream, _)| stream)
+}
 pub use endpoint::{EndpointError, Host, ListenAddr, Target};
 pub use events::{CloseReason, EventSender, Peer, RefuseReason, RelayEvent};
 pub use portfwd::ConfigError;
