@@ -8,7 +8,8 @@
 //!    process group (stopped as a group on SIGTERM, SIGINT or SIGHUP; the scheduler can still
 //!    kill it, and a parent-death SIGKILL takes it down if this process is killed).
 //! 4. Accept exactly one loopback connection whose peer socket belongs to this user
-//!    ([`super::peer::owner`]); others are closed at once ([`REFUSED_MARKER`]).
+//!    ([`super::peer::owner`]); others are closed at once ([`REFUSED_MARKER`]). Say how long
+//!    that took ([`STARTED_MARKER`]: MPI's own start-up is in it).
 //! 5. `--to`: connect to the endpoint and prove the key ([`preamble::connect_within`]);
 //!    `--listen`: accept connections until one proves the key ([`preamble::accept_within`],
 //!    [`MAX_PENDING`] at once), then close the listener. Then [`OPEN_MARKER`].
@@ -43,6 +44,9 @@ pub const LISTENING_MARKER: &str = "pvlaunch-node: listening: ";
 pub const OPEN_MARKER: &str = "pvlaunch-node: open: ";
 /// Starts every error line on stderr.
 pub const ERROR_MARKER: &str = "pvlaunch-node: error: ";
+/// Printed on stderr when pvserver has connected to the agent: `MARKER SECONDS s`, the time
+/// from starting the launcher (MPI's own start-up included).
+pub const STARTED_MARKER: &str = "pvlaunch-node: pvserver connected after ";
 /// Printed on stderr for a loopback connection of another user: `MARKER UID` or
 /// `MARKER unknown`.
 pub const REFUSED_MARKER: &str = "pvlaunch-node: refused a connection from uid ";
@@ -251,6 +255,24 @@ async fn supervise<T>(
     }
 }
 
+/// pvserver's own connection on the loopback listener, and how long pvserver (MPI's start-up
+/// included) took to make it: [`STARTED_MARKER`] on stderr.
+async fn own_server(
+    loopback: TcpListener,
+    child: &mut Child,
+    signals: &mut Signals,
+) -> Result<TcpStream, Code> {
+    let started = std::time::Instant::now();
+    match supervise(accept_own(loopback), child, signals).await {
+        Ok(Ok(server)) => {
+            crate::say_err!("{STARTED_MARKER}{:.1} s", started.elapsed().as_secs_f64());
+            Ok(server)
+        }
+        Ok(Err(err)) => Err(abandon(child, accept_failed(err)).await),
+        Err(code) => Err(code),
+    }
+}
+
 /// The path cannot be opened: say why, stop pvserver, [`EXIT_UNREACHABLE`].
 async fn abandon(child: &mut Child, why: impl std::fmt::Display) -> Code {
     let code = failed(why);
@@ -308,9 +330,8 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
 
     let (server, outer, what) = match next {
         Next::To(target) => {
-            let server = match supervise(accept_own(loopback), &mut child, &mut signals).await {
-                Ok(Ok(server)) => server,
-                Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
+            let server = match own_server(loopback, &mut child, &mut signals).await {
+                Ok(server) => server,
                 Err(code) => return code,
             };
             match supervise(reach(target, &secret), &mut child, &mut signals).await {
@@ -326,9 +347,8 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             }
         }
         Next::Listen(public) => {
-            let server = match supervise(accept_own(loopback), &mut child, &mut signals).await {
-                Ok(Ok(server)) => server,
-                Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
+            let server = match own_server(loopback, &mut child, &mut signals).await {
+                Ok(server) => server,
                 Err(code) => return code,
             };
             if let Some(line) = &listening {
