@@ -66,7 +66,8 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         connect_id: connect_id_override(&mode, environment, resolved.connect_id),
         keep_job: args.keep_job,
     };
-    let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let batch = crate::auth::choose(&crate::auth::Surroundings::here(launch.askpass.as_deref()))
+        .batch_mode();
     let plan = match plan::build(
         resolved,
         &launch,

@@ -7,6 +7,7 @@
 // waitid), `relay::sys` (allowed in `relay`), and `profile`'s gethostname.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -9,6 +9,15 @@ use std::process::ExitCode;
 use pvlaunch::cli::Command;
 
 fn main() -> ExitCode {
+    // Run by ssh as its askpass (macOS): the prompt is the one argument.
+    if std::env::var_os(pvlaunch::auth::BUILTIN_ASKPASS_ENV).is_some_and(|v| v == "1")
+        && std::env::var_os("SSH_ASKPASS_REQUIRE").is_some()
+    {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if let [prompt] = args.as_slice() {
+            return ExitCode::from(pvlaunch::auth::builtin_askpass(prompt) as u8);
+        }
+    }
     install_hooks();
     let cli = <pvlaunch::cli::Cli as clap::Parser>::parse();
     // The relay logs each connection by default; the other commands only warnings.

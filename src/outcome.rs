@@ -58,7 +58,11 @@ pub enum Failure {
     Profile { message: String },
     /// Logging in to the login node failed.
     #[error("{message}")]
-    SshLogin { message: String },
+    SshLogin {
+        message: String,
+        /// What to do ([`crate::auth::diagnose`]); a general check when `None`.
+        hint: Option<String>,
+    },
     /// A command over the session's ssh connection failed or could not run.
     #[error("{message}")]
     Ssh {
@@ -202,7 +206,8 @@ impl Failure {
             | Client { hint, .. }
             | NoRelay { hint, .. } => hint.clone(),
             Profile { .. } => s("`pvlaunch validate FILE` shows every problem with its line"),
-            SshLogin { .. } => {
+            SshLogin { hint: Some(h), .. } => Some(h.clone()),
+            SshLogin { hint: None, .. } => {
                 s("check that `ssh HOST` works in a terminal (host alias, keys, known_hosts)")
             }
             SshDropped { job: Some(job) } => Some(format!(

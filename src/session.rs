@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
+use crate::auth;
 use crate::client::{self, Mode};
 use crate::events::{Event, Reporter};
 use crate::exit::Code;
@@ -182,19 +183,32 @@ async fn steps(
     reporter.emit(Event::SshConnecting {
         destination: plan.login.clone(),
     });
-    let batch = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let asker = auth::choose(&auth::Surroundings::here(launch.askpass.as_deref()));
     // While ssh may ask something (a passphrase, a host key, a one-time code), the terminal is
     // ssh's: no spinner over its prompt.
-    if !batch {
+    if asker == auth::Asker::Terminal {
         reporter.hand_over_terminal();
     }
-    let started = Master::start(target, batch).await;
+    let started = Master::start(target, &asker).await;
     reporter.take_back_terminal();
     let master = match started {
         Ok(m) => held.master.insert(m),
+        Err(ssh::SshError::MasterExited {
+            destination,
+            stderr,
+        }) => {
+            // Never tried again: a site may lock the account after failed codes.
+            let said = auth::diagnose(&stderr, &destination, &asker);
+            return Err(Failure::SshLogin {
+                message: said.message,
+                hint: Some(said.hint),
+            }
+            .into());
+        }
         Err(e) => {
             return Err(Failure::SshLogin {
                 message: e.to_string(),
+                hint: None,
             }
             .into());
         }

@@ -384,6 +384,54 @@ async fn run_labelled(
     }
 }
 
+/// The longest line of ssh's login output passed on (a hostile banner may have no newline).
+const LOGIN_LINE_MAX: usize = 4096;
+
+/// ssh's stderr while it logs in: each line passed on to stderr while `echo` is set (cleaned of
+/// escapes), the last [`STDERR_LIMIT`] bytes kept for the failure message.
+async fn read_login_stderr(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    echo: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let show = |line: &[u8]| {
+        if echo.load(std::sync::atomic::Ordering::SeqCst) {
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            crate::say_err!("{}", crate::term::sanitize(text));
+        }
+    };
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        kept.extend_from_slice(chunk);
+        if kept.len() > 2 * STDERR_LIMIT {
+            let extra = kept.len() - STDERR_LIMIT;
+            kept.drain(..extra);
+        }
+        for &b in chunk {
+            line.push(b);
+            if b == b'\n' || line.len() >= LOGIN_LINE_MAX {
+                show(&line);
+                line.clear();
+            }
+        }
+    }
+    if !line.is_empty() {
+        show(&line);
+    }
+    if kept.len() > STDERR_LIMIT {
+        let extra = kept.len() - STDERR_LIMIT;
+        kept.drain(..extra);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
 /// Which part of a stream [`read_bounded`] keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keep {
@@ -475,27 +523,37 @@ pub struct Master {
 
 impl Master {
     /// Start the master and wait until it accepts requests (the user may be typing a password).
-    pub async fn start(target: Target, batch_mode: bool) -> Result<Master, SshError> {
-        let argv = target.master_argv(batch_mode);
+    /// `asker` says who answers ssh's questions ([`crate::auth`]). What ssh says while it logs
+    /// in (a site's banner, a one-time code's instructions, a host key warning) is passed on to
+    /// stderr, cleaned of terminal escapes; after that only its last lines are kept.
+    pub async fn start(target: Target, asker: &crate::auth::Asker) -> Result<Master, SshError> {
+        let argv = target.master_argv(asker.batch_mode());
         let mut cmd = process::command(&argv, Kind::Helper);
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .envs(asker.env());
+        tracing::debug!("login: {}", asker.describe());
         let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
             program: argv[0].clone(),
             source,
         })?;
-        let mut pipe = child.stderr.take().expect("piped");
+        let pipe = child.stderr.take().expect("piped");
+        let echo = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         // Untrusted and unbounded (a banner, a hostile server): its last lines are kept.
-        let stderr = tokio::spawn(async move {
-            match read_bounded(&mut pipe, STDERR_LIMIT, Keep::Tail).await {
-                Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(_) => String::new(),
-            }
-        });
+        let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
         let mut master = Master {
             target,
             child,
             stderr,
         };
+        let started = master.wait_ready().await;
+        echo.store(false, std::sync::atomic::Ordering::SeqCst);
+        started.map(|()| master)
+    }
+
+    /// Until the master answers `-O check`, it exits, or [`AUTH_TIMEOUT`] passes.
+    async fn wait_ready(&mut self) -> Result<(), SshError> {
+        let master = self;
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -509,7 +567,7 @@ impl Master {
             if master.target.control_path.exists() {
                 let out = run(&master.target.check_argv(), None, COMMAND_TIMEOUT).await?;
                 if out.success() {
-                    return Ok(master);
+                    return Ok(());
                 }
             }
             if tokio::time::Instant::now() > deadline {

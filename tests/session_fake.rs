@@ -627,7 +627,14 @@ impl Fake {
             control_path: self.dir.path().join("cm"),
             extra_options: vec![],
         };
-        Master::start(target, true).await.unwrap()
+        Master::start(
+            target,
+            &pvlaunch::auth::Asker::Nobody {
+                why: pvlaunch::auth::Nobody::NoTerminalNoDisplay,
+            },
+        )
+        .await
+        .unwrap()
     }
 
     fn home(&self) -> PathBuf {

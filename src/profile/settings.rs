@@ -148,6 +148,12 @@ pub struct Login {
     /// Comma-separated jump hosts, passed to `ssh -J`.
     pub jump: Option<Value>,
     pub port: Option<Value>,
+    /// The askpass program ssh asks through when there is no terminal.
+    pub askpass: Option<Value>,
+    /// How long pvlaunch's own ssh master stays after a session (`no`, `30m`, `8h`).
+    pub persist: Value,
+    /// Whether a master the user already runs for the host is used.
+    pub reuse_master: Value,
 }
 
 /// `<Job scheduler nodes ranks-per-node walltime partition account name queue-timeout>` with
@@ -209,7 +215,15 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         element: "Login",
-        attrs: &["host", "user", "jump", "port"],
+        attrs: &[
+            "host",
+            "user",
+            "jump",
+            "port",
+            "askpass",
+            "persist",
+            "reuse-master",
+        ],
         required: &["host"],
         children: &[],
     },
@@ -400,6 +414,9 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             user: get(login, "user"),
             jump: get(login, "jump"),
             port: get(login, "port"),
+            askpass: get(login, "askpass"),
+            persist: get_or(login, "persist", "no", at),
+            reuse_master: get_or(login, "reuse-master", "yes", at),
         },
         job: Job {
             scheduler: get_or(job, "scheduler", "slurm", at),
@@ -542,6 +559,9 @@ impl Settings {
         let login_user = r.opt(&self.login.user, check_user);
         let jump_hosts = r.opt(&self.login.jump, check_jump);
         let login_port = r.opt(&self.login.port, |t| port(t, "ssh port", 1));
+        let askpass = r.opt(&self.login.askpass, check_one_line);
+        let persist = r.read(&self.login.persist, parse_persist);
+        let reuse_master = r.read(&self.login.reuse_master, |t| yes_no(t, "reuse-master"));
         let scheduler = r.read(&self.job.scheduler, parse_scheduler);
         let nodes = r.read(&self.job.nodes, parse_nodes);
         let ranks_per_node = r.read(&self.job.ranks_per_node, parse_ranks);
@@ -577,6 +597,9 @@ impl Settings {
             login_user: non_empty(login_user?),
             jump_hosts: jump_hosts?.unwrap_or_default(),
             login_port: login_port?,
+            askpass: non_empty(askpass?),
+            persist: persist?,
+            reuse_master: reuse_master?,
             scheduler: scheduler?,
             nodes: nodes?,
             ranks_per_node: ranks_per_node?,
@@ -640,6 +663,41 @@ fn parse_walltime(text: &str) -> Check<Walltime> {
             ),
         )
     })
+}
+
+/// `no`, or a duration: `90s`, `30m`, `8h`, `1d` (at most 7 days), as ssh's `ControlPersist`.
+fn parse_persist(text: &str) -> Check<Option<std::time::Duration>> {
+    if text == "no" {
+        return Ok(None);
+    }
+    let hint = || Some("`no`, or a number with s, m, h or d: e.g. `8h` (at most 7 days)".into());
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err((format!("persist `{text}` is not a duration"), hint())),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| (format!("persist `{text}` is not a duration"), hint()))?;
+    let secs = n.saturating_mul(scale);
+    if secs == 0 || secs > 7 * 86_400 {
+        return Err((format!("persist `{text}` is out of range"), hint()));
+    }
+    Ok(Some(std::time::Duration::from_secs(secs)))
+}
+
+fn yes_no(text: &str, what: &str) -> Check<bool> {
+    match text {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err((format!("{what} must be `yes` or `no`, not `{text}`"), None)),
+    }
 }
 
 fn parse_owned_hops(text: &str) -> Check<OwnedHops> {
@@ -867,6 +925,13 @@ pub struct Launch {
     pub login_user: Option<String>,
     pub jump_hosts: Vec<String>,
     pub login_port: Option<u16>,
+    /// `<Login askpass>`: the program ssh asks through without a terminal.
+    pub askpass: Option<String>,
+    /// `<Login persist>`: how long pvlaunch's own master stays after the session (`None`: it
+    /// ends with the session).
+    pub persist: Option<std::time::Duration>,
+    /// `<Login reuse-master>`: use a master the user runs for the host.
+    pub reuse_master: bool,
     pub scheduler: Kind,
     pub nodes: u32,
     pub ranks_per_node: u32,
@@ -914,6 +979,9 @@ impl Launch {
             login_user: None,
             jump_hosts: vec![],
             login_port: None,
+            askpass: None,
+            persist: None,
+            reuse_master: true,
             scheduler: Kind::Slurm,
             nodes: 1,
             ranks_per_node: 2,
@@ -1045,6 +1113,13 @@ impl Settings {
                     .port
                     .as_ref()
                     .map(|v| sub_in(v, &[], Place::Value)),
+                askpass: self
+                    .login
+                    .askpass
+                    .as_ref()
+                    .map(|v| sub_in(v, &[], Place::Value)),
+                persist: sub_in(&self.login.persist, &[], Place::Value),
+                reuse_master: sub_in(&self.login.reuse_master, &[], Place::Value),
             },
             job: Job {
                 scheduler: sub_in(&self.job.scheduler, &[], Place::Value),
