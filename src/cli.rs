@@ -84,6 +84,15 @@ Exit codes: 0 session ended, 2 usage, 3 invalid profile, 4 ssh, 5 job failed, 6 
 allow the recipe, 7 timeout, 8 client, 128+N signal N.")]
     Connect(ConnectArgs),
 
+    /// End the ssh login pvlaunch kept for a profile's login host (`persist`).
+    ///
+    /// Sessions that used `--persist` or <Login persist> leave their ssh master running so the
+    /// next session needs no one-time code; this ends it at once. Exit 0 when it ended or there
+    /// was none.
+    #[command(after_long_help = "Examples:
+  pvlaunch logout cluster-a")]
+    Logout(LogoutArgs),
+
     /// Forward TCP or Unix-socket connections, like portfwd (in the foreground).
     ///
     /// Each --listen is paired with the --to at the same position; --config reads portfwd's
@@ -212,6 +221,22 @@ pub struct ConnectArgs {
     /// Print the plan (every command, port and timeout) and run nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Keep this session's ssh login for DURATION once unused (`30m`, `8h`, `1d`), so later
+    /// sessions need no password or one-time code; overrides <Login persist>. End it with
+    /// `pvlaunch logout PROFILE`.
+    #[arg(long, value_name = "DURATION")]
+    pub persist: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The profile whose login host's kept ssh login to end.
+    pub name: String,
+
+    /// Set an option, as for connect (the login host may depend on one).
+    #[arg(long = "set", value_name = "OPTION=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Args)]

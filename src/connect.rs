@@ -32,24 +32,24 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         Ok(r) => r,
         Err(f) => return Ok(fail_early(json, f)),
     };
-    let Some(launch) = picked.launch.clone() else {
+    let Some(mut launch) = picked.launch.clone() else {
         return plain(resolved, environment, json, args, &request);
     };
+    if let Some(text) = &args.persist {
+        match crate::profile::settings::parse_persist(text) {
+            Ok(persist) => launch.persist = persist,
+            Err((message, hint)) => {
+                return Ok(fail_early(json, Failure::Usage { message: format!("--persist: {message}"), hint }));
+            }
+        }
+    }
     let mode = match decide_mode(&request, environment) {
         Ok(m) => m,
         Err(f) => return Ok(fail_early(json, f)),
     };
     let style = style_for(json, &mode, environment);
     let private_dir = ssh::private_dir()?;
-    let target = ssh::Target {
-        program: "ssh".into(),
-        destination: launch.login_host.clone(),
-        user: launch.login_user.clone(),
-        port: launch.login_port,
-        jump_hosts: launch.jump_hosts.clone(),
-        control_path: ssh::control_path(private_dir.path()),
-        extra_options: vec![],
-    };
+    let target = ssh_target(&launch, ssh::control_path(private_dir.path()));
     // Under ParaView, the port it listens on is in the environment.
     let port = args.port.or_else(|| {
         (mode == client::Mode::None)
@@ -119,6 +119,52 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         }
     }
     Ok(code)
+}
+
+/// How ssh reaches the profile's login node, through the master socket `control_path`.
+fn ssh_target(launch: &profile::settings::Launch, control_path: std::path::PathBuf) -> ssh::Target {
+    ssh::Target {
+        program: "ssh".into(),
+        destination: launch.login_host.clone(),
+        user: launch.login_user.clone(),
+        port: launch.login_port,
+        jump_hosts: launch.jump_hosts.clone(),
+        control_path,
+        extra_options: vec![],
+    }
+}
+
+/// `pvlaunch logout NAME`: end the ssh master kept for the profile's login (`persist`).
+pub fn logout(cli_files: Vec<std::path::PathBuf>, args: &crate::cli::LogoutArgs) -> Result<Code> {
+    let picked = match pick(cli_files, &args.name, &args.set, false) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let Some(launch) = picked.launch.clone() else {
+        crate::say_err!("pvlaunch: profile `{}` has no <PVLaunch> login: nothing to end", args.name);
+        return Ok(Code::Success);
+    };
+    let path = ssh::kept_control_path(&ssh_target(&launch, Default::default()))?;
+    let target = ssh_target(&launch, path.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ended = runtime.block_on(async {
+        match ssh::Master::adopt(target.clone(), ssh::Owner::Kept).await {
+            None => false,
+            Some(_) => {
+                let out = ssh::run(&target.exit_argv(), None, ssh::COMMAND_TIMEOUT).await;
+                out.is_ok_and(|o| o.success())
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&path);
+    if ended {
+        crate::say!("ended the ssh login kept for {}", launch.login_host);
+    } else {
+        crate::say!("no ssh login was kept for {}", launch.login_host);
+    }
+    Ok(Code::Success)
 }
 
 /// The client the command line asks for. `--script` means pvpython: given alone it picks it,

@@ -40,6 +40,9 @@ pub enum Event {
     SshConnected {
         destination: String,
         login_host: String,
+        /// Whose master carries the session: `new` (this session's login), `kept` (pvlaunch's,
+        /// from an earlier session: no login), `user` (the user's own: no login).
+        master: &'static str,
     },
     /// The remote forward is open on the login node.
     ForwardOpened {
@@ -190,7 +193,16 @@ impl Event {
             Event::SshConnected {
                 destination,
                 login_host,
-            } => format!("connected to {destination} ({login_host})"),
+                master,
+            } => match *master {
+                "kept" => format!(
+                    "connected to {destination} ({login_host}) through the ssh login kept from an earlier session"
+                ),
+                "user" => format!(
+                    "connected to {destination} ({login_host}) through your own ssh master"
+                ),
+                _ => format!("connected to {destination} ({login_host})"),
+            },
             Event::ForwardOpened {
                 remote_port,
                 bind_address,
@@ -333,6 +345,7 @@ impl Event {
             Event::SshConnected {
                 destination,
                 login_host,
+                ..
             } => [destination, login_host].into_iter().for_each(text),
             Event::ForwardOpened { bind_address, .. } => text(bind_address),
             Event::RelayStarted { host, allowed, .. } => {

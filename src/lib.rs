@@ -55,6 +55,7 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::Show(args) => commands::show(cli.profiles, cli.json, &args),
         Command::Validate(args) => commands::validate(&args.files, cli.json),
         Command::Connect(args) => connect::connect(cli.profiles, cli.json, &args),
+        Command::Logout(args) => connect::logout(cli.profiles, &args),
         Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
         Command::Node(args) => Ok(hop::node::main(args.into())),
     }

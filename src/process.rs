@@ -37,14 +37,25 @@ pub enum Kind {
     Helper,
     /// Its own process group (local clients).
     Group,
+    /// Like [`Kind::Helper`], but it may outlive pvlaunch: no death signal, not killed on drop
+    /// (an ssh master kept between sessions, which goes to the background itself).
+    Detached,
+}
+
+/// Whether process `pid` exists and is this user's to signal.
+pub fn exists(pid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks; it touches no memory.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 /// A command ready to spawn with the policy applied.
 pub fn command(argv: &[String], kind: Kind) -> Command {
     let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).kill_on_drop(true).stdin(Stdio::null());
+    cmd.args(&argv[1..])
+        .kill_on_drop(kind != Kind::Detached)
+        .stdin(Stdio::null());
     #[cfg(target_os = "linux")]
-    {
+    if kind != Kind::Detached {
         let ignore_interrupts = kind == Kind::Helper;
         // ssh exits cleanly on SIGTERM (closing its channels, which the login node's guard
         // notices); a client gets SIGKILL, because GUI toolkits may linger in their handlers.

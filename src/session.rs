@@ -189,7 +189,7 @@ async fn steps(
     if asker == auth::Asker::Terminal {
         reporter.hand_over_terminal();
     }
-    let started = Master::start(target, &asker).await;
+    let started = open_master(target, launch, &asker).await;
     reporter.take_back_terminal();
     let master = match started {
         Ok(m) => held.master.insert(m),
@@ -227,6 +227,12 @@ async fn steps(
     reporter.emit(Event::SshConnected {
         destination: plan.login.clone(),
         login_host: login_host.clone(),
+        master: match master.owner() {
+            _ if master.logged_in() => "new",
+            ssh::Owner::Session => "new",
+            ssh::Owner::Kept => "kept",
+            ssh::Owner::User => "user",
+        },
     });
 
     // 2. The guard, before anything is made on the cluster: from here on, whatever happens (a
@@ -1087,13 +1093,55 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
     if let Some(mut m) = held.master.take() {
         let was_alive = m.alive();
         m.stop().await;
+        let step = match m.owner() {
+            ssh::Owner::Session => "ssh connection and forwards closed",
+            ssh::Owner::Kept => {
+                "forwards closed; the ssh login stays for later sessions (`pvlaunch logout PROFILE` ends it)"
+            }
+            ssh::Owner::User => "forwards closed; your own ssh master stays",
+        };
         reporter.emit(Event::Cleanup {
-            step: "ssh connection and forwards closed".into(),
+            step: step.into(),
             ok: was_alive,
             detail: (!was_alive).then(|| "the ssh connection had already dropped".to_string()),
         });
     }
     held.private_dir.take();
+}
+
+/// The session's master: the user's own when they run one for the host (`reuse-master`), else
+/// one pvlaunch kept from an earlier session, else a new login (kept after the session with
+/// `persist`). Only a new login may ask anything.
+async fn open_master(
+    target: ssh::Target,
+    launch: &Launch,
+    asker: &auth::Asker,
+) -> Result<Master, ssh::SshError> {
+    if launch.reuse_master
+        && let Some(m) = Master::users(&target).await
+    {
+        tracing::info!("using your ssh master for {}", target.destination);
+        return Ok(m);
+    }
+    let kept = ssh::kept_control_path(&target);
+    if let Ok(path) = &kept
+        && let Some(m) = Master::adopt(target.through(path.clone()), ssh::Owner::Kept).await
+    {
+        tracing::info!("using the ssh master kept from an earlier session");
+        return Ok(m);
+    }
+    match (launch.persist, kept) {
+        (Some(persist), Ok(path)) => {
+            // A socket left by a master that died would make ssh refuse to listen there.
+            let _ = std::fs::remove_file(&path);
+            Master::start_kept(target.through(path), asker, persist).await
+        }
+        (Some(_), Err(e)) => {
+            crate::say_err!("pvlaunch: cannot keep the ssh master after the session: {e}");
+            Master::start(target, asker).await
+        }
+        (None, _) => Master::start(target, asker).await,
+    }
 }
 
 /// The job at the end of a session: kept (`--keep-job`), or cancelled by the guard (by its id

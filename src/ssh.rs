@@ -67,10 +67,20 @@ impl Target {
 
     /// The master: authenticates once, runs no command, holds the forwards.
     pub fn master_argv(&self, batch_mode: bool) -> Vec<String> {
+        self.master_argv_persisting(batch_mode, None)
+    }
+
+    /// [`Target::master_argv`]; with `persist`, ssh goes to the background once logged in and
+    /// the master outlives the session by that long once unused (`ControlPersist`).
+    pub fn master_argv_persisting(&self, batch_mode: bool, persist: Option<Duration>) -> Vec<String> {
         let mut a = self.base();
         a.extend(["-M", "-N", "-T"].map(String::from));
+        let persist = match persist {
+            Some(d) => format!("ControlPersist={}s", d.as_secs().max(1)),
+            None => "ControlPersist=no".to_string(),
+        };
         for o in [
-            "ControlPersist=no".to_string(),
+            persist,
             format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"),
             "ServerAliveCountMax=3".into(),
             "ExitOnForwardFailure=yes".into(),
@@ -105,6 +115,24 @@ impl Target {
 
     pub fn check_argv(&self) -> Vec<String> {
         self.control("check", None)
+    }
+
+    /// `ssh -G`: the configuration ssh would use for this destination (to find the user's own
+    /// `ControlPath`).
+    pub fn config_argv(&self) -> Vec<String> {
+        let mut a = vec![self.program.clone(), "-G".into()];
+        self.common_options(&mut a);
+        a.push("--".into());
+        a.push(self.destination.clone());
+        a
+    }
+
+    /// The same target through another master socket.
+    pub fn through(&self, control_path: PathBuf) -> Target {
+        Target {
+            control_path,
+            ..self.clone()
+        }
     }
 
     pub fn exit_argv(&self) -> Vec<String> {
@@ -514,11 +542,91 @@ fn script_label(text: &str) -> String {
     crate::term::clip(&clean, SHORT_FORM_MAX).into_owned()
 }
 
+/// Whose the master is, which decides what the end of the session does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Started for this session, ended with it (`-O exit`).
+    Session,
+    /// pvlaunch's own, kept after sessions (`<Login persist>`): the session cancels its
+    /// forwards and leaves it.
+    Kept,
+    /// The user's own (their ssh config's `ControlMaster`): the session cancels its forwards
+    /// and leaves it.
+    User,
+}
+
 /// A running ControlMaster.
 pub struct Master {
     pub target: Target,
-    child: Child,
-    stderr: tokio::task::JoinHandle<String>,
+    owner: Owner,
+    /// The ssh process when this session started it in the foreground.
+    child: Option<Child>,
+    /// The master's process when it runs in the background (kept or the user's).
+    daemon: Option<u32>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+    /// Forwards this session opened (`-R`/`-L` and their spec), cancelled at the end on a
+    /// master that stays.
+    opened: std::sync::Mutex<Vec<(&'static str, String)>>,
+    /// Whether this session logged in (rather than finding a master running).
+    logged_in: bool,
+}
+
+/// The pid in `-O check`'s `Master running (pid=N)`.
+fn check_pid(stderr: &str) -> Option<u32> {
+    let at = stderr.find("pid=")?;
+    let digits: String = stderr[at + 4..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+use process::exists as process_exists;
+
+/// The `controlpath` line of `ssh -G` (none when it is `none` or missing).
+pub fn configured_control_path(config: &str) -> Option<PathBuf> {
+    config.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key.eq_ignore_ascii_case("controlpath") && value.trim() != "none" && !value.trim().is_empty())
+            .then(|| PathBuf::from(value.trim()))
+    })
+}
+
+/// Where pvlaunch keeps a master for `target` between sessions: a 0700 folder of this user's
+/// (`$XDG_RUNTIME_DIR/pvlaunch-masters`, else `/tmp/pvlaunch-masters-UID`), one socket per
+/// destination, user, port and jump hosts.
+pub fn kept_control_path(target: &Target) -> std::io::Result<PathBuf> {
+    use sha2::Digest;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = crate::relay::effective_uid();
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
+        .map(|p| p.join("pvlaunch-masters"))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("pvlaunch-masters-{uid}")));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private folder of this user (mode 0700): remove it",
+            dir.display()
+        )));
+    }
+    let key = format!(
+        "{}\0{}\0{}\0{}\0{}",
+        target.program,
+        target.destination,
+        target.user.as_deref().unwrap_or(""),
+        target.port.map(|p| p.to_string()).unwrap_or_default(),
+        target.jump_hosts.join(",")
+    );
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(dir.join(name))
 }
 
 impl Master {
@@ -543,12 +651,112 @@ impl Master {
         let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
         let mut master = Master {
             target,
-            child,
-            stderr,
+            owner: Owner::Session,
+            child: Some(child),
+            daemon: None,
+            stderr: Some(stderr),
+            opened: Default::default(),
+            logged_in: true,
         };
         let started = master.wait_ready().await;
         echo.store(false, std::sync::atomic::Ordering::SeqCst);
         started.map(|()| master)
+    }
+
+    /// Log in and keep the master in the background for `persist` once unused
+    /// ([`Owner::Kept`]): the next session with the same target finds it ([`Master::adopt`])
+    /// and needs no login.
+    pub async fn start_kept(
+        target: Target,
+        asker: &crate::auth::Asker,
+        persist: Duration,
+    ) -> Result<Master, SshError> {
+        let argv = target.master_argv_persisting(asker.batch_mode(), Some(persist));
+        // The master must outlive pvlaunch.
+        let mut cmd = process::command(&argv, Kind::Detached);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .envs(asker.env());
+        let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
+        let pipe = child.stderr.take().expect("piped");
+        let echo = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
+        // ssh forks once logged in (ControlPersist): the foreground process exits 0 then.
+        let status = tokio::time::timeout(AUTH_TIMEOUT, child.wait()).await;
+        echo.store(false, std::sync::atomic::Ordering::SeqCst);
+        match status {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(_) => {
+                return Err(SshError::MasterExited {
+                    destination: target.destination.clone(),
+                    stderr: stderr.await.unwrap_or_default(),
+                });
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+                return Err(SshError::AuthTimeout {
+                    destination: target.destination.clone(),
+                    timeout: AUTH_TIMEOUT,
+                });
+            }
+        }
+        let destination = target.destination.clone();
+        Master::adopt(target, Owner::Kept)
+            .await
+            .map(|m| Master {
+                logged_in: true,
+                ..m
+            })
+            .ok_or(SshError::MasterExited {
+                destination,
+                stderr: "the master went to the background but does not answer `ssh -O check`"
+                    .into(),
+            })
+    }
+
+    /// A master already running for `target` (its socket answers `-O check`), or `None`.
+    pub async fn adopt(target: Target, owner: Owner) -> Option<Master> {
+        if !target.control_path.exists() {
+            return None;
+        }
+        let out = run(&target.check_argv(), None, COMMAND_TIMEOUT).await.ok()?;
+        if !out.success() {
+            return None;
+        }
+        let pid = check_pid(&out.stderr)?;
+        Some(Master {
+            target,
+            owner,
+            child: None,
+            daemon: Some(pid),
+            stderr: None,
+            opened: Default::default(),
+            logged_in: false,
+        })
+    }
+
+    /// The user's own master for `target`, from their ssh configuration (`ssh -G`'s
+    /// `controlpath`), when it is running.
+    pub async fn users(target: &Target) -> Option<Master> {
+        let out = run(&target.config_argv(), None, COMMAND_TIMEOUT).await.ok()?;
+        if !out.success() {
+            return None;
+        }
+        let path = configured_control_path(&out.stdout)?;
+        Master::adopt(target.through(path), Owner::User).await
+    }
+
+    /// Whose the master is.
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// Whether this session logged in (a new master), rather than finding one running.
+    pub fn logged_in(&self) -> bool {
+        self.logged_in
     }
 
     /// Until the master answers `-O check`, it exits, or [`AUTH_TIMEOUT`] passes.
@@ -557,8 +765,15 @@ impl Master {
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
-            if let Ok(Some(_)) = master.child.try_wait() {
-                let stderr = (&mut master.stderr).await.unwrap_or_default();
+            let exited = master
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                let stderr = match master.stderr.as_mut() {
+                    Some(h) => h.await.unwrap_or_default(),
+                    None => String::new(),
+                };
                 return Err(SshError::MasterExited {
                     destination: master.target.destination.clone(),
                     stderr,
@@ -584,17 +799,43 @@ impl Master {
 
     /// The master's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.as_ref().and_then(Child::id).or(self.daemon)
     }
 
     /// Whether the master is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match (&mut self.child, self.daemon) {
+            (Some(child), _) => matches!(child.try_wait(), Ok(None)),
+            (None, Some(pid)) => process_exists(pid),
+            (None, None) => false,
+        }
     }
 
     /// Wait until the master exits (the link dropped).
     pub async fn wait(&mut self) {
-        let _ = self.child.wait().await;
+        match (&mut self.child, self.daemon) {
+            (Some(child), _) => {
+                let _ = child.wait().await;
+            }
+            (None, Some(pid)) => {
+                while process_exists(pid) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn remember(&self, flag: &'static str, spec: String) {
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push((flag, spec));
+        }
+    }
+
+    fn forget(&self, flag: &'static str, spec: &str) {
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.retain(|(f, s)| !(*f == flag && s == spec));
+        }
     }
 
     /// Run a (quoted) POSIX shell command line on the login node, under `/bin/sh`.
@@ -655,15 +896,18 @@ impl Master {
         if !out.success() {
             return Err(SshError::ForwardRefused { stderr: out.stderr });
         }
-        if remote != 0 {
-            return Ok(remote);
-        }
-        out.stdout
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| SshError::ForwardRefused {
-                stderr: format!("ssh printed no port: {:?} {:?}", out.stdout, out.stderr),
-            })
+        let port = if remote != 0 {
+            remote
+        } else {
+            out.stdout
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| SshError::ForwardRefused {
+                    stderr: format!("ssh printed no port: {:?} {:?}", out.stdout, out.stderr),
+                })?
+        };
+        self.remember("-R", remote_spec(bind, port, local));
+        Ok(port)
     }
 
     /// Close a forward opened by [`Master::forward_remote`].
@@ -673,28 +917,51 @@ impl Master {
         remote: u16,
         local: u16,
     ) -> Result<(), SshError> {
-        forward_request(&self.target.cancel_remote_forward_argv(bind, remote, local)).await
+        forward_request(&self.target.cancel_remote_forward_argv(bind, remote, local)).await?;
+        self.forget("-R", &remote_spec(bind, remote, local));
+        Ok(())
     }
 
     /// Open `-R PATH:localhost:local`, a Unix socket on the login node.
     pub async fn forward_remote_socket(&self, path: &str, local: u16) -> Result<(), SshError> {
-        forward_request(&self.target.remote_socket_forward_argv(path, local)).await
+        forward_request(&self.target.remote_socket_forward_argv(path, local)).await?;
+        self.remember("-R", format!("{path}:localhost:{local}"));
+        Ok(())
     }
 
     /// Open `-L 127.0.0.1:local:host:port`.
     pub async fn forward_local(&self, local: u16, host: &str, port: u16) -> Result<(), SshError> {
-        forward_request(&self.target.local_forward_argv(local, host, port)).await
+        forward_request(&self.target.local_forward_argv(local, host, port)).await?;
+        self.remember("-L", format!("127.0.0.1:{local}:{host}:{port}"));
+        Ok(())
     }
 
-    /// Close the master (and with it every forward and session): `-O exit`, then signals.
+    /// The end of the session. A master of this session is closed (and with it every forward
+    /// and session): `-O exit`, then signals. A master that stays (kept, or the user's) only
+    /// loses the forwards this session opened.
     pub async fn stop(&mut self) {
-        if self.alive() {
+        if self.owner != Owner::Session {
+            let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
+            for (flag, spec) in opened {
+                let argv = self.target.control("cancel", Some((flag, spec.clone())));
+                if let Err(e) = forward_request(&argv).await {
+                    tracing::warn!("cancel the forward {flag} {spec}: {e}");
+                }
+            }
+            if let Ok(mut o) = self.opened.lock() {
+                o.clear();
+            }
+            return;
+        }
+        if self.alive()
+            && let Some(child) = self.child.as_mut()
+        {
             let _ = run(&self.target.exit_argv(), None, Duration::from_secs(5)).await;
-            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
                 .await
                 .is_err()
             {
-                process::stop(&mut self.child, Duration::from_secs(2)).await;
+                process::stop(child, Duration::from_secs(2)).await;
             }
         }
         let _ = std::fs::remove_file(&self.target.control_path);

@@ -666,7 +666,7 @@ fn parse_walltime(text: &str) -> Check<Walltime> {
 }
 
 /// `no`, or a duration: `90s`, `30m`, `8h`, `1d` (at most 7 days), as ssh's `ControlPersist`.
-fn parse_persist(text: &str) -> Check<Option<std::time::Duration>> {
+pub fn parse_persist(text: &str) -> Check<Option<std::time::Duration>> {
     if text == "no" {
         return Ok(None);
     }
