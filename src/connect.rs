@@ -39,7 +39,13 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         match crate::profile::settings::parse_persist(text) {
             Ok(persist) => launch.persist = persist,
             Err((message, hint)) => {
-                return Ok(fail_early(json, Failure::Usage { message: format!("--persist: {message}"), hint }));
+                return Ok(fail_early(
+                    json,
+                    Failure::Usage {
+                        message: format!("--persist: {message}"),
+                        hint,
+                    },
+                ));
             }
         }
     }
@@ -141,7 +147,10 @@ pub fn logout(cli_files: Vec<std::path::PathBuf>, args: &crate::cli::LogoutArgs)
         Err(code) => return Ok(code),
     };
     let Some(launch) = picked.launch.clone() else {
-        crate::say_err!("pvlaunch: profile `{}` has no <PVLaunch> login: nothing to end", args.name);
+        crate::say_err!(
+            "pvlaunch: profile `{}` has no <PVLaunch> login: nothing to end",
+            args.name
+        );
         return Ok(Code::Success);
     };
     let path = ssh::kept_control_path(&ssh_target(&launch, Default::default()))?;

@@ -198,9 +198,9 @@ impl Event {
                 "kept" => format!(
                     "connected to {destination} ({login_host}) through the ssh login kept from an earlier session"
                 ),
-                "user" => format!(
-                    "connected to {destination} ({login_host}) through your own ssh master"
-                ),
+                "user" => {
+                    format!("connected to {destination} ({login_host}) through your own ssh master")
+                }
                 _ => format!("connected to {destination} ({login_host})"),
             },
             Event::ForwardOpened {

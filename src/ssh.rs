@@ -72,7 +72,11 @@ impl Target {
 
     /// [`Target::master_argv`]; with `persist`, ssh goes to the background once logged in and
     /// the master outlives the session by that long once unused (`ControlPersist`).
-    pub fn master_argv_persisting(&self, batch_mode: bool, persist: Option<Duration>) -> Vec<String> {
+    pub fn master_argv_persisting(
+        &self,
+        batch_mode: bool,
+        persist: Option<Duration>,
+    ) -> Vec<String> {
         let mut a = self.base();
         a.extend(["-M", "-N", "-T"].map(String::from));
         let persist = match persist {
@@ -587,8 +591,10 @@ use process::exists as process_exists;
 pub fn configured_control_path(config: &str) -> Option<PathBuf> {
     config.lines().find_map(|l| {
         let (key, value) = l.split_once(' ')?;
-        (key.eq_ignore_ascii_case("controlpath") && value.trim() != "none" && !value.trim().is_empty())
-            .then(|| PathBuf::from(value.trim()))
+        (key.eq_ignore_ascii_case("controlpath")
+            && value.trim() != "none"
+            && !value.trim().is_empty())
+        .then(|| PathBuf::from(value.trim()))
     })
 }
 
@@ -722,7 +728,9 @@ impl Master {
         if !target.control_path.exists() {
             return None;
         }
-        let out = run(&target.check_argv(), None, COMMAND_TIMEOUT).await.ok()?;
+        let out = run(&target.check_argv(), None, COMMAND_TIMEOUT)
+            .await
+            .ok()?;
         if !out.success() {
             return None;
         }
@@ -741,7 +749,9 @@ impl Master {
     /// The user's own master for `target`, from their ssh configuration (`ssh -G`'s
     /// `controlpath`), when it is running.
     pub async fn users(target: &Target) -> Option<Master> {
-        let out = run(&target.config_argv(), None, COMMAND_TIMEOUT).await.ok()?;
+        let out = run(&target.config_argv(), None, COMMAND_TIMEOUT)
+            .await
+            .ok()?;
         if !out.success() {
             return None;
         }
