@@ -155,7 +155,7 @@ sb_otp_code() {
 # time, e.g. 2026-12-01T15:26:34L), not its step; find the step among those it could have been.
 sb_otp_last_used() {
   local f=$1 secret=$2 otp when t from
-  read -r otp when < <(awk -v u="$SB_USER" '$2 == u && NF >= 7 { print $6, $7; exit }' "$f")
+  read -r otp when < <(awk -v u="$SB_USER" '$2 == u && NF >= 7 { print $6, $7; exit }' "$f") || return 0
   [[ -n ${otp:-} && -n ${when:-} ]] || return 0
   when=${when%L}
   t=$(date -d "${when/T/ }" +%s) || sb_die "otp-code: cannot read the time '$when' in $f"
