@@ -87,7 +87,7 @@ sb_otp() {
     esac
   done
   case $methods in
-  publickey,keyboard-interactive | keyboard-interactive | keyboard-interactive,publickey) ;;
+  publickey,keyboard-interactive | keyboard-interactive) ;;
   *) sb_die "otp: --methods '$methods' is not publickey,keyboard-interactive or keyboard-interactive" ;;
   esac
   [[ $state == on || $state == off ]] || sb_die "$usage"

@@ -52,8 +52,9 @@ commands:
   otp HOST off                  one-time codes (TOTP, pam_oath) at HOST's sshd (login or gate),
                                 after the key (default) or instead of it; compute nodes still
                                 reach login with the key alone; off: back to key-only
-  otp-code HOST [--step K | --counter N]
-                                the code of the current 30 s step + K (or of step N) for HOST
+  otp-code HOST [--step K | --counter N | --last-used]
+                                the code of the current 30 s step + K (or of step N) for HOST;
+                                --last-used: the step of the last code HOST's sshd accepted
   desk-key --passphrase PASS|--plain
                                 desk's key pair of pvtest, encrypted with PASS (no agent), or
                                 back to the unencrypted original
