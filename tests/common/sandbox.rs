@@ -23,7 +23,7 @@
 //! Without root or network namespaces the tests print a loud SKIPPED line and return; with
 //! `CI=true` they panic instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default limit for one command run on a host.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -51,6 +51,18 @@ pub const HOME: &str = "/home/pvtest";
 pub const ATTACK_USER: &str = "pvattack";
 /// The second user's home on login, node1 and node2 (one folder, shared by them).
 pub const ATTACK_HOME: &str = "/home/pvattack";
+/// One-time codes after the key: what most sites ask (`AuthenticationMethods` at sshd).
+pub const OTP_AFTER_KEY: &str = "publickey,keyboard-interactive";
+/// One-time codes instead of the key, like a site that asks for a password and a code.
+pub const OTP_ONLY: &str = "keyboard-interactive";
+/// The length of a one-time code's time step (TOTP, RFC 6238).
+pub const OTP_STEP_SECS: u64 = 30;
+/// How many steps before or after the current one pam_oath accepts (`window=` in
+/// tests/sandbox/otp.sh): [`Sandbox::otp_code`] never hands out a step further ahead.
+pub const OTP_WINDOW: u64 = 60;
+/// The prompt of pam_oath at sshd, as ssh shows it: `(pvtest@login) One-time password (OATH)
+/// for `pvtest':`.
+pub const OTP_PROMPT: &str = "One-time password (OATH) for";
 
 /// A host of the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -232,6 +244,13 @@ pub struct SiteConfig {
     pub sshd: BTreeMap<Host, BTreeMap<String, String>>,
     /// The test user's login shell per host, where it is not /bin/bash.
     pub login_shell: BTreeMap<Host, String>,
+    /// One-time codes at sshd (login, gate): the host's `AuthenticationMethods`
+    /// ([`OTP_AFTER_KEY`] or [`OTP_ONLY`]). Compute nodes reach login with the key alone.
+    pub otp: BTreeMap<Host, String>,
+    /// desk's key pair of the test user encrypted with this passphrase (no agent runs).
+    pub key_passphrase: Option<String>,
+    /// Hosts whose host keys desk's `known_hosts` lacks.
+    pub forget_host_keys: BTreeSet<Host>,
 }
 
 impl SiteConfig {
@@ -255,6 +274,45 @@ impl SiteConfig {
 
     pub fn firewall(mut self, mode: Firewall) -> Self {
         self.firewall = mode;
+        self
+    }
+
+    /// One-time codes at `host`'s sshd (`Host::Login` or `Host::Gate`): pam_oath asks for a
+    /// TOTP code (get one with [`Sandbox::otp_code`]) after the key (`methods` `None` or
+    /// [`OTP_AFTER_KEY`]) or instead of it ([`OTP_ONLY`]).
+    #[track_caller]
+    pub fn otp(mut self, host: Host, methods: Option<&str>) -> Self {
+        assert!(
+            matches!(host, Host::Login | Host::Gate),
+            "one-time codes exist on login and gate only, not on {host}"
+        );
+        let methods = methods.unwrap_or(OTP_AFTER_KEY);
+        assert!(
+            methods == OTP_AFTER_KEY || methods == OTP_ONLY,
+            "methods {methods:?} are neither {OTP_AFTER_KEY:?} nor {OTP_ONLY:?}"
+        );
+        self.otp.insert(host, methods.to_string());
+        self
+    }
+
+    /// desk's `~/.ssh/id_ed25519` encrypted with `passphrase` (the same key pair; no agent), so
+    /// ssh asks `Enter passphrase for key '/home/pvtest/.ssh/id_ed25519':`.
+    #[track_caller]
+    pub fn key_passphrase(mut self, passphrase: &str) -> Self {
+        assert!(
+            !passphrase.is_empty(),
+            "an empty passphrase is no passphrase"
+        );
+        self.key_passphrase = Some(passphrase.to_string());
+        self
+    }
+
+    /// desk's `~/.ssh/known_hosts` without `host`'s key, so ssh asks `The authenticity of host
+    /// 'login (10.77.0.12)' can't be established.`
+    #[track_caller]
+    pub fn forget_host_key(mut self, host: Host) -> Self {
+        assert!(host.has_sshd(), "{host} has no sshd, hence no host key");
+        self.forget_host_keys.insert(host);
         self
     }
 }
@@ -420,6 +478,8 @@ pub struct Sandbox {
     id: String,
     owned: bool,
     site: (Mutex<SiteState>, Condvar),
+    /// Per host, the last one-time-code step handed out by [`Sandbox::otp_code`].
+    otp_steps: Mutex<BTreeMap<Host, u64>>,
     _lock: Option<File>,
 }
 
@@ -614,6 +674,7 @@ impl Sandbox {
             id: id.to_string(),
             owned: true,
             site: SiteState::new(Some(SiteConfig::default())),
+            otp_steps: Mutex::new(BTreeMap::new()),
             _lock: Some(lock),
         }
     }
@@ -627,6 +688,7 @@ impl Sandbox {
             id: id.to_string(),
             owned: false,
             site: SiteState::new(None),
+            otp_steps: Mutex::new(BTreeMap::new()),
             _lock: None,
         }
     }
@@ -849,6 +911,41 @@ impl Sandbox {
             self.sshd_set(host, cfg.sshd.get(&host));
             self.login_shell_set(host, cfg.login_shell.get(&host));
         }
+        for host in OTP_HOSTS {
+            self.otp_set(host, cfg.otp.get(&host));
+        }
+        self.desk_key_set(cfg.key_passphrase.as_deref());
+        self.host_keys_set(&cfg.forget_host_keys);
+    }
+
+    fn otp_set(&self, host: Host, methods: Option<&String>) {
+        let mut args = vec!["otp", host.name()];
+        match methods {
+            Some(m) => args.extend(["on", "--methods", m]),
+            None => args.push("off"),
+        }
+        let out = sandbox_cmd(&self.id, &args, Duration::from_secs(600));
+        assert!(
+            out.success(),
+            "turning one-time codes on {host} {} failed:\n{out}",
+            if methods.is_some() { "on" } else { "off" }
+        );
+    }
+
+    fn desk_key_set(&self, passphrase: Option<&str>) {
+        let args = match passphrase {
+            Some(p) => vec!["desk-key", "--passphrase", p],
+            None => vec!["desk-key", "--plain"],
+        };
+        let out = sandbox_cmd(&self.id, &args, Duration::from_secs(60));
+        assert!(out.success(), "setting desk's key failed:\n{out}");
+    }
+
+    fn host_keys_set(&self, forget: &BTreeSet<Host>) {
+        let mut args = vec!["forget-host-key"];
+        args.extend(forget.iter().map(|h| h.name()));
+        let out = sandbox_cmd(&self.id, &args, Duration::from_secs(60));
+        assert!(out.success(), "setting desk's known_hosts failed:\n{out}");
     }
 
     fn login_shell_set(&self, host: Host, shell: Option<&String>) {
@@ -901,12 +998,123 @@ impl Sandbox {
                 self.login_shell_set(host, new);
             }
         }
+        for host in OTP_HOSTS {
+            let (old, new) = (prev.otp.get(&host), cfg.otp.get(&host));
+            if old != new {
+                self.otp_set(host, new);
+            }
+        }
+        if prev.key_passphrase != cfg.key_passphrase {
+            self.desk_key_set(cfg.key_passphrase.as_deref());
+        }
+        if prev.forget_host_keys != cfg.forget_host_keys {
+            self.host_keys_set(&cfg.forget_host_keys);
+        }
+    }
+
+    /// A one-time code for the test user at `host` (login or gate, with
+    /// [`SiteConfig::otp`]), for a login that is about to ask for it. Never the same or an
+    /// earlier time step twice, in this process or after a code pam_oath already accepted: each
+    /// call gives the next unused step from now on (pam_oath refuses a step at or before the
+    /// last one it accepted). Waits when that step would be more than [`OTP_WINDOW`] ahead.
+    pub fn otp_code(&self, host: Host) -> String {
+        assert!(
+            OTP_HOSTS.contains(&host),
+            "one-time codes exist on login and gate only, not on {host}"
+        );
+        let mut steps = self.otp_steps.lock().unwrap_or_else(|e| e.into_inner());
+        let used = self.otp_last_used(host);
+        let step = [
+            Some(otp_now_step()),
+            steps.get(&host).map(|s| s + 1),
+            used.map(|s| s + 1),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .expect("now");
+        // Keep two steps of the window in reserve for the time the code takes to be typed.
+        let ahead = OTP_WINDOW - 2;
+        while step > otp_now_step() + ahead {
+            let secs = unix_now().as_secs();
+            std::thread::sleep(Duration::from_secs(OTP_STEP_SECS - secs % OTP_STEP_SECS));
+        }
+        steps.insert(host, step);
+        let counter = step.to_string();
+        let out = sandbox_cmd(
+            &self.id,
+            &["otp-code", host.name(), "--counter", &counter],
+            Duration::from_secs(30),
+        );
+        assert!(out.success(), "computing a one-time code failed:\n{out}");
+        let code = out.stdout.trim().to_string();
+        assert!(
+            code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+            "otp-code printed {code:?}, not 6 digits:\n{out}"
+        );
+        code
+    }
+
+    /// The time step of the last code pam_oath accepted on `host`, if any.
+    fn otp_last_used(&self, host: Host) -> Option<u64> {
+        let out = sandbox_cmd(
+            &self.id,
+            &["otp-code", host.name(), "--last-used"],
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.success(),
+            "reading the last one-time code used on {host} failed:\n{out}"
+        );
+        let s = out.stdout.trim();
+        (!s.is_empty()).then(|| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("otp-code --last-used printed {s:?}:\n{out}"))
+        })
+    }
+
+    /// Everything `host`'s sshd logged since the instance came up (`log/sshd-HOST.log`, log
+    /// level VERBOSE: `Accepted publickey for ...`, `Partial publickey ...`, `Accepted
+    /// keyboard-interactive/pam ...`).
+    pub fn sshd_log(&self, host: Host) -> String {
+        assert!(host.has_sshd(), "{host} has no sshd");
+        let path = self.state_dir().join(format!("log/sshd-{host}.log"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// How many lines of `host`'s sshd log contain `needle`.
+    pub fn sshd_log_count(&self, host: Host, needle: &str) -> usize {
+        self.sshd_log(host)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// How many logins `host`'s sshd let in with a one-time code (`Accepted
+    /// keyboard-interactive` lines of its log) since the instance came up.
+    pub fn otp_logins(&self, host: Host) -> usize {
+        self.sshd_log_count(host, "Accepted keyboard-interactive")
     }
 
     /// Tear the instance down (`scripts/sandbox down`); returns the command's output.
     pub fn down(&self) -> Output {
         sandbox_cmd(&self.id, &["down"], Duration::from_secs(120))
     }
+}
+
+/// The hosts whose sshd can ask for one-time codes.
+const OTP_HOSTS: [Host; 2] = [Host::Gate, Host::Login];
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+}
+
+/// The current TOTP time step (seconds since the epoch / 30).
+fn otp_now_step() -> u64 {
+    unix_now().as_secs() / OTP_STEP_SECS
 }
 
 /// What is left of instance `id` on this machine: network namespaces, the state folder and

@@ -16,6 +16,10 @@ source "$here/sshd.sh"
 source "$here/firewall.sh"
 # shellcheck source=tests/sandbox/check.sh
 source "$here/check.sh"
+# shellcheck source=tests/sandbox/otp.sh
+source "$here/otp.sh"
+# shellcheck source=tests/sandbox/desk.sh
+source "$here/desk.sh"
 
 usage() {
   cat <<'EOF'
@@ -44,6 +48,17 @@ commands:
   login-shell HOST SHELL|--default
                                 the test user's login shell on HOST (e.g. /usr/bin/tcsh):
                                 what sshd runs remote commands with (--default: /bin/bash)
+  otp HOST on [--methods publickey,keyboard-interactive|keyboard-interactive]
+  otp HOST off                  one-time codes (TOTP, pam_oath) at HOST's sshd (login or gate),
+                                after the key (default) or instead of it; compute nodes still
+                                reach login with the key alone; off: back to key-only
+  otp-code HOST [--step K | --counter N | --last-used]
+                                the code of the current 30 s step + K (or of step N) for HOST;
+                                --last-used: the step of the last code HOST's sshd accepted
+  desk-key --passphrase PASS|--plain
+                                desk's key pair of pvtest, encrypted with PASS (no agent), or
+                                back to the unencrypted original
+  forget-host-key [HOST...]     desk's known_hosts without HOSTs' keys (no HOST: all known)
   firewall direct|gate          direct: desk reaches login:22 and gate:22, login reaches desk;
                                 gate: desk reaches gate:22 only
   pid HOST                      pid of HOST's process 1 (nsenter -t PID --net --uts --mount --pid)
@@ -138,6 +153,10 @@ main() {
   reset) sb_reset ;;
   sshd-set) sb_sshd_set "$@" ;;
   login-shell) sb_login_shell "$@" ;;
+  otp) sb_otp "$@" ;;
+  otp-code) sb_otp_code "$@" ;;
+  desk-key) sb_desk_key "$@" ;;
+  forget-host-key) sb_forget_host_key "$@" ;;
   firewall) sb_firewall_set "$@" ;;
   pid)
     local host=${1:?pid needs a host}

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # sshd on gate, login and the compute nodes: key-only login for the test user.
-# `sshd-set HOST KEY=VALUE...` rewrites one host's settings and restarts its sshd.
+# `sshd-set HOST KEY=VALUE...` rewrites one host's settings and restarts its sshd; `otp HOST on`
+# (otp.sh) adds one-time codes on top of them.
 
 # sb_sshd_value HOST KEY: the current value (override or default).
 sb_sshd_value() {
@@ -18,6 +19,12 @@ sb_sshd_value() {
 
 sb_write_sshd_config() {
   local host=$1 d=$SB_DIR/hosts/$1 k
+  # One-time codes (`otp HOST on`, otp.sh): PAM asks for them through keyboard-interactive.
+  local pam=no kbd=no methods=publickey otp_methods=""
+  if [[ -r $d/otp-methods ]]; then
+    otp_methods=$(<"$d/otp-methods")
+    pam=yes kbd=yes methods=$otp_methods
+  fi
   {
     cat <<EOF
 # sshd of sandbox host $host ($SB_ID). Change with: scripts/sandbox --id $SB_ID sshd-set $host KEY=VALUE
@@ -26,12 +33,12 @@ AddressFamily inet
 ListenAddress 0.0.0.0
 HostKey $d/ssh/ssh_host_ed25519_key
 PidFile none
-UsePAM no
+UsePAM $pam
 PermitRootLogin no
 PubkeyAuthentication yes
 PasswordAuthentication no
-KbdInteractiveAuthentication no
-AuthenticationMethods publickey
+KbdInteractiveAuthentication $kbd
+AuthenticationMethods $methods
 AuthorizedKeysFile .ssh/authorized_keys
 AllowUsers $SB_USER $SB_ATTACK_USER
 StrictModes yes
@@ -45,6 +52,11 @@ EOF
     for k in "${SB_SSHD_KEYS[@]}"; do
       printf '%s %s\n' "$k" "$(sb_sshd_value "$host" "$k")"
     done
+    if [[ -n $otp_methods ]]; then
+      # A batch job's own ssh from a compute node is not asked for a code, as at real sites.
+      printf 'Match Address %s,%s\n\tAuthenticationMethods publickey\n' \
+        "${SB_ADDR[node1]}" "${SB_ADDR[node2]}"
+    fi
   } >"$d/sshd_config"
   chmod 644 "$d/sshd_config"
 }
@@ -107,6 +119,17 @@ sb_sshd_set() {
   mv "$f.new" "$f"
   local t0
   t0=$(sb_now)
+  sb_restart_sshd "$host" || return 1
+  printf 'sandbox[%s]: sshd on %s restarted in %ss with:' "$SB_ID" "$host" "$(sb_elapsed "$t0")" >&2
+  for key in "${SB_SSHD_KEYS[@]}"; do
+    printf ' %s=%s' "$key" "$(sb_sshd_value "$host" "$key")" >&2
+  done
+  printf '\n' >&2
+}
+
+# sb_restart_sshd HOST: stop HOST's sshd and start it with a freshly written configuration.
+sb_restart_sshd() {
+  local host=$1
   sb_stop --grace 5 "sshd-$host"
   sb_wait "port 22 on $host released" 10 sb_not_listening "$host" 22
   SB_STEP_LOGS=()
@@ -115,11 +138,6 @@ sb_sshd_set() {
     tail -n 20 "$SB_DIR/log/sshd-$host.log" >&2
     return 1
   fi
-  printf 'sandbox[%s]: sshd on %s restarted in %ss with:' "$SB_ID" "$host" "$(sb_elapsed "$t0")" >&2
-  for key in "${SB_SSHD_KEYS[@]}"; do
-    printf ' %s=%s' "$key" "$(sb_sshd_value "$host" "$key")" >&2
-  done
-  printf '\n' >&2
 }
 
 sb_not_listening() {
