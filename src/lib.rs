@@ -7,6 +7,7 @@
 // waitid), `relay::sys` (allowed in `relay`), and `profile`'s gethostname.
 #![deny(unsafe_code)]
 
+pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -56,5 +57,14 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::Connect(args) => connect::connect(cli.profiles, cli.json, &args),
         Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
         Command::Node(args) => Ok(hop::node::main(args.into())),
+        Command::Channel(cli::ChannelCommand::Serve { linger }) => {
+            Ok(channel::server::main(channel::ServeRequest { linger }))
+        }
+        Command::Channel(cli::ChannelCommand::Exec { socket, wire }) => {
+            Ok(channel::exec_main(channel::ExecRequest {
+                socket,
+                wire: wire.join(" "),
+            }))
+        }
     }
 }
