@@ -333,7 +333,7 @@ where
 {
     let mut buf = vec![0u8; CHUNK];
     loop {
-        while let Some(frame) = decoder.next()? {
+        while let Some(frame) = decoder.next_frame()? {
             each(frame)?;
         }
         let n = reader.read(&mut buf).await.map_err(ReadError::Io)?;

@@ -522,7 +522,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Incremental frame decoder: [`Decoder::push`] bytes as they come, then take frames with
-/// [`Decoder::next`] until it says `None`. Holds at most one frame's bytes plus the last push.
+/// [`Decoder::next_frame`] until it says `None`. Holds at most one frame's bytes plus the last push.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -550,7 +550,7 @@ impl Decoder {
 
     /// The next whole frame, `Ok(None)` if more bytes are needed. After an error the stream is
     /// unusable (the caller ends the channel).
-    pub fn next(&mut self) -> Result<Option<Frame>, ProtoError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
         let b = &self.buf[self.at..];
         let Some(&kind) = b.first() else {
             return Ok(None);
@@ -662,8 +662,8 @@ mod tests {
         let mut d = Decoder::new();
         for f in samples() {
             d.push(&f.to_bytes());
-            assert_eq!(d.next().unwrap(), Some(f));
-            assert_eq!(d.next().unwrap(), None);
+            assert_eq!(d.next_frame().unwrap(), Some(f));
+            assert_eq!(d.next_frame().unwrap(), None);
             assert_eq!(d.buffered(), 0);
         }
     }
@@ -676,7 +676,7 @@ mod tests {
             let mut got = vec![];
             for chunk in all.chunks(step) {
                 d.push(chunk);
-                while let Some(f) = d.next().unwrap() {
+                while let Some(f) = d.next_frame().unwrap() {
                     got.push(f);
                 }
                 // Never more than one frame and one push held.
@@ -691,7 +691,7 @@ mod tests {
         for kind in [0u8, 19, 200, 255] {
             let mut d = Decoder::new();
             d.push(&[kind]);
-            assert_eq!(d.next(), Err(ProtoError::UnknownKind(kind)));
+            assert_eq!(d.next_frame(), Err(ProtoError::UnknownKind(kind)));
         }
     }
 
@@ -702,13 +702,13 @@ mod tests {
         header.extend_from_slice(&((MAX_PAYLOAD + 1) as u32).to_be_bytes());
         d.push(&header);
         assert!(
-            matches!(d.next(), Err(ProtoError::Oversized { len, .. }) if len == MAX_PAYLOAD + 1)
+            matches!(d.next_frame(), Err(ProtoError::Oversized { len, .. }) if len == MAX_PAYLOAD + 1)
         );
         let mut d = Decoder::new();
         let mut header = vec![Kind::Exec as u8, 0, 0, 0, 1];
         header.extend_from_slice(&u32::MAX.to_be_bytes());
         d.push(&header);
-        assert!(matches!(d.next(), Err(ProtoError::Oversized { .. })));
+        assert!(matches!(d.next_frame(), Err(ProtoError::Oversized { .. })));
         // Exactly the limit is fine (seen in the samples).
     }
 
@@ -720,7 +720,7 @@ mod tests {
             b.extend_from_slice(payload);
             let mut d = Decoder::new();
             d.push(&b);
-            d.next()
+            d.next_frame()
         };
         assert!(matches!(
             frame(Kind::Eof, b"x"),
@@ -795,7 +795,7 @@ mod tests {
             'outer: for c in &chunks {
                 d.push(c);
                 loop {
-                    match d.next() {
+                    match d.next_frame() {
                         Ok(Some(_)) => {}
                         Ok(None) => break,
                         Err(_) => break 'outer,
@@ -810,7 +810,7 @@ mod tests {
             let f = Frame::Data { id, data };
             let mut d = Decoder::new();
             d.push(&f.to_bytes());
-            prop_assert_eq!(d.next().unwrap(), Some(f));
+            prop_assert_eq!(d.next_frame().unwrap(), Some(f));
         }
     }
 }
