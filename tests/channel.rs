@@ -321,6 +321,22 @@ async fn remote_forwards_carry_connections_to_a_local_port() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
     })
     .await;
+
+    // A local forward whose target the login node cannot reach closes each connection; a
+    // cancelled one stops listening.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let lport = ch.forward_local(0, "127.0.0.1", closed_port).await.unwrap();
+    let mut c = TcpStream::connect(("127.0.0.1", lport)).await.unwrap();
+    let mut buf = Vec::new();
+    let n = within("the refused connection closes", c.read_to_end(&mut buf)).await;
+    assert!(n.is_err() || buf.is_empty(), "{n:?} {buf:?}");
+    ch.cancel(&Forward::Local { port: lport }).await.unwrap();
+    wait_until("the local forward stopped listening", STEP, || {
+        std::net::TcpStream::connect(("127.0.0.1", lport)).is_err()
+    })
+    .await;
     echo.abort();
 }
 
@@ -599,12 +615,13 @@ async fn the_client_skips_a_banner_and_refuses_other_peers() {
     assert_eq!(ch.exec("echo hi", None, T).await.unwrap().stdout, "hi\n");
     ch.close().await;
 
-    let mut c = spawn("echo 'pvlaunch: command not found'".into());
-    let err = within(
-        "the refusal",
-        Channel::start(c.stdout.take().unwrap(), c.stdin.take().unwrap()),
-    )
-    .await
-    .unwrap_err();
+    // One that has closed its input and exited before the hello is written: what it said is
+    // the error, not the broken pipe.
+    let mut c = spawn("exec 0<&-; echo 'pvlaunch: command not found'".into());
+    let (out, input) = (c.stdout.take().unwrap(), c.stdin.take().unwrap());
+    let _ = within("the peer exits", c.wait()).await;
+    let err = within("the refusal", Channel::start(out, input))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("command not found"), "{err}");
 }

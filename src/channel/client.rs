@@ -153,8 +153,13 @@ impl Channel {
             what: "write the channel's hello".into(),
             source,
         };
-        writer.write_all(&hello).await.map_err(local)?;
-        writer.flush().await.map_err(local)?;
+        // A peer that is not a server (no pvlaunch there) may have exited already: what it
+        // printed says more than the failed write.
+        let wrote = async {
+            writer.write_all(&hello).await?;
+            writer.flush().await
+        }
+        .await;
         let (decoder, peer_version) =
             match tokio::time::timeout(timeout, read_hello(&mut reader, BANNER_LIMIT)).await {
                 Err(_) => return Err(ChannelError::HelloTimeout(timeout)),
@@ -166,6 +171,7 @@ impl Channel {
                 }
                 Ok(Ok(h)) => h,
             };
+        wrote.map_err(local)?;
         tracing::info!(server = %peer_version, "channel open");
         let (link, _writer) = Link::new(writer, 1, SERVER_IDS);
         let shared = Arc::new(Shared {
