@@ -136,6 +136,14 @@ async fn exec_feeds_stdin_and_returns_output_and_status() {
     // The same RemoteCommand as the master's.
     let rc = RemoteCommand::new("echo $((6 * 7))");
     assert_eq!(ch.exec_command(&rc, None, T).await.unwrap().stdout, "42\n");
+    // Too long for one frame: refused here, and the channel lives on.
+    let long = format!(": {}", "x".repeat(MAX_PAYLOAD));
+    let err = ch.exec(&long, None, T).await.unwrap_err();
+    assert!(matches!(err, ChannelError::Refused { .. }), "{err}");
+    assert_eq!(
+        ch.exec("echo still", None, T).await.unwrap().stdout,
+        "still\n"
+    );
     ch.close().await;
     assert!(!ch.alive());
     let err = ch.exec("true", None, T).await.unwrap_err();

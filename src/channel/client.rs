@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::link::{self, Link, RouteRx};
-use super::proto::{self, CHUNK, ExitStatus, Frame, ProtoError, SERVER_IDS, WINDOW};
+use super::proto::{self, CHUNK, ExitStatus, Frame, MAX_PAYLOAD, ProtoError, SERVER_IDS, WINDOW};
 use super::server::read_hello;
 use crate::exit::Code;
 use crate::relay::Stream;
@@ -100,12 +100,10 @@ struct Shared {
 }
 
 impl Drop for Shared {
+    // Every task of the channel ends once it is gone (the client socket's removes its file).
     fn drop(&mut self) {
         self.link.end();
         self.link.set_gone();
-        for (_, task) in self.local.lock().expect("local").drain() {
-            task.abort();
-        }
     }
 }
 
@@ -283,6 +281,9 @@ impl Channel {
         timeout: Duration,
     ) -> Result<Output, ChannelError> {
         let what = command.script().to_owned();
+        if command.wire().len() > MAX_PAYLOAD {
+            return Err(too_long(what, command.wire().len()));
+        }
         let link = Arc::clone(&self.shared.link);
         let mut rx = self.open(&what, false)?;
         let id = rx.id;
@@ -597,6 +598,13 @@ impl Channel {
     }
 }
 
+fn too_long(what: String, len: usize) -> ChannelError {
+    ChannelError::Refused {
+        what,
+        message: format!("the command is {len} bytes long, more than the channel's {MAX_PAYLOAD}"),
+    }
+}
+
 /// A command's output, bounded like [`ssh::run`]'s.
 #[derive(Default)]
 struct Bounded {
@@ -854,6 +862,13 @@ fn master_gone() -> Code {
 }
 
 async fn exec_client(request: ExecRequest) -> Code {
+    if request.wire.len() > MAX_PAYLOAD {
+        crate::say_err!(
+            "pvlaunch: {}",
+            too_long("the command".into(), request.wire.len())
+        );
+        return Code::Child(EXIT_GONE);
+    }
     let Ok(conn) = UnixStream::connect(&request.socket).await else {
         return master_gone();
     };
