@@ -88,6 +88,9 @@ impl Target {
             format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"),
             "ServerAliveCountMax=3".into(),
             "ExitOnForwardFailure=yes".into(),
+            // A refused code or password is not asked again: sites lock accounts after
+            // failed one-time codes, and the person decides whether to try again.
+            "NumberOfPasswordPrompts=1".into(),
         ] {
             a.push("-o".into());
             a.push(o);
@@ -1038,7 +1041,7 @@ mod tests {
         assert_eq!(
             a,
             "ssh -S /run/user/1/pvlaunch-x/cm -M -N -T -o ControlPersist=no -o ServerAliveInterval=5 \
-             -o ServerAliveCountMax=3 -o ExitOnForwardFailure=yes -o BatchMode=yes -l alice -J gate1,gate2 -- cluster"
+             -o ServerAliveCountMax=3 -o ExitOnForwardFailure=yes -o NumberOfPasswordPrompts=1 -o BatchMode=yes -l alice -J gate1,gate2 -- cluster"
         );
         assert!(!target().master_argv(false).join(" ").contains("BatchMode"));
     }

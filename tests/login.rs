@@ -1,12 +1,15 @@
-//! End to end: how pvlaunch logs in (docs/authentication.md) on the sandbox cluster's real sshd.
-//! A kept login serves later sessions, the user's own master is used and left running.
+//! End to end: how pvlaunch logs in (docs/authentication.md) on the sandbox cluster's real sshd,
+//! with real one-time codes (PAM pam_oath, TOTP) where a site asks for them: in a terminal
+//! (tmux), through an askpass window under ParaView, with nobody to answer, a wrong code, a kept
+//! login, the user's own master.
 //! Needs root (see tests/sandbox.rs); skipped loudly without it, failing under CI=true.
 
 mod common;
 
 use std::time::Duration;
 
-use common::sandbox::{self, Host, Sandbox, SiteConfig};
+use common::sandbox::{self, Host, OTP_PROMPT, Sandbox, SiteConfig};
+use common::tmux::Tmux;
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -72,6 +75,21 @@ fn session(sb: &Sandbox, extra: &str) -> sandbox::Output {
     out
 }
 
+const SESSION_CMD: &str =
+    "bin/pvlaunch -f two-hop.pvsc connect reverse-two-hop --client pvpython --script fetch.py";
+
+/// A session in a terminal on desk: answer the one-time code prompt once; returns the screen
+/// (the terminal is closed).
+fn session_in_terminal(sb: &Sandbox, extra: &str, host: Host) -> String {
+    let term = Tmux::start(sb, Host::Desk, &format!("{SESSION_CMD} {extra}"));
+    term.wait_for_screen(OTP_PROMPT, Duration::from_secs(60));
+    term.send_line(&sb.otp_code(host));
+    let status = term.wait_exit(SESSION_TIMEOUT);
+    let screen = term.screen();
+    assert_eq!(status, 0, "the session in the terminal failed:\n{screen}");
+    screen
+}
+
 /// ssh processes of the test user on desk (a master left behind shows here).
 fn desk_ssh(sb: &Sandbox) -> String {
     sb.run(Host::Desk, "pgrep -a -u pvtest -x ssh || true")
@@ -118,27 +136,33 @@ impl Drop for Logout<'_> {
 #[test]
 fn a_kept_login_serves_the_next_session_and_logout_ends_it() {
     let Some(sb) = sandbox::shared() else { return };
-    let _site = sb.configure(SiteConfig::default());
+    let _site = sb.configure(SiteConfig::default().otp(Host::Login, None));
     install(sb);
     let _logout = Logout(sb);
 
+    // The first session in a terminal: one code.
     let before = logins(sb, Host::Login);
-    let first = session(sb, "--persist 10m");
-    assert_eq!(first.code, Some(0), "{first}");
-    let evs = events(&first.stdout);
-    assert_eq!(event(&evs, "ssh_connected")["master"], "new", "{first}");
+    let codes = sb.otp_logins(Host::Login);
+    let screen = session_in_terminal(sb, "--persist 10m", Host::Login);
+    assert_eq!(
+        screen.matches(OTP_PROMPT).count(),
+        1,
+        "one prompt:\n{screen}"
+    );
     assert_eq!(
         logins(sb, Host::Login) - before,
         1,
         "the first session logs in once"
     );
+    assert_eq!(sb.otp_logins(Host::Login) - codes, 1, "with one code");
     let kept = desk_ssh(sb);
     assert!(
         kept.contains("ControlPersist=600s"),
         "the login is kept after the session: {kept:?}"
     );
 
-    let second = session(sb, "");
+    // The second one with nobody to answer (no terminal, no display): the kept login serves.
+    let second = session_without_terminal(sb, "env -u DISPLAY");
     assert_eq!(second.code, Some(0), "{second}");
     let evs = events(&second.stdout);
     assert_eq!(event(&evs, "ssh_connected")["master"], "kept", "{second}");
@@ -231,4 +255,190 @@ fn the_users_own_master_is_used_and_left_running() {
         "the user's master is left running: {check}"
     );
     no_leaks_but_the_master(sb);
+}
+
+/// A reverse-two-hop session with no terminal; `env` first (e.g. `env -u DISPLAY`).
+fn session_without_terminal(sb: &Sandbox, env: &str) -> sandbox::Output {
+    let out = sb.run_timeout(
+        Host::Desk,
+        &format!("{env} {SESSION_CMD} --json < /dev/null"),
+        SESSION_TIMEOUT,
+    );
+    sandbox::report(&format!(
+        "session without a terminal ({env}): exit {:?} after {:.1?}",
+        out.code, out.elapsed
+    ));
+    out
+}
+
+/// In a terminal: ssh's prompt is on the screen (no spinner over it), the person types the
+/// code, the session runs on that one login: one code, one `Accepted keyboard-interactive`.
+#[test]
+fn in_a_terminal_one_code_opens_the_whole_session() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().otp(Host::Login, None));
+    install(sb);
+    let codes = sb.otp_logins(Host::Login);
+    let screen = session_in_terminal(sb, "", Host::Login);
+    assert_eq!(
+        screen.matches(OTP_PROMPT).count(),
+        1,
+        "one prompt:\n{screen}"
+    );
+    assert_eq!(
+        sb.otp_logins(Host::Login) - codes,
+        1,
+        "one code for the whole session"
+    );
+    sb.assert_no_leaks();
+}
+
+/// Through the gateway with codes on both hosts: two prompts, one per hop, none later.
+#[test]
+fn through_a_gateway_one_code_per_hop() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(
+        SiteConfig::default()
+            .otp(Host::Gate, None)
+            .otp(Host::Login, None),
+    );
+    install(sb);
+    let (gate, login) = (sb.otp_logins(Host::Gate), sb.otp_logins(Host::Login));
+    let term = Tmux::start(
+        sb,
+        Host::Desk,
+        "bin/pvlaunch -f two-hop.pvsc connect two-hop-gate --client pvpython --script fetch.py",
+    );
+    term.wait_for_screen(OTP_PROMPT, Duration::from_secs(60));
+    term.send_line(&sb.otp_code(Host::Gate));
+    term.wait_for_screen_count(OTP_PROMPT, 2, Duration::from_secs(60));
+    term.send_line(&sb.otp_code(Host::Login));
+    let status = term.wait_exit(SESSION_TIMEOUT);
+    let screen = term.screen();
+    assert_eq!(status, 0, "{screen}");
+    assert_eq!(
+        screen.matches(OTP_PROMPT).count(),
+        2,
+        "two prompts:\n{screen}"
+    );
+    assert_eq!(sb.otp_logins(Host::Gate) - gate, 1);
+    assert_eq!(sb.otp_logins(Host::Login) - login, 1);
+    drop(term);
+    sb.assert_no_leaks();
+}
+
+/// A wrong code: refused once, not asked again, the method named, nothing left.
+#[test]
+fn a_wrong_code_fails_once_and_names_the_method() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().otp(Host::Login, None));
+    install(sb);
+    let codes = sb.otp_logins(Host::Login);
+    let term = Tmux::start(sb, Host::Desk, SESSION_CMD);
+    term.wait_for_screen(OTP_PROMPT, Duration::from_secs(60));
+    term.send_line("000000");
+    let status = term.wait_exit(Duration::from_secs(60));
+    let screen = term.screen();
+    assert_eq!(status, 4, "exit 4 (ssh):\n{screen}");
+    assert_eq!(
+        screen.matches(OTP_PROMPT).count(),
+        1,
+        "asked once:\n{screen}"
+    );
+    assert!(
+        screen.contains("refused the answer to keyboard-interactive"),
+        "{screen}"
+    );
+    assert!(screen.contains("does not try again"), "{screen}");
+    assert_eq!(sb.otp_logins(Host::Login), codes);
+    drop(term);
+    sb.assert_no_leaks();
+}
+
+/// No terminal and no display: the clear error at once, no code asked for.
+#[test]
+fn with_nobody_to_answer_the_session_fails_at_once_saying_what_was_needed() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().otp(Host::Login, None));
+    install(sb);
+    let partial = sb.sshd_log_count(Host::Login, "Partial publickey");
+    let out = session_without_terminal(sb, "env -u DISPLAY");
+    assert_eq!(out.code, Some(4), "{out}");
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "at once: {:.1?}",
+        out.elapsed
+    );
+    let evs = events(&out.stdout);
+    let error = event(&evs, "error");
+    let message = error["message"].as_str().unwrap_or("");
+    assert!(message.contains("nobody can answer here"), "{error}");
+    assert!(message.contains("one-time code"), "{error}");
+    let hint = error["hint"].as_str().unwrap_or("");
+    assert!(
+        hint.contains("askpass") && hint.contains("persist"),
+        "{error}"
+    );
+    // The key was tried (and accepted as a first step); the code never asked for.
+    assert_eq!(
+        sb.sshd_log_count(Host::Login, "Partial publickey") - partial,
+        1,
+        "{}",
+        sb.sshd_log(Host::Login)
+    );
+    sb.assert_no_leaks();
+}
+
+/// The real ParaView GUI runs pvlaunch from a profile's `<Command>` (no terminal, a display):
+/// ssh asks through the askpass window, the code is typed there, the session connects.
+#[test]
+fn under_paraview_the_code_is_asked_in_an_askpass_window() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().otp(Host::Login, None));
+    install(sb);
+    let codes = sb.otp_logins(Host::Login);
+    let gui = sb.spawn(
+        Host::Desk,
+        "PATH=$HOME/bin:$PATH exec paraview --servers-file=two-hop.pvsc --server=two-hop-gui > gui-otp.log 2>&1",
+    );
+    let log = || {
+        sb.read_file(Host::Desk, "/home/pvtest/gui-otp.log")
+            .unwrap_or_default()
+    };
+    let window = sandbox::try_wait_for(Duration::from_secs(90), || {
+        let found = sb
+            .run(
+                Host::Desk,
+                "xdotool search --name 'OpenSSH' 2>/dev/null | head -1",
+            )
+            .stdout;
+        let w = found.trim().to_string();
+        (!w.is_empty()).then_some(w)
+    })
+    .unwrap_or_else(|| panic!("no askpass window appeared; ParaView's log:\n{}", log()));
+    let code = sb.otp_code(Host::Login);
+    sb.run(
+        Host::Desk,
+        &format!("xdotool windowfocus --sync {window}; xdotool type --delay 50 {code}; xdotool key Return"),
+    )
+    .assert_success();
+    let connected = sandbox::try_wait_for(SESSION_TIMEOUT, || {
+        log().contains("tunnel open to node1").then_some(())
+    });
+    assert!(
+        connected.is_some(),
+        "the session did not connect; ParaView's log:\n{}",
+        log()
+    );
+    assert_eq!(sb.otp_logins(Host::Login) - codes, 1, "one code");
+    drop(gui);
+    let gone = sandbox::try_wait_for(Duration::from_secs(30), || {
+        sb.run(Host::Login, "squeue -h -u pvtest")
+            .stdout
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the job is cancelled after ParaView closes");
+    sb.assert_no_leaks();
 }
