@@ -578,6 +578,30 @@ pub struct Master {
     logged_in: bool,
 }
 
+/// A login's ssh, its stderr passed on while `echo` is set (see [`read_login_stderr`]).
+type Login = (
+    Child,
+    tokio::task::JoinHandle<String>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+fn spawn_login(argv: &[String], kind: Kind, asker: &crate::auth::Asker) -> Result<Login, SshError> {
+    let mut cmd = process::command(argv, kind);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .envs(asker.env());
+    tracing::debug!("login: {}", asker.describe());
+    let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
+    let pipe = child.stderr.take().expect("piped");
+    let echo = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Untrusted and unbounded (a banner, a hostile server): its last lines are kept.
+    let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
+    Ok((child, stderr, echo))
+}
+
 /// The pid in `-O check`'s `Master running (pid=N)`.
 fn check_pid(stderr: &str) -> Option<u32> {
     let at = stderr.find("pid=")?;
@@ -645,19 +669,7 @@ impl Master {
     /// stderr, cleaned of terminal escapes; after that only its last lines are kept.
     pub async fn start(target: Target, asker: &crate::auth::Asker) -> Result<Master, SshError> {
         let argv = target.master_argv(asker.batch_mode());
-        let mut cmd = process::command(&argv, Kind::Helper);
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .envs(asker.env());
-        tracing::debug!("login: {}", asker.describe());
-        let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
-            program: argv[0].clone(),
-            source,
-        })?;
-        let pipe = child.stderr.take().expect("piped");
-        let echo = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        // Untrusted and unbounded (a banner, a hostile server): its last lines are kept.
-        let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
+        let (child, stderr, echo) = spawn_login(&argv, Kind::Helper, asker)?;
         let mut master = Master {
             target,
             owner: Owner::Session,
@@ -682,17 +694,7 @@ impl Master {
     ) -> Result<Master, SshError> {
         let argv = target.master_argv_persisting(asker.batch_mode(), Some(persist));
         // The master must outlive pvlaunch.
-        let mut cmd = process::command(&argv, Kind::Detached);
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .envs(asker.env());
-        let mut child = cmd.spawn().map_err(|source| SshError::Spawn {
-            program: argv[0].clone(),
-            source,
-        })?;
-        let pipe = child.stderr.take().expect("piped");
-        let echo = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
+        let (mut child, stderr, echo) = spawn_login(&argv, Kind::Detached, asker)?;
         // ssh forks once logged in (ControlPersist): the foreground process exits 0 then.
         let status = tokio::time::timeout(AUTH_TIMEOUT, child.wait()).await;
         echo.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -1014,6 +1016,31 @@ pub fn control_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_masters_pid_and_the_users_control_path_are_read() {
+        assert_eq!(check_pid("Master running (pid=4242)\r\n"), Some(4242));
+        assert_eq!(check_pid("Control socket connect(x): No such file"), None);
+        let config = "user pvtest\ncontrolmaster auto\ncontrolpath /home/u/.ssh/cm-ab12\n";
+        assert_eq!(
+            configured_control_path(config),
+            Some(PathBuf::from("/home/u/.ssh/cm-ab12"))
+        );
+        assert_eq!(configured_control_path("controlpath none\n"), None);
+        assert_eq!(configured_control_path("user u\n"), None);
+    }
+
+    #[test]
+    fn a_kept_master_persists_for_the_time_asked() {
+        let a = target().master_argv_persisting(false, Some(Duration::from_secs(8 * 3600)));
+        assert!(a.contains(&"ControlPersist=28800s".to_string()), "{a:?}");
+        let b = target().master_argv(true);
+        assert!(b.contains(&"ControlPersist=no".to_string()), "{b:?}");
+        assert!(
+            b.contains(&"NumberOfPasswordPrompts=1".to_string()),
+            "{b:?}"
+        );
+    }
 
     #[test]
     fn the_private_dir_is_private_whatever_the_umask() {

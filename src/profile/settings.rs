@@ -812,6 +812,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn persist_is_no_or_a_duration_of_at_most_a_week() {
+        use std::time::Duration;
+        assert_eq!(parse_persist("no"), Ok(None));
+        assert_eq!(parse_persist("90s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse_persist("8h"), Ok(Some(Duration::from_secs(8 * 3600))));
+        assert_eq!(
+            parse_persist("7d"),
+            Ok(Some(Duration::from_secs(7 * 86_400)))
+        );
+        for bad in [
+            "",
+            "8",
+            "h",
+            "0m",
+            "8x",
+            "-1h",
+            "8d",
+            "99999999999999999999d",
+            "yes",
+        ] {
+            assert!(parse_persist(bad).is_err(), "{bad}");
+        }
+        assert_eq!(yes_no("no", "reuse-master"), Ok(false));
+        assert!(yes_no("maybe", "reuse-master").is_err());
+    }
+
+    #[test]
     fn walltimes_are_the_scheduler_layers() {
         for ok in ["30", "01:30:00", "1-00:00:00", "2-12:00:00", "48:00:00"] {
             assert!(parse_walltime(ok).is_ok(), "{ok}");
