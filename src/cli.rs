@@ -134,6 +134,13 @@ ARGS: --reverse-connection --client-host=localhost and pvserver's own options."
     )]
     Node(NodeArgs),
 
+    /// One ssh session channel for a whole session (not for people).
+    ///
+    /// For sites without ssh connection sharing: `serve` runs on the login node over the ssh
+    /// session's stdio; `exec` runs one command through the session's channel socket.
+    #[command(hide = true, subcommand)]
+    Channel(ChannelCommand),
+
     /// Print a shell completion script.
     #[command(after_long_help = "Examples:
   pvlaunch completions bash > ~/.local/share/bash-completion/completions/pvlaunch
@@ -396,4 +403,31 @@ impl From<RelayArgs> for crate::relay::command::RelayRequest {
             same_user: args.same_user,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Serve a channel on stdin/stdout (stdout carries only the channel; logs go to stderr).
+    #[command(after_long_help = "Examples:
+  ssh login 'exec pvlaunch channel serve'")]
+    Serve {
+        /// How long commands may run on after the channel ended (they are hung up: end of
+        /// input, closed output, SIGHUP), before SIGTERM and SIGKILL.
+        #[arg(long, value_name = "DURATION", default_value = "11m", value_parser = crate::relay::parse_duration)]
+        linger: std::time::Duration,
+    },
+
+    /// Run one command through a session's channel, like `ssh -S cm host WIRE`: stdin, stdout,
+    /// stderr and exit status are the command's; 255 when the channel is gone.
+    #[command(after_long_help = "Examples:
+  pvlaunch channel exec --socket /run/user/1000/pvlaunch-Ab12/chan.sock -- \"exec /bin/sh -c 'squeue'\"")]
+    Exec {
+        /// The session's channel socket.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+
+        /// The command for the login node's shell (words are joined with spaces, as ssh does).
+        #[arg(last = true, required = true, value_name = "WIRE")]
+        wire: Vec<String>,
+    },
 }

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -58,5 +59,14 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::Logout(args) => connect::logout(cli.profiles, &args),
         Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
         Command::Node(args) => Ok(hop::node::main(args.into())),
+        Command::Channel(cli::ChannelCommand::Serve { linger }) => {
+            Ok(channel::server::main(channel::ServeRequest { linger }))
+        }
+        Command::Channel(cli::ChannelCommand::Exec { socket, wire }) => {
+            Ok(channel::exec_main(channel::ExecRequest {
+                socket,
+                wire: wire.join(" "),
+            }))
+        }
     }
 }

@@ -82,7 +82,7 @@ pub use sys::{effective_uid, raise_fd_limit};
 
 use crate::hop::Secret;
 use conn::{ConnSetup, Moved, RuleState};
-use listener::Listener;
+pub(crate) use listener::Listener;
 pub use sock::Stream;
 
 /// What can stop a relay from starting.
