@@ -249,6 +249,13 @@ pub fn diagnose(stderr: &str, destination: &str, asker: &Asker) -> LoginFailure 
                  accepts a key for you"
             ),
         )
+    } else if said("Host key verification failed") && *asker == Asker::Terminal {
+        (
+            base,
+            "the login node's host key was not accepted. Compare the fingerprint ssh showed \
+             with the one your centre publishes, then connect again and answer yes"
+                .into(),
+        )
     } else if said("Host key verification failed") {
         (
             base,
@@ -589,6 +596,12 @@ Host key verification failed.\r\n";
         );
         assert!(f.hint.contains("`ssh login` once in a terminal"));
         assert!(f.hint.contains("never accepts"));
+    }
+
+    #[test]
+    fn a_host_key_declined_in_the_terminal_says_to_compare_the_fingerprint() {
+        let f = diagnose("Host key verification failed.", "login", &Asker::Terminal);
+        assert!(f.hint.contains("Compare the fingerprint"), "{f:?}");
     }
 
     #[test]

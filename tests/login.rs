@@ -442,3 +442,69 @@ fn under_paraview_the_code_is_asked_in_an_askpass_window() {
     assert!(gone.is_some(), "the job is cancelled after ParaView closes");
     sb.assert_no_leaks();
 }
+
+/// A passphrase-protected key with no agent: ssh's prompt is on the screen, the passphrase is
+/// typed there, the session runs.
+#[test]
+fn a_key_passphrase_is_asked_in_the_terminal() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().key_passphrase("correct horse"));
+    install(sb);
+    let term = Tmux::start(sb, Host::Desk, SESSION_CMD);
+    term.wait_for_screen("Enter passphrase for key", Duration::from_secs(60));
+    term.send_line("correct horse");
+    let status = term.wait_exit(SESSION_TIMEOUT);
+    let screen = term.screen();
+    assert_eq!(status, 0, "{screen}");
+    assert_eq!(
+        screen.matches("Enter passphrase for key").count(),
+        1,
+        "asked once:\n{screen}"
+    );
+    drop(term);
+    sb.assert_no_leaks();
+}
+
+/// A login node whose host key desk does not know: ssh's whole question is on the screen;
+/// declined, the session ends with what to check; accepted by the person, it runs. Without a
+/// terminal and a display it is refused at once, never accepted for the user.
+#[test]
+fn an_unknown_host_key_is_the_persons_to_accept() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(SiteConfig::default().forget_host_key(Host::Login));
+    install(sb);
+
+    let out = session_without_terminal(sb, "env -u DISPLAY");
+    assert_eq!(out.code, Some(4), "{out}");
+    let error = event(&events(&out.stdout), "error").clone();
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`ssh login` once in a terminal"),
+        "{error}"
+    );
+
+    let term = Tmux::start(sb, Host::Desk, SESSION_CMD);
+    let screen = term.wait_for_screen("(yes/no", Duration::from_secs(60));
+    assert!(
+        screen.contains("The authenticity of host 'login (10.77.0.12)' can't be established")
+            && screen.contains("key fingerprint is SHA256:"),
+        "the whole question:\n{screen}"
+    );
+    term.send_line("no");
+    let status = term.wait_exit(Duration::from_secs(60));
+    let screen = term.screen();
+    assert_eq!(status, 4, "{screen}");
+    assert!(screen.contains("Compare the fingerprint"), "{screen}");
+    drop(term);
+
+    let term = Tmux::start(sb, Host::Desk, SESSION_CMD);
+    term.wait_for_screen("(yes/no", Duration::from_secs(60));
+    term.send_line("yes");
+    let status = term.wait_exit(SESSION_TIMEOUT);
+    let screen = term.screen();
+    assert_eq!(status, 0, "{screen}");
+    drop(term);
+    sb.assert_no_leaks();
+}
