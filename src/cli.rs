@@ -234,6 +234,12 @@ pub struct ConnectArgs {
     /// `pvlaunch logout PROFILE`.
     #[arg(long, value_name = "DURATION")]
     pub persist: Option<String>,
+
+    /// Use no ssh connection sharing: one ssh connection whose one session carries every
+    /// command and forward through pvlaunch's own channel (sites with `MaxSessions 1`, ssh
+    /// without ControlMaster); overrides <Login multiplex>.
+    #[arg(long)]
+    pub no_multiplex: bool,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,9 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
     let Some(mut launch) = picked.launch.clone() else {
         return plain(resolved, environment, json, args, &request);
     };
+    if args.no_multiplex {
+        launch.multiplex = crate::profile::settings::Multiplex::No;
+    }
     if let Some(text) = &args.persist {
         match crate::profile::settings::parse_persist(text) {
             Ok(persist) => launch.persist = persist,

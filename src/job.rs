@@ -377,7 +377,7 @@ pub async fn start_guard_with(
 ) -> Result<Guard, GuardError> {
     let command = guard_command(scheduler, tag, timings)?;
     Guard::spawn(
-        &master.target.remote_argv(&command),
+        &master.remote_argv(&command),
         timings.heartbeat_interval,
     )
     .await

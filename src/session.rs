@@ -189,7 +189,12 @@ async fn steps(
     if asker == auth::Asker::Terminal {
         reporter.hand_over_terminal();
     }
-    let started = open_master(target, launch, &asker).await;
+    let dir = held
+        .private_dir
+        .as_ref()
+        .map(|d| d.path().to_path_buf())
+        .unwrap_or_else(std::env::temp_dir);
+    let started = open_master(target, launch, &asker, &dir, reporter).await;
     reporter.take_back_terminal();
     let master = match started {
         Ok(m) => held.master.insert(m),
@@ -1113,6 +1118,35 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
 /// one pvlaunch kept from an earlier session, else a new login (kept after the session with
 /// `persist`). Only a new login may ask anything.
 async fn open_master(
+    target: ssh::Target,
+    launch: &Launch,
+    asker: &auth::Asker,
+    dir: &std::path::Path,
+    reporter: &mut Reporter,
+) -> Result<Master, ssh::SshError> {
+    use crate::profile::settings::Multiplex;
+    let binary = std::env::current_exe().map_err(|source| ssh::SshError::Spawn {
+        program: "pvlaunch".into(),
+        source,
+    })?;
+    if launch.multiplex == Multiplex::No {
+        return Master::start_single(target, asker, &binary, dir).await;
+    }
+    let master = shared_master(target, launch, asker).await?;
+    if launch.multiplex == Multiplex::Auto && master.sessions_limited().await {
+        reporter.emit(Event::Warning {
+            message: "the login node allows one session per ssh connection (MaxSessions 1): \
+                      this session's commands and forwards go through pvlaunch's own channel in \
+                      that one session"
+                .into(),
+        });
+        return master.into_channel(&binary, dir).await;
+    }
+    Ok(master)
+}
+
+/// A master with ssh's connection sharing: see [`open_master`].
+async fn shared_master(
     target: ssh::Target,
     launch: &Launch,
     asker: &auth::Asker,

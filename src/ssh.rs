@@ -124,6 +124,31 @@ impl Target {
         self.control("check", None)
     }
 
+    /// One connection, no master, running `command` in its one session: the carrier of
+    /// [`Master::start_single`].
+    pub fn single_argv(&self, batch_mode: bool, command: &RemoteCommand) -> Vec<String> {
+        let mut a = vec![self.program.clone(), "-T".into()];
+        for o in [
+            "ControlMaster=no".to_string(),
+            "ControlPath=none".into(),
+            format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"),
+            "ServerAliveCountMax=3".into(),
+            "NumberOfPasswordPrompts=1".into(),
+        ] {
+            a.push("-o".into());
+            a.push(o);
+        }
+        if batch_mode {
+            a.push("-o".into());
+            a.push("BatchMode=yes".into());
+        }
+        self.common_options(&mut a);
+        a.push("--".into());
+        a.push(self.destination.clone());
+        a.push(command.wire().into());
+        a
+    }
+
     /// `ssh -G`: the configuration ssh would use for this destination (to find the user's own
     /// `ControlPath`).
     pub fn config_argv(&self) -> Vec<String> {
@@ -576,6 +601,20 @@ pub struct Master {
     opened: std::sync::Mutex<Vec<(&'static str, String)>>,
     /// Whether this session logged in (rather than finding a master running).
     logged_in: bool,
+    /// Every command and forward goes through pvlaunch's own multiplexer over one ssh session
+    /// (`crate::channel`) when the site allows no connection sharing.
+    channel: Option<ChannelLink>,
+}
+
+/// The session's channel ([`Master::start_single`], [`Master::into_channel`]).
+pub struct ChannelLink {
+    pub channel: crate::channel::Channel,
+    /// The local socket `pvlaunch channel exec` uses.
+    pub socket: PathBuf,
+    /// This program, run as `channel exec`.
+    pub program: String,
+    /// The ssh process whose session carries the channel.
+    carrier: Child,
 }
 
 /// A login's ssh, its stderr passed on while `echo` is set (see [`read_login_stderr`]).
@@ -600,6 +639,83 @@ fn spawn_login(argv: &[String], kind: Kind, asker: &crate::auth::Asker) -> Resul
     // Untrusted and unbounded (a banner, a hostile server): its last lines are kept.
     let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
     Ok((child, stderr, echo))
+}
+
+/// The words of an sshd that allows no further session on a connection (`MaxSessions`).
+fn session_refused(stderr: &str) -> bool {
+    stderr.contains("administratively prohibited") || stderr.contains("open failed")
+}
+
+fn forward_refused(e: crate::channel::ChannelError) -> SshError {
+    SshError::ForwardRefused {
+        stderr: e.to_string(),
+    }
+}
+
+/// Run the channel's bootstrap with `argv` (an ssh whose session runs it), upload `binary`
+/// when the login node lacks it, and serve `channel exec` clients from `dir`. With `echo`,
+/// ssh's stderr is passed on while it logs in.
+async fn open_channel(
+    argv: &[String],
+    binary: &Path,
+    dir: &Path,
+    destination: &str,
+    login: Option<&crate::auth::Asker>,
+) -> Result<ChannelLink, SshError> {
+    let mut cmd = process::command(argv, Kind::Helper);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(asker) = login {
+        cmd.envs(asker.env());
+    }
+    let mut carrier = cmd.spawn().map_err(|source| SshError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
+    let reader = carrier.stdout.take().expect("piped");
+    let writer = carrier.stdin.take().expect("piped");
+    let pipe = carrier.stderr.take().expect("piped");
+    let echo = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(login.is_some()));
+    let stderr = tokio::spawn(read_login_stderr(pipe, std::sync::Arc::clone(&echo)));
+    let started =
+        crate::channel::Channel::start_bootstrapped(reader, writer, binary, AUTH_TIMEOUT).await;
+    echo.store(false, std::sync::atomic::Ordering::SeqCst);
+    let channel = match started {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = carrier.start_kill();
+            let _ = carrier.wait().await;
+            let said = tokio::time::timeout(Duration::from_secs(2), stderr)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(SshError::MasterExited {
+                destination: destination.to_string(),
+                stderr: if said.trim().is_empty() {
+                    e.to_string()
+                } else {
+                    said
+                },
+            });
+        }
+    };
+    let socket = channel
+        .serve_clients(dir)
+        .map_err(|e| SshError::MasterExited {
+            destination: destination.to_string(),
+            stderr: e.to_string(),
+        })?;
+    let program = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pvlaunch".into());
+    Ok(ChannelLink {
+        channel,
+        socket,
+        program,
+        carrier,
+    })
 }
 
 /// The pid in `-O check`'s `Master running (pid=N)`.
@@ -678,10 +794,37 @@ impl Master {
             stderr: Some(stderr),
             opened: Default::default(),
             logged_in: true,
+            channel: None,
         };
         let started = master.wait_ready().await;
         echo.store(false, std::sync::atomic::Ordering::SeqCst);
         started.map(|()| master)
+    }
+
+    /// One ssh connection with no connection sharing (`<Login multiplex="no">`, Windows'
+    /// OpenSSH): its one session runs pvlaunch's channel (uploaded when missing), which carries
+    /// every command and forward. One login, as with a master.
+    pub async fn start_single(
+        target: Target,
+        asker: &crate::auth::Asker,
+        binary: &Path,
+        dir: &Path,
+    ) -> Result<Master, SshError> {
+        let argv = target.single_argv(
+            asker.batch_mode(),
+            &RemoteCommand::new(crate::channel::bootstrap_script(env!("CARGO_PKG_VERSION"))),
+        );
+        let link = open_channel(&argv, binary, dir, &target.destination, Some(asker)).await?;
+        Ok(Master {
+            target,
+            owner: Owner::Session,
+            child: None,
+            daemon: None,
+            stderr: None,
+            opened: Default::default(),
+            logged_in: true,
+            channel: Some(link),
+        })
     }
 
     /// Log in and keep the master in the background for `persist` once unused
@@ -748,6 +891,7 @@ impl Master {
             stderr: None,
             opened: Default::default(),
             logged_in: false,
+            channel: None,
         })
     }
 
@@ -762,6 +906,62 @@ impl Master {
         }
         let path = configured_control_path(&out.stdout)?;
         Master::adopt(target.through(path), Owner::User).await
+    }
+
+    /// Whether commands and forwards go through pvlaunch's channel.
+    pub fn channelled(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// The argv that runs `command` (POSIX sh, quoted) on the login node as a local child
+    /// process with its own stdin and stdout (the guard, the login relay): through the master,
+    /// or through the channel.
+    pub fn remote_argv(&self, command: &str) -> Vec<String> {
+        match &self.channel {
+            Some(link) => crate::channel::exec_argv(
+                &link.program,
+                &link.socket,
+                RemoteCommand::new(command).wire(),
+            ),
+            None => self.target.remote_argv(command),
+        }
+    }
+
+    /// Whether the login node refuses a second session on one connection (`MaxSessions 1`):
+    /// one session is held open while another is tried.
+    pub async fn sessions_limited(&self) -> bool {
+        let hold = self.target.remote_argv("echo up; exec sleep 30");
+        let mut cmd = process::command(&hold, Kind::Helper);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let Ok(mut holder) = cmd.spawn() else {
+            return false;
+        };
+        let mut out = holder.stdout.take().expect("piped");
+        let mut buf = [0u8; 3];
+        let up = tokio::time::timeout(COMMAND_TIMEOUT, out.read_exact(&mut buf)).await;
+        let limited = match up {
+            Ok(Ok(_)) => match run(&self.target.remote_argv("true"), None, COMMAND_TIMEOUT).await {
+                Ok(o) => !o.success() && session_refused(&o.stderr),
+                Err(_) => false,
+            },
+            // The first session itself was refused or failed: nothing to learn here.
+            _ => false,
+        };
+        let _ = holder.start_kill();
+        let _ = holder.wait().await;
+        limited
+    }
+
+    /// Carry every later command and forward through a channel in one session over this
+    /// master (for `MaxSessions 1`): `pvlaunch channel serve` on the login node, put there
+    /// when missing. `dir` holds the local socket for `channel exec`.
+    pub async fn into_channel(mut self, binary: &Path, dir: &Path) -> Result<Master, SshError> {
+        let argv = self.target.remote_command_argv(&RemoteCommand::new(
+            crate::channel::bootstrap_script(env!("CARGO_PKG_VERSION")),
+        ));
+        let link = open_channel(&argv, binary, dir, &self.target.destination, None).await?;
+        self.channel = Some(link);
+        Ok(self)
     }
 
     /// Whose the master is.
@@ -819,6 +1019,11 @@ impl Master {
 
     /// Whether the master is still running.
     pub fn alive(&mut self) -> bool {
+        if let Some(link) = &mut self.channel
+            && (!link.channel.alive() || !matches!(link.carrier.try_wait(), Ok(None)))
+        {
+            return false;
+        }
         match (&mut self.child, self.daemon) {
             (Some(child), _) => matches!(child.try_wait(), Ok(None)),
             (None, Some(pid)) => process_exists(pid),
@@ -828,6 +1033,13 @@ impl Master {
 
     /// Wait until the master exits (the link dropped).
     pub async fn wait(&mut self) {
+        if let Some(link) = &mut self.channel {
+            tokio::select! {
+                _ = link.channel.closed() => {}
+                _ = link.carrier.wait() => {}
+            }
+            return;
+        }
         match (&mut self.child, self.daemon) {
             (Some(child), _) => {
                 let _ = child.wait().await;
@@ -872,6 +1084,13 @@ impl Master {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Output, SshError> {
+        if let Some(link) = &self.channel {
+            return link
+                .channel
+                .exec_command(command, stdin, timeout)
+                .await
+                .map_err(|e| e.into_ssh(&self.target.destination));
+        }
         let out = run_labelled(
             &self.target.remote_command_argv(command),
             &script_label(command.script()),
@@ -902,6 +1121,13 @@ impl Master {
         remote: u16,
         local: u16,
     ) -> Result<u16, SshError> {
+        if let Some(link) = &self.channel {
+            return link
+                .channel
+                .forward_remote_tcp(bind, remote, local)
+                .await
+                .map_err(forward_refused);
+        }
         let out = run(
             &self.target.remote_forward_argv(bind, remote, local),
             None,
@@ -932,6 +1158,13 @@ impl Master {
         remote: u16,
         local: u16,
     ) -> Result<(), SshError> {
+        if let Some(link) = &self.channel {
+            let forward = crate::channel::Forward::RemoteTcp {
+                bind: bind.map(str::to_string),
+                port: remote,
+            };
+            return link.channel.cancel(&forward).await.map_err(forward_refused);
+        }
         forward_request(&self.target.cancel_remote_forward_argv(bind, remote, local)).await?;
         self.forget("-R", &remote_spec(bind, remote, local));
         Ok(())
@@ -939,6 +1172,13 @@ impl Master {
 
     /// Open `-R PATH:localhost:local`, a Unix socket on the login node.
     pub async fn forward_remote_socket(&self, path: &str, local: u16) -> Result<(), SshError> {
+        if let Some(link) = &self.channel {
+            return link
+                .channel
+                .forward_remote_unix(path, local)
+                .await
+                .map_err(forward_refused);
+        }
         forward_request(&self.target.remote_socket_forward_argv(path, local)).await?;
         self.remember("-R", format!("{path}:localhost:{local}"));
         Ok(())
@@ -946,6 +1186,14 @@ impl Master {
 
     /// Open `-L 127.0.0.1:local:host:port`.
     pub async fn forward_local(&self, local: u16, host: &str, port: u16) -> Result<(), SshError> {
+        if let Some(link) = &self.channel {
+            return link
+                .channel
+                .forward_local(local, host, port)
+                .await
+                .map(|_| ())
+                .map_err(forward_refused);
+        }
         forward_request(&self.target.local_forward_argv(local, host, port)).await?;
         self.remember("-L", format!("127.0.0.1:{local}:{host}:{port}"));
         Ok(())
@@ -955,6 +1203,18 @@ impl Master {
     /// and session): `-O exit`, then signals. A master that stays (kept, or the user's) only
     /// loses the forwards this session opened.
     pub async fn stop(&mut self) {
+        if let Some(mut link) = self.channel.take() {
+            // The channel's end: the login node's server hangs up every command it ran and
+            // closes every listener; then its session ends.
+            let _ = tokio::time::timeout(Duration::from_secs(5), link.channel.close()).await;
+            let _ = std::fs::remove_file(&link.socket);
+            if tokio::time::timeout(Duration::from_secs(5), link.carrier.wait())
+                .await
+                .is_err()
+            {
+                process::stop(&mut link.carrier, Duration::from_secs(2)).await;
+            }
+        }
         if self.owner != Owner::Session {
             let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
             for (flag, spec) in opened {

@@ -508,3 +508,41 @@ fn an_unknown_host_key_is_the_persons_to_accept() {
     drop(term);
     sb.assert_no_leaks();
 }
+
+/// A site that allows one session per ssh connection (`MaxSessions 1`), with one-time codes:
+/// `auto` finds it out and carries the session through pvlaunch's channel in that one session;
+/// `--no-multiplex` uses no connection sharing at all. One code each, every recipe's forward.
+#[test]
+fn with_one_session_per_connection_the_channel_carries_the_session() {
+    let Some(sb) = sandbox::shared() else { return };
+    let _site = sb.configure(
+        SiteConfig::default()
+            .sshd(Host::Login, "MaxSessions", "1")
+            .otp(Host::Login, None),
+    );
+    install(sb);
+
+    // auto, in a terminal: one code, the channel over the master.
+    let codes = sb.otp_logins(Host::Login);
+    let screen = session_in_terminal(sb, "", Host::Login);
+    assert!(
+        screen.contains("one session per ssh connection"),
+        "the switch is said:\n{screen}"
+    );
+    assert_eq!(sb.otp_logins(Host::Login) - codes, 1, "one code");
+    sb.assert_no_leaks();
+
+    // No connection sharing at all, for each recipe (their forwards: -R TCP, -R to a Unix
+    // socket, -L), one code each.
+    for recipe in ["reverse-two-hop", "relay", "two-hop", "reverse"] {
+        let codes = sb.otp_logins(Host::Login);
+        let screen = session_in_terminal(sb, &format!("--no-multiplex --recipe {recipe}"), Host::Login);
+        assert!(!screen.contains("ControlMaster"), "{screen}");
+        assert_eq!(
+            sb.otp_logins(Host::Login) - codes,
+            1,
+            "one code for the {recipe} session"
+        );
+        sb.assert_no_leaks();
+    }
+}

@@ -154,6 +154,8 @@ pub struct Login {
     pub persist: Value,
     /// Whether a master the user already runs for the host is used.
     pub reuse_master: Value,
+    /// `auto`, `yes` or `no`: ssh's connection sharing, or pvlaunch's own channel.
+    pub multiplex: Value,
 }
 
 /// `<Job scheduler nodes ranks-per-node walltime partition account name queue-timeout>` with
@@ -223,6 +225,7 @@ const SPECS: &[Spec] = &[
             "askpass",
             "persist",
             "reuse-master",
+            "multiplex",
         ],
         required: &["host"],
         children: &[],
@@ -417,6 +420,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             askpass: get(login, "askpass"),
             persist: get_or(login, "persist", "no", at),
             reuse_master: get_or(login, "reuse-master", "yes", at),
+            multiplex: get_or(login, "multiplex", "auto", at),
         },
         job: Job {
             scheduler: get_or(job, "scheduler", "slurm", at),
@@ -562,6 +566,7 @@ impl Settings {
         let askpass = r.opt(&self.login.askpass, check_one_line);
         let persist = r.read(&self.login.persist, parse_persist);
         let reuse_master = r.read(&self.login.reuse_master, |t| yes_no(t, "reuse-master"));
+        let multiplex = r.read(&self.login.multiplex, parse_multiplex);
         let scheduler = r.read(&self.job.scheduler, parse_scheduler);
         let nodes = r.read(&self.job.nodes, parse_nodes);
         let ranks_per_node = r.read(&self.job.ranks_per_node, parse_ranks);
@@ -600,6 +605,7 @@ impl Settings {
             askpass: non_empty(askpass?),
             persist: persist?,
             reuse_master: reuse_master?,
+            multiplex: multiplex?,
             scheduler: scheduler?,
             nodes: nodes?,
             ranks_per_node: ranks_per_node?,
@@ -690,6 +696,18 @@ pub fn parse_persist(text: &str) -> Check<Option<std::time::Duration>> {
         return Err((format!("persist `{text}` is out of range"), hint()));
     }
     Ok(Some(std::time::Duration::from_secs(secs)))
+}
+
+fn parse_multiplex(text: &str) -> Check<Multiplex> {
+    match text {
+        "auto" => Ok(Multiplex::Auto),
+        "yes" => Ok(Multiplex::Yes),
+        "no" => Ok(Multiplex::No),
+        _ => Err((
+            format!("unknown multiplex setting `{text}`"),
+            Some("choose `auto` (ssh's connection sharing, pvlaunch's channel when the site allows one session per connection), `yes` or `no` (always the channel)".into()),
+        )),
+    }
 }
 
 fn yes_no(text: &str, what: &str) -> Check<bool> {
@@ -959,6 +977,8 @@ pub struct Launch {
     pub persist: Option<std::time::Duration>,
     /// `<Login reuse-master>`: use a master the user runs for the host.
     pub reuse_master: bool,
+    /// `<Login multiplex>`.
+    pub multiplex: Multiplex,
     pub scheduler: Kind,
     pub nodes: u32,
     pub ranks_per_node: u32,
@@ -981,6 +1001,19 @@ pub struct Launch {
     /// The pvlaunch program on the login node (relay recipe); found or copied when `None`.
     pub relay_program: Option<String>,
     pub owned_hops: OwnedHops,
+}
+
+/// How the session's commands and forwards share the one login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Multiplex {
+    /// ssh's connection sharing; pvlaunch's channel when the login node allows one session
+    /// per connection only (`MaxSessions 1`).
+    Auto,
+    /// ssh's connection sharing, no check.
+    Yes,
+    /// No connection sharing: one ssh connection whose one session runs pvlaunch's channel.
+    No,
 }
 
 /// Whether the session's hops must all be pvlaunch's own (see docs/security.md).
@@ -1009,6 +1042,7 @@ impl Launch {
             askpass: None,
             persist: None,
             reuse_master: true,
+            multiplex: Multiplex::Auto,
             scheduler: Kind::Slurm,
             nodes: 1,
             ranks_per_node: 2,
@@ -1147,6 +1181,7 @@ impl Settings {
                     .map(|v| sub_in(v, &[], Place::Value)),
                 persist: sub_in(&self.login.persist, &[], Place::Value),
                 reuse_master: sub_in(&self.login.reuse_master, &[], Place::Value),
+                multiplex: sub_in(&self.login.multiplex, &[], Place::Value),
             },
             job: Job {
                 scheduler: sub_in(&self.job.scheduler, &[], Place::Value),

@@ -50,7 +50,7 @@ pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
     let command = quote::join(&argv).map_err(|e| Failure::Profile {
         message: e.to_string(),
     })?;
-    let ssh_argv = ctx.master.target.remote_argv(&command);
+    let ssh_argv = ctx.master.remote_argv(&command);
     let mut cmd = process::command(&ssh_argv, Kind::Helper);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
