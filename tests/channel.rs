@@ -633,3 +633,110 @@ async fn the_client_skips_a_banner_and_refuses_other_peers() {
         .unwrap_err();
     assert!(err.to_string().contains("command not found"), "{err}");
 }
+
+/// One `pvlaunch channel exec` of `wire` through `socket`, fed `input`: its exit status,
+/// stdout and stderr.
+async fn channel_exec(
+    socket: &Path,
+    wire: &str,
+    input: Vec<u8>,
+) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    let argv = exec_argv(BIN, socket, wire);
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("channel exec timed out")
+        .unwrap();
+    (out.status.code(), out.stdout, out.stderr)
+}
+
+/// Many `channel exec` runs, eight at a time, beside the other tests: 2 MB each way (a
+/// pattern, so a lost or reordered chunk shows), stderr beside stdout, exit codes and
+/// signals. A finished command is never reported as a gone channel, and no byte is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_channel_execs_at_once_lose_no_byte_and_no_status() {
+    const RUNS: usize = 120;
+    const AT_ONCE: usize = 8;
+    const BIG: usize = 2_000_000;
+    let (_child, ch, _log) = start("2s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = ch.serve_clients(dir.path()).unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..RUNS {
+        let socket = socket.clone();
+        let gate = std::sync::Arc::clone(&gate);
+        runs.spawn(async move {
+            let _turn = gate.acquire_owned().await.unwrap();
+            let big: Vec<u8> = (0..BIG).map(|k| pattern(k + i)).collect();
+            // (script, stdin, expected code, stdout, stderr)
+            let (script, input, code, out, err): (&str, Vec<u8>, i32, Vec<u8>, &str) = match i % 6 {
+                0 => ("cat", big.clone(), 0, big, ""),
+                1 => (
+                    "cat; echo done >&2; exit 42",
+                    big.clone(),
+                    42,
+                    big,
+                    "done\n",
+                ),
+                2 => (
+                    "tr a-z A-Z; echo warn >&2; exit 7",
+                    b"abc\n".to_vec(),
+                    7,
+                    b"ABC\n".to_vec(),
+                    "warn\n",
+                ),
+                3 => ("kill -TERM $$", Vec::new(), 128 + 15, Vec::new(), ""),
+                4 => (
+                    "cat >&2; exit 3",
+                    big[..300_000].to_vec(),
+                    3,
+                    Vec::new(),
+                    "",
+                ),
+                _ => ("echo ok", Vec::new(), 0, b"ok\n".to_vec(), ""),
+            };
+            let wire = RemoteCommand::new(script).wire().to_owned();
+            let (got_code, got_out, raw_err) = channel_exec(&socket, &wire, input.clone()).await;
+            let got_err = String::from_utf8_lossy(&raw_err);
+            assert_eq!(
+                got_code,
+                Some(code),
+                "run {i} `{script}`: stderr {got_err:?}"
+            );
+            assert!(
+                got_out == out,
+                "run {i} `{script}`: stdout {} bytes, {} expected, first difference at {:?}; \
+                 stderr {got_err:?}",
+                got_out.len(),
+                out.len(),
+                got_out.iter().zip(&out).position(|(a, b)| a != b)
+            );
+            if i % 6 == 4 {
+                assert!(raw_err == input, "run {i}: stderr {} bytes", raw_err.len());
+            } else {
+                assert_eq!(got_err, err, "run {i} `{script}`");
+            }
+        });
+    }
+    while let Some(r) = runs.join_next().await {
+        if let Err(e) = r {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    assert_eq!(
+        ch.exec("echo alive", None, T).await.unwrap().stdout,
+        "alive\n"
+    );
+}

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::link::{self, Link, RouteRx};
+use super::link::{self, Link, OnWriteFailure, RouteRx};
 use super::proto::{self, CHUNK, ExitStatus, Frame, MAX_PAYLOAD, ProtoError, SERVER_IDS, WINDOW};
 use super::server::read_hello;
 use crate::exit::Code;
@@ -34,6 +34,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How long `pvlaunch channel exec` and the session's socket wait for each other's hello.
 pub const LOCAL_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the session's socket waits for a `pvlaunch channel exec` to read the end of its
+/// stream and close its side.
+pub const CLIENT_LINGER: Duration = Duration::from_secs(5);
 /// The name of the socket [`Channel::serve_clients`] listens on, in the folder it is given.
 pub const CLIENT_SOCKET: &str = "chan.sock";
 
@@ -171,7 +174,7 @@ impl Channel {
             };
         wrote.map_err(local)?;
         tracing::info!(server = %peer_version, "channel open");
-        let (link, _writer) = Link::new(writer, 1, SERVER_IDS);
+        let (link, _writer) = Link::new(writer, 1, SERVER_IDS, OnWriteFailure::EndLink);
         let shared = Arc::new(Shared {
             link: Arc::clone(&link),
             peer_version,
@@ -769,6 +772,7 @@ async fn proxy(link: Arc<Link>, conn: UnixStream) {
         Ok(())
     });
     tokio::pin!(local);
+    let mut local_done = false;
     loop {
         tokio::select! {
             f = rx.data.recv() => match f {
@@ -800,6 +804,7 @@ async fn proxy(link: Arc<Link>, conn: UnixStream) {
                 if let Err(e) = r {
                     tracing::debug!("a channel client failed: {e}");
                 }
+                local_done = true;
                 // Gone without waiting for the exit: its command's pipes close.
                 link.send(Frame::Close { id: rid });
                 break;
@@ -808,7 +813,15 @@ async fn proxy(link: Arc<Link>, conn: UnixStream) {
     }
     link.close_route(rid);
     drop(ltx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The client reads the rest and goes. What it still sends meanwhile (acknowledgements of
+    // the output) is read and dropped: a socket closed with unread input resets the peer's.
+    let _ = tokio::time::timeout(CLIENT_LINGER, async {
+        let _ = writer.await;
+        if !local_done {
+            let _ = (&mut local).await;
+        }
+    })
+    .await;
 }
 
 /// The argv that runs `wire` (a [`RemoteCommand::wire`]) on the login node through the
@@ -883,7 +896,9 @@ async fn exec_client(request: ExecRequest) -> Code {
         Ok(Ok((d, _))) => d,
         _ => return master_gone(),
     };
-    let (link, _writer) = Link::new(w, 1, 2);
+    // The proxy may close the socket once it passed the exit status on, while this end still
+    // acknowledges the output before it: the read side decides when the stream is gone.
+    let (link, _writer) = Link::new(w, 1, 2, OnWriteFailure::KeepReading);
     let Ok(mut rx) = link.open(1, false) else {
         return master_gone();
     };
