@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pvlaunch::channel::proto::{self, Frame, Kind, MAX_PAYLOAD};
-use pvlaunch::channel::{Channel, ChannelError, EXIT_GONE, Forward, exec_argv};
+use pvlaunch::channel::{Channel, ChannelError, EXIT_GONE, Forward, bootstrap_script, exec_argv};
 use pvlaunch::ssh::{MASTER_GONE, RemoteCommand, STDOUT_LIMIT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -739,4 +739,107 @@ async fn many_channel_execs_at_once_lose_no_byte_and_no_status() {
         ch.exec("echo alive", None, T).await.unwrap().stdout,
         "alive\n"
     );
+}
+
+/// `/bin/sh -c BOOTSTRAP` as the login node's end (no ssh), with `home` as its HOME and no
+/// pvlaunch on its PATH, and a channel started over it with `binary` as the copy to send.
+async fn bootstrap(
+    home: &Path,
+    sum: &str,
+    size: u64,
+    binary: &Path,
+) -> (Child, Result<Channel, ChannelError>) {
+    let script = bootstrap_script(env!("CARGO_PKG_VERSION"), sum, size);
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ch = within(
+        "the bootstrap",
+        Channel::start_bootstrapped(
+            child.stdout.take().unwrap(),
+            child.stdin.take().unwrap(),
+            binary,
+            STEP,
+        ),
+    )
+    .await;
+    (child, ch)
+}
+
+/// The first start finds no pvlaunch and sends this one over the session's stdin (a private
+/// file, checked, renamed onto the versioned name); the second finds that copy and sends
+/// nothing. A copy that does not match its checksum, and a folder that is a symbolic link,
+/// are refused with the script's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_uploads_a_missing_pvlaunch_once() {
+    let home = tempfile::tempdir().unwrap();
+    let (bytes, sum) = pvlaunch::remote::read_and_hash(BIN.into()).await.unwrap();
+    let size = bytes.len() as u64;
+    let bin = home.path().join(".cache/pvlaunch/bin");
+    let copy = bin.join(pvlaunch::remote::binary_name(&sum));
+
+    // A wrong checksum: nothing is kept.
+    let small = home.path().join("small");
+    std::fs::write(&small, b"not pvlaunch\n").unwrap();
+    let (mut child, err) = bootstrap(home.path(), &"0".repeat(64), 13, &small).await;
+    let err = err.unwrap_err();
+    assert!(
+        matches!(&err, ChannelError::Refused { message, .. } if message.contains("SHA-256")),
+        "{err}"
+    );
+    assert_eq!(child.wait().await.unwrap().code(), Some(3));
+    assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 0, "left behind");
+    for p in [home.path().join(".cache/pvlaunch"), bin.clone()] {
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            p.display()
+        );
+    }
+
+    // The upload.
+    let (_child, ch) = bootstrap(home.path(), &sum, size, Path::new(BIN)).await;
+    let ch = ch.unwrap();
+    assert_eq!(ch.peer_version(), env!("CARGO_PKG_VERSION"));
+    let meta = std::fs::symlink_metadata(&copy).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes, "the copy is intact");
+    assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 1, "one file");
+    // The server is the copy.
+    let out = ch.exec("readlink /proc/$PPID/exe", None, T).await.unwrap();
+    assert_eq!(out.stdout.trim(), copy.display().to_string());
+    ch.close().await;
+
+    // The copy is found: nothing is sent (the file given does not even exist).
+    let before = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    let (_child, ch) = bootstrap(home.path(), &sum, size, Path::new("/nonexistent")).await;
+    let ch = ch.unwrap();
+    assert_eq!(
+        ch.exec("echo again", None, T).await.unwrap().stdout,
+        "again\n"
+    );
+    ch.close().await;
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().modified().unwrap(),
+        before
+    );
+
+    // A `bin` folder that is a symbolic link is not used, and not written to.
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join(".cache/pvlaunch")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), other.path().join(".cache/pvlaunch/bin")).unwrap();
+    let (_child, err) = bootstrap(other.path(), &sum, size, Path::new("/nonexistent")).await;
+    let err = err.unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
