@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pvlaunch::channel::proto::{self, Frame, Kind, MAX_PAYLOAD};
-use pvlaunch::channel::{Channel, ChannelError, EXIT_GONE, Forward, exec_argv};
+use pvlaunch::channel::{Channel, ChannelError, EXIT_GONE, Forward, bootstrap_script, exec_argv};
 use pvlaunch::ssh::{MASTER_GONE, RemoteCommand, STDOUT_LIMIT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -632,4 +632,214 @@ async fn the_client_skips_a_banner_and_refuses_other_peers() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("command not found"), "{err}");
+}
+
+/// One `pvlaunch channel exec` of `wire` through `socket`, fed `input`: its exit status,
+/// stdout and stderr.
+async fn channel_exec(
+    socket: &Path,
+    wire: &str,
+    input: Vec<u8>,
+) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    let argv = exec_argv(BIN, socket, wire);
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("channel exec timed out")
+        .unwrap();
+    (out.status.code(), out.stdout, out.stderr)
+}
+
+/// Many `channel exec` runs, eight at a time, beside the other tests: 2 MB each way (a
+/// pattern, so a lost or reordered chunk shows), stderr beside stdout, exit codes and
+/// signals. A finished command is never reported as a gone channel, and no byte is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_channel_execs_at_once_lose_no_byte_and_no_status() {
+    const RUNS: usize = 120;
+    const AT_ONCE: usize = 8;
+    const BIG: usize = 2_000_000;
+    let (_child, ch, _log) = start("2s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = ch.serve_clients(dir.path()).unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..RUNS {
+        let socket = socket.clone();
+        let gate = std::sync::Arc::clone(&gate);
+        runs.spawn(async move {
+            let _turn = gate.acquire_owned().await.unwrap();
+            let big: Vec<u8> = (0..BIG).map(|k| pattern(k + i)).collect();
+            // (script, stdin, expected code, stdout, stderr)
+            let (script, input, code, out, err): (&str, Vec<u8>, i32, Vec<u8>, &str) = match i % 6 {
+                0 => ("cat", big.clone(), 0, big, ""),
+                1 => (
+                    "cat; echo done >&2; exit 42",
+                    big.clone(),
+                    42,
+                    big,
+                    "done\n",
+                ),
+                2 => (
+                    "tr a-z A-Z; echo warn >&2; exit 7",
+                    b"abc\n".to_vec(),
+                    7,
+                    b"ABC\n".to_vec(),
+                    "warn\n",
+                ),
+                3 => ("kill -TERM $$", Vec::new(), 128 + 15, Vec::new(), ""),
+                4 => (
+                    "cat >&2; exit 3",
+                    big[..300_000].to_vec(),
+                    3,
+                    Vec::new(),
+                    "",
+                ),
+                _ => ("echo ok", Vec::new(), 0, b"ok\n".to_vec(), ""),
+            };
+            let wire = RemoteCommand::new(script).wire().to_owned();
+            let (got_code, got_out, raw_err) = channel_exec(&socket, &wire, input.clone()).await;
+            let got_err = String::from_utf8_lossy(&raw_err);
+            assert_eq!(
+                got_code,
+                Some(code),
+                "run {i} `{script}`: stderr {got_err:?}"
+            );
+            assert!(
+                got_out == out,
+                "run {i} `{script}`: stdout {} bytes, {} expected, first difference at {:?}; \
+                 stderr {got_err:?}",
+                got_out.len(),
+                out.len(),
+                got_out.iter().zip(&out).position(|(a, b)| a != b)
+            );
+            if i % 6 == 4 {
+                assert!(raw_err == input, "run {i}: stderr {} bytes", raw_err.len());
+            } else {
+                assert_eq!(got_err, err, "run {i} `{script}`");
+            }
+        });
+    }
+    while let Some(r) = runs.join_next().await {
+        if let Err(e) = r {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    assert_eq!(
+        ch.exec("echo alive", None, T).await.unwrap().stdout,
+        "alive\n"
+    );
+}
+
+/// `/bin/sh -c BOOTSTRAP` as the login node's end (no ssh), with `home` as its HOME and no
+/// pvlaunch on its PATH, and a channel started over it with `binary` as the copy to send.
+async fn bootstrap(
+    home: &Path,
+    sum: &str,
+    size: u64,
+    binary: &Path,
+) -> (Child, Result<Channel, ChannelError>) {
+    let script = bootstrap_script(env!("CARGO_PKG_VERSION"), sum, size);
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ch = within(
+        "the bootstrap",
+        Channel::start_bootstrapped(
+            child.stdout.take().unwrap(),
+            child.stdin.take().unwrap(),
+            binary,
+            STEP,
+        ),
+    )
+    .await;
+    (child, ch)
+}
+
+/// The first start finds no pvlaunch and sends this one over the session's stdin (a private
+/// file, checked, renamed onto the versioned name); the second finds that copy and sends
+/// nothing. A copy that does not match its checksum, and a folder that is a symbolic link,
+/// are refused with the script's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_uploads_a_missing_pvlaunch_once() {
+    let home = tempfile::tempdir().unwrap();
+    let (bytes, sum) = pvlaunch::remote::read_and_hash(BIN.into()).await.unwrap();
+    let size = bytes.len() as u64;
+    let bin = home.path().join(".cache/pvlaunch/bin");
+    let copy = bin.join(pvlaunch::remote::binary_name(&sum));
+
+    // A wrong checksum: nothing is kept.
+    let small = home.path().join("small");
+    std::fs::write(&small, b"not pvlaunch\n").unwrap();
+    let (mut child, err) = bootstrap(home.path(), &"0".repeat(64), 13, &small).await;
+    let err = err.unwrap_err();
+    assert!(
+        matches!(&err, ChannelError::Refused { message, .. } if message.contains("SHA-256")),
+        "{err}"
+    );
+    assert_eq!(child.wait().await.unwrap().code(), Some(3));
+    assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 0, "left behind");
+    for p in [home.path().join(".cache/pvlaunch"), bin.clone()] {
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            p.display()
+        );
+    }
+
+    // The upload.
+    let (_child, ch) = bootstrap(home.path(), &sum, size, Path::new(BIN)).await;
+    let ch = ch.unwrap();
+    assert_eq!(ch.peer_version(), env!("CARGO_PKG_VERSION"));
+    let meta = std::fs::symlink_metadata(&copy).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes, "the copy is intact");
+    assert_eq!(std::fs::read_dir(&bin).unwrap().count(), 1, "one file");
+    // The server is the copy.
+    let out = ch.exec("readlink /proc/$PPID/exe", None, T).await.unwrap();
+    assert_eq!(out.stdout.trim(), copy.display().to_string());
+    ch.close().await;
+
+    // The copy is found: nothing is sent (the file given does not even exist).
+    let before = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    let (_child, ch) = bootstrap(home.path(), &sum, size, Path::new("/nonexistent")).await;
+    let ch = ch.unwrap();
+    assert_eq!(
+        ch.exec("echo again", None, T).await.unwrap().stdout,
+        "again\n"
+    );
+    ch.close().await;
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().modified().unwrap(),
+        before
+    );
+
+    // A `bin` folder that is a symbolic link is not used, and not written to.
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join(".cache/pvlaunch")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), other.path().join(".cache/pvlaunch/bin")).unwrap();
+    let (_child, err) = bootstrap(other.path(), &sum, size, Path::new("/nonexistent")).await;
+    let err = err.unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }

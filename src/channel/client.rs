@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::link::{self, Link, RouteRx};
+use super::link::{self, Link, OnWriteFailure, RouteRx};
 use super::proto::{self, CHUNK, ExitStatus, Frame, MAX_PAYLOAD, ProtoError, SERVER_IDS, WINDOW};
 use super::server::read_hello;
 use crate::exit::Code;
@@ -34,6 +34,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How long `pvlaunch channel exec` and the session's socket wait for each other's hello.
 pub const LOCAL_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the session's socket waits for a `pvlaunch channel exec` to read the end of its
+/// stream and close its side.
+pub const CLIENT_LINGER: Duration = Duration::from_secs(5);
 /// The name of the socket [`Channel::serve_clients`] listens on, in the folder it is given.
 pub const CLIENT_SOCKET: &str = "chan.sock";
 
@@ -146,18 +149,9 @@ impl Channel {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let hello = proto::hello(env!("CARGO_PKG_VERSION"));
-        let local = |source| ChannelError::Local {
-            what: "write the channel's hello".into(),
-            source,
-        };
         // A peer that is not a server (no pvlaunch there) may have exited already: what it
         // printed says more than the failed write.
-        let wrote = async {
-            writer.write_all(&hello).await?;
-            writer.flush().await
-        }
-        .await;
+        let wrote = write_hello(&mut writer).await;
         let (decoder, peer_version) =
             match tokio::time::timeout(timeout, read_hello(&mut reader, BANNER_LIMIT)).await {
                 Err(_) => return Err(ChannelError::HelloTimeout(timeout)),
@@ -169,9 +163,83 @@ impl Channel {
                 }
                 Ok(Ok(h)) => h,
             };
-        wrote.map_err(local)?;
+        wrote.map_err(hello_failed)?;
+        Ok(Channel::serve(reader, writer, decoder, peer_version))
+    }
+
+    /// Start a channel over an ssh session running [`super::bootstrap_script`]: wait (up to
+    /// `timeout`) for the server's hello, or for [`super::MISSING_MARKER`], on which the file
+    /// `binary` (this pvlaunch, the copy the script was made for) is written to `writer`
+    /// within [`crate::remote::UPLOAD_TIMEOUT`], and then wait (up to `timeout` again) for
+    /// the hello of the copy. This end says its own hello only after the server's, so that
+    /// nothing but the copy goes to the script's stdin. A login banner before either is
+    /// skipped (up to [`BANNER_LIMIT`]); the script's [`super::FAILED_MARKER`] line is
+    /// returned as [`ChannelError::Refused`].
+    pub async fn start_bootstrapped<R, W>(
+        mut reader: R,
+        mut writer: W,
+        binary: &Path,
+        timeout: Duration,
+    ) -> Result<Channel, ChannelError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut buf = Vec::new();
+        let found = wait_for_server(&mut reader, &mut buf, true, timeout).await?;
+        let (decoder, peer_version) = match found {
+            Found::Hello(d, v) => (d, v),
+            Found::Missing(after) => {
+                buf.drain(..after);
+                let what = format!("copy {} to the login node", binary.display());
+                let local = |source| ChannelError::Local {
+                    what: what.clone(),
+                    source,
+                };
+                let file = tokio::fs::File::open(binary).await.map_err(local)?;
+                tracing::info!("the login node has no pvlaunch of this version: copying it");
+                let sent = tokio::time::timeout(crate::remote::UPLOAD_TIMEOUT, async {
+                    let mut file = tokio::io::BufReader::with_capacity(CHUNK, file);
+                    tokio::io::copy_buf(&mut file, &mut writer).await?;
+                    writer.flush().await
+                })
+                .await;
+                match sent {
+                    Err(_) => {
+                        return Err(ChannelError::Timeout {
+                            what,
+                            timeout: crate::remote::UPLOAD_TIMEOUT,
+                        });
+                    }
+                    // The script went away: what it printed says why.
+                    Ok(Err(e)) => {
+                        let wait = timeout.min(CLOSE_WAIT);
+                        return match wait_for_server(&mut reader, &mut buf, false, wait).await {
+                            Ok(_) | Err(ChannelError::HelloTimeout(_)) => Err(local(e)),
+                            Err(other) => Err(other),
+                        };
+                    }
+                    Ok(Ok(())) => {}
+                }
+                match wait_for_server(&mut reader, &mut buf, false, timeout).await? {
+                    Found::Hello(d, v) => (d, v),
+                    // Not looked for the second time.
+                    Found::Missing(_) => return Err(ProtoError::BadVersion.into()),
+                }
+            }
+        };
+        write_hello(&mut writer).await.map_err(hello_failed)?;
+        Ok(Channel::serve(reader, writer, decoder, peer_version))
+    }
+
+    /// Serve the channel whose hellos were exchanged (`decoder` holds what followed them).
+    fn serve<R, W>(reader: R, writer: W, decoder: proto::Decoder, peer_version: String) -> Channel
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         tracing::info!(server = %peer_version, "channel open");
-        let (link, _writer) = Link::new(writer, 1, SERVER_IDS);
+        let (link, _writer) = Link::new(writer, 1, SERVER_IDS, OnWriteFailure::EndLink);
         let shared = Arc::new(Shared {
             link: Arc::clone(&link),
             peer_version,
@@ -221,7 +289,7 @@ impl Channel {
             }
             link.set_gone();
         });
-        Ok(Channel { shared })
+        Channel { shared }
     }
 
     /// The server's pvlaunch version, from its hello.
@@ -598,6 +666,93 @@ impl Channel {
     }
 }
 
+async fn write_hello<W: AsyncWrite + Unpin>(writer: &mut W) -> io::Result<()> {
+    writer
+        .write_all(&proto::hello(env!("CARGO_PKG_VERSION")))
+        .await?;
+    writer.flush().await
+}
+
+fn hello_failed(source: io::Error) -> ChannelError {
+    ChannelError::Local {
+        what: "write the channel's hello".into(),
+        source,
+    }
+}
+
+/// What [`wait_for_server`] found.
+enum Found {
+    /// The server's hello: the decoder holds what followed it.
+    Hello(proto::Decoder, String),
+    /// The bootstrap script's [`super::MISSING_MARKER`] line, ending at this offset of the
+    /// buffer.
+    Missing(usize),
+}
+
+/// Read from `reader` (into `buf`, which keeps what was read) until the server's hello, or
+/// (when `missing` is asked for) the bootstrap script's line saying it waits for a copy, or
+/// its failure line, within `timeout`. A banner before them is skipped up to [`BANNER_LIMIT`].
+async fn wait_for_server<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    missing: bool,
+    timeout: Duration,
+) -> Result<Found, ChannelError> {
+    use tokio::io::AsyncReadExt;
+    let look = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some((version, skipped, used)) = proto::find_hello(buf, BANNER_LIMIT)? {
+                if skipped > 0 {
+                    tracing::info!(
+                        "skipped {skipped} bytes before the channel's hello: {:?}",
+                        String::from_utf8_lossy(&buf[..skipped])
+                    );
+                }
+                let mut decoder = proto::Decoder::new();
+                decoder.push(&buf[used..]);
+                return Ok(Found::Hello(decoder, version));
+            }
+            let mut at = 0;
+            for line in buf.split_inclusive(|b| *b == b'\n') {
+                at += line.len();
+                if !line.ends_with(b"\n") {
+                    break;
+                }
+                let line = String::from_utf8_lossy(line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if let Some(why) = line.strip_prefix(super::FAILED_MARKER) {
+                    return Err(ChannelError::Refused {
+                        what: "starting pvlaunch on the login node".into(),
+                        message: why.to_owned(),
+                    });
+                }
+                if missing && line.starts_with(super::MISSING_MARKER) {
+                    return Ok(Found::Missing(at));
+                }
+            }
+            let n = match reader.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(ChannelError::Gone {
+                        what: format!("open the channel ({e})"),
+                    });
+                }
+            };
+            if n == 0 {
+                return Err(ProtoError::NotAChannel(
+                    String::from_utf8_lossy(&buf[..buf.len().min(80)]).into(),
+                )
+                .into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(timeout, look)
+        .await
+        .unwrap_or(Err(ChannelError::HelloTimeout(timeout)))
+}
+
 fn too_long(what: String, len: usize) -> ChannelError {
     ChannelError::Refused {
         what,
@@ -769,6 +924,7 @@ async fn proxy(link: Arc<Link>, conn: UnixStream) {
         Ok(())
     });
     tokio::pin!(local);
+    let mut local_done = false;
     loop {
         tokio::select! {
             f = rx.data.recv() => match f {
@@ -800,6 +956,7 @@ async fn proxy(link: Arc<Link>, conn: UnixStream) {
                 if let Err(e) = r {
                     tracing::debug!("a channel client failed: {e}");
                 }
+                local_done = true;
                 // Gone without waiting for the exit: its command's pipes close.
                 link.send(Frame::Close { id: rid });
                 break;
@@ -808,7 +965,15 @@ async fn proxy(link: Arc<Link>, conn: UnixStream) {
     }
     link.close_route(rid);
     drop(ltx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The client reads the rest and goes. What it still sends meanwhile (acknowledgements of
+    // the output) is read and dropped: a socket closed with unread input resets the peer's.
+    let _ = tokio::time::timeout(CLIENT_LINGER, async {
+        let _ = writer.await;
+        if !local_done {
+            let _ = (&mut local).await;
+        }
+    })
+    .await;
 }
 
 /// The argv that runs `wire` (a [`RemoteCommand::wire`]) on the login node through the
@@ -883,7 +1048,9 @@ async fn exec_client(request: ExecRequest) -> Code {
         Ok(Ok((d, _))) => d,
         _ => return master_gone(),
     };
-    let (link, _writer) = Link::new(w, 1, 2);
+    // The proxy may close the socket once it passed the exit status on, while this end still
+    // acknowledges the output before it: the read side decides when the stream is gone.
+    let (link, _writer) = Link::new(w, 1, 2, OnWriteFailure::KeepReading);
     let Ok(mut rx) = link.open(1, false) else {
         return master_gone();
     };

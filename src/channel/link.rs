@@ -54,6 +54,18 @@ struct Route {
     credit: Option<Arc<Semaphore>>,
 }
 
+/// What a failed write means for a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnWriteFailure {
+    /// The channel is gone: every route is dropped at once (the two ends of the ssh session:
+    /// a broken pipe to the peer ends the channel).
+    EndLink,
+    /// Nothing more is sent, but what the peer already sent is still delivered; the read side
+    /// decides when the link is gone. A peer that finished may close its socket while this end
+    /// still acknowledges output: the exit status behind that output must not be lost.
+    KeepReading,
+}
+
 /// One end's side of the channel.
 pub(crate) struct Link {
     out: mpsc::UnboundedSender<Out>,
@@ -67,11 +79,13 @@ pub(crate) struct Link {
 
 impl Link {
     /// A link whose frames go to `writer`; ids this end opens are `first..end`. Returns the
-    /// writer's task (it ends when the link does).
+    /// writer's task (it ends when the link does). After a failed write nothing more is sent
+    /// ([`Link::send`] returns false); `on_failure` says whether the link is gone too.
     pub(crate) fn new<W>(
         writer: W,
         first: u32,
         end: u32,
+        on_failure: OnWriteFailure,
     ) -> (Arc<Link>, tokio::task::JoinHandle<()>)
     where
         W: AsyncWrite + Unpin + Send + 'static,
@@ -88,9 +102,12 @@ impl Link {
         let l = Arc::clone(&link);
         let task = tokio::spawn(async move {
             // A clean end (asked for) leaves the read side open: the peer answers with its own.
+            // Returning drops the queue's receiver: later sends fail.
             if let Err(e) = write_loop(writer, rx).await {
                 tracing::debug!("channel write side failed: {e}");
-                l.set_gone();
+                if on_failure == OnWriteFailure::EndLink {
+                    l.set_gone();
+                }
             }
         });
         (link, task)
@@ -560,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_beyond_its_window_is_refused() {
-        let (link, _w) = Link::new(tokio::io::sink(), 1, 10);
+        let (link, _w) = Link::new(tokio::io::sink(), 1, 10, OnWriteFailure::EndLink);
         let _rx = link.open(1, false).unwrap();
         for _ in 0..WINDOW / CHUNK {
             assert_eq!(
@@ -591,9 +608,73 @@ mod tests {
         assert_eq!(link.dispatch(Frame::Eof { id: 5 }), Ok(None));
     }
 
+    /// A peer that closed its socket.
+    struct Broken;
+
+    impl AsyncWrite for Broken {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The exec client's race: its peer sent the output and the exit status, then closed;
+    /// the client's acknowledgement of the output fails to be written. The exit status, read
+    /// after that, still reaches the stream.
+    #[tokio::test]
+    async fn a_failed_write_keeps_delivering_what_was_received_when_asked() {
+        let (link, writer) = Link::new(Broken, 1, 2, OnWriteFailure::KeepReading);
+        let mut rx = link.open(1, false).unwrap();
+        assert_eq!(
+            link.dispatch(Frame::Stdout {
+                id: 1,
+                data: b"ok\n".to_vec()
+            }),
+            Ok(None)
+        );
+        link.ack(1, &rx.inflight, 3);
+        writer.await.unwrap();
+        assert!(
+            !link.send(Frame::StdinEof { id: 1 }),
+            "nothing is sent any more"
+        );
+        assert!(!link.is_gone());
+        let exit = Frame::Exit {
+            id: 1,
+            status: super::super::proto::ExitStatus::Code(7),
+        };
+        assert_eq!(link.dispatch(exit.clone()), Ok(None));
+        assert!(matches!(rx.data.recv().await, Some(Frame::Stdout { .. })));
+        assert_eq!(rx.data.recv().await, Some(exit.clone()));
+
+        // The two ends of the ssh session: a broken pipe ends the channel.
+        let (link, writer) = Link::new(Broken, 1, 2, OnWriteFailure::EndLink);
+        let mut rx = link.open(1, false).unwrap();
+        link.send(Frame::StdinEof { id: 1 });
+        writer.await.unwrap();
+        assert!(link.is_gone());
+        assert_eq!(link.dispatch(exit), Ok(None));
+        assert_eq!(rx.data.recv().await, None);
+    }
+
     #[tokio::test]
     async fn acks_never_exceed_what_is_in_flight() {
-        let (link, _w) = Link::new(tokio::io::sink(), 1, 10);
+        let (link, _w) = Link::new(tokio::io::sink(), 1, 10, OnWriteFailure::EndLink);
         let inflight = AtomicUsize::new(10);
         link.ack(1, &inflight, 100);
         assert_eq!(inflight.load(Ordering::Relaxed), 0);

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::link::{self, Link, RouteRx};
+use super::link::{self, Link, OnWriteFailure, RouteRx};
 use super::proto::{self, Decoder, ExitStatus, Frame, ProtoError, SERVER_IDS};
 use crate::exit::Code;
 use crate::relay::{ListenAddr, Target};
@@ -135,7 +135,7 @@ where
         .map_err(|_| ServeError::HelloTimeout)??;
     tracing::info!(client = %version, "channel open");
 
-    let (link, writer_task) = Link::new(writer, SERVER_IDS, u32::MAX);
+    let (link, writer_task) = Link::new(writer, SERVER_IDS, u32::MAX, OnWriteFailure::EndLink);
     let (end_tx, end) = watch::channel(false);
     let mut server = Server {
         link: Arc::clone(&link),
