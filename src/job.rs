@@ -376,11 +376,7 @@ pub async fn start_guard_with(
     timings: GuardTimings,
 ) -> Result<Guard, GuardError> {
     let command = guard_command(scheduler, tag, timings)?;
-    Guard::spawn(
-        &master.remote_argv(&command),
-        timings.heartbeat_interval,
-    )
-    .await
+    Guard::spawn(&master.remote_argv(&command), timings.heartbeat_interval).await
 }
 
 /// The guard's stdin, shared by the heartbeat and the session's own lines (each line is

@@ -641,9 +641,27 @@ fn spawn_login(argv: &[String], kind: Kind, asker: &crate::auth::Asker) -> Resul
     Ok((child, stderr, echo))
 }
 
+/// The command that starts `pvlaunch channel serve` on the login node, reading `binary` from
+/// its stdin first when no copy of this version is there.
+async fn bootstrap_command(binary: &Path) -> Result<RemoteCommand, SshError> {
+    let (bytes, sum) = crate::remote::read_and_hash(binary.to_path_buf())
+        .await
+        .map_err(|source| SshError::Spawn {
+            program: binary.display().to_string(),
+            source,
+        })?;
+    Ok(RemoteCommand::new(crate::channel::bootstrap_script(
+        env!("CARGO_PKG_VERSION"),
+        &sum,
+        bytes.len() as u64,
+    )))
+}
+
 /// The words of an sshd that allows no further session on a connection (`MaxSessions`).
 fn session_refused(stderr: &str) -> bool {
-    stderr.contains("administratively prohibited") || stderr.contains("open failed")
+    stderr.contains("Session open refused")
+        || stderr.contains("administratively prohibited")
+        || stderr.contains("open failed")
 }
 
 fn forward_refused(e: crate::channel::ChannelError) -> SshError {
@@ -810,10 +828,7 @@ impl Master {
         binary: &Path,
         dir: &Path,
     ) -> Result<Master, SshError> {
-        let argv = target.single_argv(
-            asker.batch_mode(),
-            &RemoteCommand::new(crate::channel::bootstrap_script(env!("CARGO_PKG_VERSION"))),
-        );
+        let argv = target.single_argv(asker.batch_mode(), &bootstrap_command(binary).await?);
         let link = open_channel(&argv, binary, dir, &target.destination, Some(asker)).await?;
         Ok(Master {
             target,
@@ -930,9 +945,12 @@ impl Master {
     /// Whether the login node refuses a second session on one connection (`MaxSessions 1`):
     /// one session is held open while another is tried.
     pub async fn sessions_limited(&self) -> bool {
-        let hold = self.target.remote_argv("echo up; exec sleep 30");
+        // It ends when its input does: nothing stays on the login node.
+        let hold = self.target.remote_argv("echo up; exec cat > /dev/null");
         let mut cmd = process::command(&hold, Kind::Helper);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let Ok(mut holder) = cmd.spawn() else {
             return false;
         };
@@ -947,8 +965,14 @@ impl Master {
             // The first session itself was refused or failed: nothing to learn here.
             _ => false,
         };
-        let _ = holder.start_kill();
-        let _ = holder.wait().await;
+        drop(holder.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(5), holder.wait())
+            .await
+            .is_err()
+        {
+            let _ = holder.start_kill();
+            let _ = holder.wait().await;
+        }
         limited
     }
 
@@ -956,9 +980,9 @@ impl Master {
     /// master (for `MaxSessions 1`): `pvlaunch channel serve` on the login node, put there
     /// when missing. `dir` holds the local socket for `channel exec`.
     pub async fn into_channel(mut self, binary: &Path, dir: &Path) -> Result<Master, SshError> {
-        let argv = self.target.remote_command_argv(&RemoteCommand::new(
-            crate::channel::bootstrap_script(env!("CARGO_PKG_VERSION")),
-        ));
+        let argv = self
+            .target
+            .remote_command_argv(&bootstrap_command(binary).await?);
         let link = open_channel(&argv, binary, dir, &self.target.destination, None).await?;
         self.channel = Some(link);
         Ok(self)
@@ -1019,10 +1043,14 @@ impl Master {
 
     /// Whether the master is still running.
     pub fn alive(&mut self) -> bool {
-        if let Some(link) = &mut self.channel
-            && (!link.channel.alive() || !matches!(link.carrier.try_wait(), Ok(None)))
-        {
-            return false;
+        if let Some(link) = &mut self.channel {
+            if !link.channel.alive() || !matches!(link.carrier.try_wait(), Ok(None)) {
+                return false;
+            }
+            if self.child.is_none() && self.daemon.is_none() {
+                // One connection and no master: the carrier is the connection.
+                return true;
+            }
         }
         match (&mut self.child, self.daemon) {
             (Some(child), _) => matches!(child.try_wait(), Ok(None)),

@@ -536,7 +536,11 @@ fn with_one_session_per_connection_the_channel_carries_the_session() {
     // socket, -L), one code each.
     for recipe in ["reverse-two-hop", "relay", "two-hop", "reverse"] {
         let codes = sb.otp_logins(Host::Login);
-        let screen = session_in_terminal(sb, &format!("--no-multiplex --recipe {recipe}"), Host::Login);
+        let screen = session_in_terminal(
+            sb,
+            &format!("--no-multiplex --recipe {recipe}"),
+            Host::Login,
+        );
         assert!(!screen.contains("ControlMaster"), "{screen}");
         assert_eq!(
             sb.otp_logins(Host::Login) - codes,
