@@ -67,13 +67,13 @@ pub const OPEN_MARKER: &str = "pvlaunch-hop: open:";
 /// The exit status of the hop script when the hop cannot be opened.
 pub const FAILURE_STATUS: i32 = 97;
 
-/// The hop: `$1` login node, `$2` the forward's port on its loopback, then pvserver's argv
-/// (without `--server-port`, which the script appends).
-pub const HOP: &str = r#"login=$1 fwd=$2
-shift 2
-node=$(uname -n)
-dir=$(mktemp -d "${TMPDIR:-/tmp}/pvlaunch-hop.XXXXXX") || exit 97
-ssh -M -N -S "$dir/cm" -o BatchMode=yes -o ControlPersist=no -o ExitOnForwardFailure=yes -o ServerAliveInterval=15 -o ConnectTimeout=30 -- "$login" 2> "$dir/err" < /dev/null &
+/// The part both hop scripts share: the job's own ssh master from the compute node to the
+/// login node (`$login`, `$node` set before), in a private folder `$dir` removed on exit, and
+/// the wait until it answers (at most 60 s, or until ssh exits).
+macro_rules! hop_login {
+    () => {
+        r#"dir=$(mktemp -d "${TMPDIR:-/tmp}/pvlaunch-hop.XXXXXX") || exit 97
+ssh -M -N -S "$dir/cm" -o BatchMode=yes -o ControlPersist=no -o ExitOnForwardFailure=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ConnectTimeout=30 -- "$login" 2> "$dir/err" < /dev/null &
 pid=$!
 trap 'ssh -S "$dir/cm" -O exit -- "$login" > /dev/null 2>&1; kill "$pid" 2> /dev/null; rm -rf "$dir"' EXIT
 trap 'exit 143' TERM
@@ -88,7 +88,19 @@ until ssh -S "$dir/cm" -O check -- "$login" > /dev/null 2>&1; do
   n=$((n + 1))
   sleep 0.1
 done
-n=0
+"#
+    };
+}
+
+/// The hop: `$1` login node, `$2` the forward's port on its loopback, then pvserver's argv
+/// (without `--server-port`, which the script appends).
+pub const HOP: &str = concat!(
+    r#"login=$1 fwd=$2
+shift 2
+node=$(uname -n)
+"#,
+    hop_login!(),
+    r#"n=0
 while :; do
   port=$(( $(od -An -N2 -tu2 /dev/urandom) % 30000 + 20000 ))
   ssh -S "$dir/cm" -O forward -L "127.0.0.1:$port:localhost:$fwd" -- "$login" > /dev/null 2> "$dir/err" && break
@@ -99,7 +111,8 @@ while :; do
   fi
 done
 echo "pvlaunch-hop: open: $node:$port -> $login:localhost:$fwd"
-"$@" "--server-port=$port""#;
+"$@" "--server-port=$port""#
+);
 
 /// The job's command: the hop script around pvserver's argv. `forward_port` is text so that
 /// the dry run can show a placeholder.
@@ -190,32 +203,20 @@ pub fn node_argv(
 /// node agent, `$4` the key file, then pvserver's argv. The job's own ssh connection forwards a
 /// Unix socket in a private folder on the compute node to the login node's socket (no TCP port
 /// on either host), and the node agent connects through it.
-pub const HOP_OWNED: &str = r#"login=$1 sock=$2 agent=$3 key=$4
+pub const HOP_OWNED: &str = concat!(
+    r#"login=$1 sock=$2 agent=$3 key=$4
 shift 4
 node=$(uname -n)
 umask 077
-dir=$(mktemp -d "${TMPDIR:-/tmp}/pvlaunch-hop.XXXXXX") || exit 97
-ssh -M -N -S "$dir/cm" -o BatchMode=yes -o ControlPersist=no -o ExitOnForwardFailure=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ConnectTimeout=30 -- "$login" 2> "$dir/err" < /dev/null &
-pid=$!
-trap 'ssh -S "$dir/cm" -O exit -- "$login" > /dev/null 2>&1; kill "$pid" 2> /dev/null; rm -rf "$dir"' EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-trap 'exit 129' HUP
-n=0
-until ssh -S "$dir/cm" -O check -- "$login" > /dev/null 2>&1; do
-  if ! kill -0 "$pid" 2> /dev/null || [ "$n" -ge 600 ]; then
-    echo "pvlaunch-hop: error: $node cannot ssh to $login: $(tr '\n' ' ' < "$dir/err")" >&2
-    exit 97
-  fi
-  n=$((n + 1))
-  sleep 0.1
-done
-if ! ssh -S "$dir/cm" -O forward -L "$dir/hop.sock:$sock" -- "$login" > /dev/null 2> "$dir/err"; then
+"#,
+    hop_login!(),
+    r#"if ! ssh -S "$dir/cm" -O forward -L "$dir/hop.sock:$sock" -- "$login" > /dev/null 2> "$dir/err"; then
   echo "pvlaunch-hop: error: $login refused a forward from $node: $(tr '\n' ' ' < "$dir/err")" >&2
   exit 97
 fi
 echo "pvlaunch-hop: open: $node:$dir/hop.sock -> $login:$sock"
-"$agent" node --key-file "$key" --to "unix:$dir/hop.sock" -- "$@""#;
+"$agent" node --key-file "$key" --to "unix:$dir/hop.sock" -- "$@""#
+);
 
 /// The owned reverse-two-hop job command.
 pub fn hop_owned_argv(

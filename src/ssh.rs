@@ -83,15 +83,26 @@ impl Target {
             Some(d) => format!("ControlPersist={}s", d.as_secs().max(1)),
             None => "ControlPersist=no".to_string(),
         };
-        for o in [
-            persist,
+        a.push("-o".into());
+        a.push(persist);
+        self.login_connection_options(&mut a, &["ExitOnForwardFailure=yes"], batch_mode);
+        a.push("--".into());
+        a.push(self.destination.clone());
+        a
+    }
+
+    /// What every connection that logs in gets: keep-alives, `extra`, one prompt per
+    /// question, `BatchMode` when nobody can answer, then the user's options and route.
+    fn login_connection_options(&self, a: &mut Vec<String>, extra: &[&str], batch_mode: bool) {
+        let alive = [
             format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"),
             "ServerAliveCountMax=3".into(),
-            "ExitOnForwardFailure=yes".into(),
-            // A refused code or password is not asked again: sites lock accounts after
-            // failed one-time codes, and the person decides whether to try again.
-            "NumberOfPasswordPrompts=1".into(),
-        ] {
+        ];
+        let extra = extra.iter().map(|o| o.to_string());
+        // A refused code or password is not asked again: sites lock accounts after failed
+        // one-time codes, and the person decides whether to try again.
+        let prompts = std::iter::once("NumberOfPasswordPrompts=1".to_string());
+        for o in alive.into_iter().chain(extra).chain(prompts) {
             a.push("-o".into());
             a.push(o);
         }
@@ -99,10 +110,7 @@ impl Target {
             a.push("-o".into());
             a.push("BatchMode=yes".into());
         }
-        self.common_options(&mut a);
-        a.push("--".into());
-        a.push(self.destination.clone());
-        a
+        self.common_options(a);
     }
 
     /// A control request (`check`, `exit`, `forward`, `cancel`) to the master.
@@ -128,21 +136,11 @@ impl Target {
     /// [`Master::start_single`].
     pub fn single_argv(&self, batch_mode: bool, command: &RemoteCommand) -> Vec<String> {
         let mut a = vec![self.program.clone(), "-T".into()];
-        for o in [
-            "ControlMaster=no".to_string(),
-            "ControlPath=none".into(),
-            format!("ServerAliveInterval={ALIVE_INTERVAL_SECS}"),
-            "ServerAliveCountMax=3".into(),
-            "NumberOfPasswordPrompts=1".into(),
-        ] {
+        for o in ["ControlMaster=no", "ControlPath=none"] {
             a.push("-o".into());
-            a.push(o);
+            a.push(o.into());
         }
-        if batch_mode {
-            a.push("-o".into());
-            a.push("BatchMode=yes".into());
-        }
-        self.common_options(&mut a);
+        self.login_connection_options(&mut a, &[], batch_mode);
         a.push("--".into());
         a.push(self.destination.clone());
         a.push(command.wire().into());
