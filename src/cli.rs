@@ -305,6 +305,17 @@ pub struct RelayArgs {
     #[arg(long, value_name = "SECS", requires = "stop_on_stdin_eof", value_parser = heartbeat)]
     pub stdin_heartbeat: Option<std::time::Duration>,
 
+    /// With --stop-on-stdin-eof: when standard input ends or goes silent, go on while PATH was
+    /// modified within the heartbeat plus --lease-grace (a session that came back after a lost
+    /// link refreshes it); stop once it is older or gone. A line `stop` on standard input
+    /// stops at once.
+    #[arg(long, value_name = "PATH", requires = "stop_on_stdin_eof")]
+    pub lease: Option<PathBuf>,
+
+    /// See --lease.
+    #[arg(long, value_name = "DURATION", default_value = "0s", requires = "lease", value_parser = crate::relay::parse_duration)]
+    pub lease_grace: std::time::Duration,
+
     /// The session key, for --accept-key and --connect-key: a file of this user's with no
     /// rights for group or others, holding 64 hex digits.
     #[arg(long, value_name = "PATH", requires = "key_use")]
@@ -403,6 +414,8 @@ impl From<RelayArgs> for crate::relay::command::RelayRequest {
             },
             stop_on_stdin_eof: args.stop_on_stdin_eof,
             stdin_heartbeat: args.stdin_heartbeat,
+            lease: args.lease,
+            lease_grace: args.lease_grace,
             key_file: args.key_file,
             accept_key: args.accept_key,
             connect_key: args.connect_key,

@@ -1338,6 +1338,95 @@ mod command {
         drop(stdin);
     }
 
+    fn leased_relay(lease: &std::path::Path) -> (Spawned, std::process::ChildStdin) {
+        let mut child = spawn(
+            pvlaunch()
+                .args(["relay", "--listen", "0", "--to", "127.0.0.1:9"])
+                .args(["--stop-on-stdin-eof", "--stdin-heartbeat", "1"])
+                .arg("--lease")
+                .arg(lease)
+                .args(["--lease-grace", "1s"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let line = read_line(&mut stdout(&mut child));
+        assert!(line.starts_with("listening on 127.0.0.1:"), "{line}");
+        let stdin = child.0.stdin.take().unwrap();
+        (child, stdin)
+    }
+
+    fn touch(path: &std::path::Path) {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn a_fresh_lease_keeps_it_running_after_its_input_ended_until_it_lapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = dir.path().join("lease");
+        touch(&lease);
+        let (mut child, stdin) = leased_relay(&lease);
+        drop(stdin);
+        // The input is gone; the lease is refreshed for 4 s (twice heartbeat plus grace).
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(4) {
+            touch(&lease);
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                child.0.try_wait().unwrap().is_none(),
+                "the relay stopped although its lease was fresh"
+            );
+        }
+        // No more refreshes: it stops once the lease is older than heartbeat + grace (2 s).
+        let stopped = std::time::Instant::now();
+        let (status, log) = exit_within(&mut child);
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("lease lapsed"), "{log}");
+        assert!(stopped.elapsed() >= Duration::from_millis(1500), "{log}");
+    }
+
+    #[test]
+    fn a_removed_lease_or_a_stop_line_stops_it() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let lease = dir.path().join("lease");
+        touch(&lease);
+        let (mut child, stdin) = leased_relay(&lease);
+        drop(stdin);
+        std::thread::sleep(Duration::from_millis(500));
+        touch(&lease);
+        assert!(child.0.try_wait().unwrap().is_none());
+        std::fs::remove_file(&lease).unwrap();
+        let (status, log) = exit_within(&mut child);
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("lease lapsed"), "{log}");
+
+        // A `stop` line stops it at once, whatever the lease.
+        touch(&lease);
+        let (mut child, mut stdin) = leased_relay(&lease);
+        stdin.write_all(b"beat\nstop\n").unwrap();
+        let (status, log) = exit_within(&mut child);
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("told to stop"), "{log}");
+        drop(stdin);
+    }
+
+    #[test]
+    fn without_a_fresh_lease_a_lost_input_stops_it_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = dir.path().join("lease"); // never made
+        let (mut child, stdin) = leased_relay(&lease);
+        drop(stdin);
+        let (status, log) = exit_within(&mut child);
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("standard input closed"), "{log}");
+    }
+
     #[test]
     fn an_exposed_key_file_is_a_usage_error() {
         let dir = tempfile::tempdir().unwrap();

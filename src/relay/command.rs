@@ -39,6 +39,13 @@ pub struct RelayRequest {
     /// With `stop_on_stdin_eof`: stop as well when nothing arrives on standard input for this
     /// long (the link died without closing it).
     pub stdin_heartbeat: Option<Duration>,
+    /// With `stop_on_stdin_eof`: when standard input ends or goes silent, keep running while
+    /// this file's modification time is recent (within the heartbeat plus `lease_grace`): a
+    /// session that lost its link and came back refreshes it ([`crate::job`]'s guard does, on
+    /// every heartbeat line). Stop once it is older, or gone.
+    pub lease: Option<PathBuf>,
+    /// See `lease`.
+    pub lease_grace: Duration,
     /// The session key file ([`Secret::read_file`]), for `accept_key` and `connect_key`.
     pub key_file: Option<PathBuf>,
     /// Every forward accepts only peers that prove the key.
@@ -61,6 +68,8 @@ impl Default for RelayRequest {
             copy: CopyMode::default(),
             stop_on_stdin_eof: false,
             stdin_heartbeat: None,
+            lease: None,
+            lease_grace: Duration::ZERO,
             key_file: None,
             accept_key: false,
             connect_key: false,
@@ -190,8 +199,13 @@ async fn run(request: RelayRequest, json: bool) -> Result<Code, RelayError> {
         Ok(limit) => tracing::debug!("open file limit: {limit}"),
         Err(err) => tracing::debug!("cannot raise the open file limit: {err}"),
     }
-    let stdin = request.stop_on_stdin_eof.then_some(StdinWatch {
+    let stdin = request.stop_on_stdin_eof.then(|| StdinWatch {
         heartbeat: request.stdin_heartbeat,
+        lease: request.lease.clone().map(|path| Lease {
+            path,
+            limit: request.stdin_heartbeat.unwrap_or(crate::hop::HEARTBEAT_LIMIT)
+                + request.lease_grace,
+        }),
     });
     let signals = watch_signals(stdin)?;
     let relay = Relay::bind(config).await?;
@@ -238,10 +252,44 @@ fn print_event(event: &RelayEvent, json: bool) {
 }
 
 /// What to watch on standard input.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct StdinWatch {
     /// Stop also when nothing arrives for this long.
     heartbeat: Option<Duration>,
+    /// When standard input ends or goes silent: go on while this is fresh.
+    lease: Option<Lease>,
+}
+
+/// A file whose modification time says that a session is (again) alive.
+#[derive(Debug, Clone)]
+struct Lease {
+    path: PathBuf,
+    /// How old it may be.
+    limit: Duration,
+}
+
+/// How often a relay that lost its standard input looks at its lease.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
+impl Lease {
+    /// Whether the lease still holds now: the file exists and was modified within the limit.
+    fn holds(&self) -> bool {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified());
+        match modified {
+            Ok(at) => at.elapsed().unwrap_or_default() <= self.limit,
+            Err(_) => false,
+        }
+    }
+
+    /// Resolves once the lease no longer holds.
+    async fn lapsed(&self) {
+        loop {
+            if !self.holds() {
+                return;
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
 }
 
 /// Count SIGINT, SIGTERM and SIGHUP (and end of standard input, or its silence, if asked) in a
@@ -249,30 +297,56 @@ struct StdinWatch {
 fn watch_signals(stdin: Option<StdinWatch>) -> Result<watch::Receiver<SignalCount>, RelayError> {
     let mut signals = crate::process::Signals::try_new().map_err(RelayError::Runtime)?;
     let (tx, rx) = watch::channel(SignalCount::default());
-    let (eof_tx, mut eof_rx) = mpsc::channel::<()>(1);
-    // Bumped for every read that returned bytes.
+    // `true`: a `stop` line (stop at once); `false`: end of input.
+    let (eof_tx, mut eof_rx) = mpsc::channel::<bool>(2);
+    // Bumped for every line read.
     let (beat_tx, mut beat_rx) = watch::channel(0u64);
     if stdin.is_some() {
         // A plain thread: tokio's stdin reader would keep the runtime from shutting down.
         std::thread::spawn(move || {
-            let mut sink = [0u8; 1024];
+            let mut line = Vec::new();
             let mut stdin = std::io::stdin().lock();
-            while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {
+            loop {
+                line.clear();
+                // Bounded: a line longer than this counts as several beats.
+                let mut limited = std::io::Read::take(&mut stdin, 1024);
+                match std::io::BufRead::read_until(&mut limited, b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if line.trim_ascii() == b"stop" {
+                    let _ = eof_tx.blocking_send(true);
+                }
                 beat_tx.send_modify(|n| *n += 1);
             }
-            let _ = eof_tx.blocking_send(());
+            let _ = eof_tx.blocking_send(false);
         });
     }
-    let heartbeat = stdin.and_then(|watch| watch.heartbeat);
+    let heartbeat = stdin.as_ref().and_then(|watch| watch.heartbeat);
+    let lease = stdin.and_then(|watch| watch.lease);
     tokio::spawn(async move {
         // Armed until it fires or standard input ends.
         let mut deadline = heartbeat.map(|beat| tokio::time::Instant::now() + beat);
+        // Standard input is gone and the lease holds: the relay lives while it does.
+        let mut leased = false;
         loop {
             let n = tokio::select! {
                 n = signals.next() => n,
-                Some(()) = eof_rx.recv() => {
-                    tracing::info!("standard input closed");
+                Some(stop) = eof_rx.recv() => {
                     deadline = None;
+                    if stop {
+                        tracing::info!("told to stop");
+                    } else {
+                        tracing::info!("standard input closed");
+                        if !leased && lease.as_ref().is_some_and(Lease::holds) {
+                            tracing::info!("the session's lease holds: going on while it does");
+                            leased = true;
+                            continue;
+                        }
+                        if leased {
+                            continue;
+                        }
+                    }
                     0
                 }
                 Ok(()) = beat_rx.changed(), if deadline.is_some() => {
@@ -280,11 +354,24 @@ fn watch_signals(stdin: Option<StdinWatch>) -> Result<watch::Receiver<SignalCoun
                     continue;
                 }
                 () = sleep_until(deadline) => {
+                    deadline = None;
+                    if lease.as_ref().is_some_and(Lease::holds) {
+                        tracing::warn!(
+                            "nothing on standard input for {:?} (--stdin-heartbeat): going on while the session's lease holds",
+                            heartbeat.unwrap_or_default()
+                        );
+                        leased = true;
+                        continue;
+                    }
                     tracing::warn!(
                         "nothing on standard input for {:?} (--stdin-heartbeat): the link is gone, stopping",
                         heartbeat.unwrap_or_default()
                     );
-                    deadline = None;
+                    0
+                }
+                () = async { lease.as_ref().expect("leased").lapsed().await }, if leased => {
+                    tracing::warn!("the session's lease lapsed (no session came back within its grace): stopping");
+                    leased = false;
                     0
                 }
             };
