@@ -225,6 +225,16 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub keep_job: bool,
 
+    /// How long a session whose network link dropped tries to come back (the job stays queued
+    /// or running, pvlaunch logs in again and resumes ParaView's stream) before it ends and the
+    /// job is cancelled: `90s`, `5m`, `1h`; overrides <Connection grace> (default 5m).
+    #[arg(long, value_name = "DURATION", conflicts_with = "no_grace")]
+    pub grace: Option<String>,
+
+    /// A dropped link ends the session at once, and the login node cancels the job.
+    #[arg(long)]
+    pub no_grace: bool,
+
     /// Print the plan (every command, port and timeout) and run nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -52,6 +52,23 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
             }
         }
     }
+    if args.no_grace {
+        launch.grace = std::time::Duration::ZERO;
+    }
+    if let Some(text) = &args.grace {
+        match crate::profile::settings::parse_grace(text) {
+            Ok(grace) => launch.grace = grace,
+            Err((message, hint)) => {
+                return Ok(fail_early(
+                    json,
+                    Failure::Usage {
+                        message: format!("--grace: {message}"),
+                        hint,
+                    },
+                ));
+            }
+        }
+    }
     let mode = match decide_mode(&request, environment) {
         Ok(m) => m,
         Err(f) => return Ok(fail_early(json, f)),

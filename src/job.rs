@@ -14,13 +14,20 @@
 //! - `remove PATH`: an absolute path (the session's key file, its run folder) the guard
 //!   removes (`rm -rf`) when it exits, whatever the ending (cancel, keep, give up);
 //! - `keep`: leave the job; the guard prints `kept` and exits 0;
-//! - end of input (the session closed it, or pvlaunch or the link died, even by SIGKILL):
-//!   cancel;
+//! - `lease PATH`: the session's lease file (in its run folder), which the guard creates and
+//!   touches with every line it reads ([`Guard::lease`]);
+//! - `cancel`: the session ends: cancel (then the end of input);
+//! - end of input without `cancel` (pvlaunch or the link died, even by SIGKILL): the link is
+//!   lost; with a grace ([`GuardTimings::grace`]), a submitted job and a lease, the guard says
+//!   `waiting Ns for the session to come back` and looks at the lease every poll: refreshed
+//!   by another guard (the session came back and started it), it says `handed over` and exits
+//!   0, leaving the job and the paths to that guard; after the grace it says `no session came
+//!   back` and cancels. Without a grace it cancels at once;
 //! - no line at all for [`HEARTBEAT_LIMIT`] while the input stays open (a link that dropped
 //!   without the login node noticing): it prints `link lost`, ends the sshd session process
 //!   that carries the session's connection (its parent, only when that is `sshd` or
 //!   `sshd-session` of this user: every forward and channel of the session goes with it), then
-//!   cancels as on end of input.
+//!   goes on as on end of input.
 //!
 //! To cancel, it cancels by id (when known) and by tag, then checks that no unfinished job
 //! with the tag is left. A scheduler that cannot be reached (controller down) is retried with
@@ -88,7 +95,8 @@ pub const ACCOUNTING_PAUSE: Duration = Duration::from_secs(1);
 /// heartbeat limit and the poll (whole seconds).
 pub const GUARD: &str = r#"trap '' HUP PIPE
 deadline=$1 window=$2 pause=$3 max_pause=$4 list=$5 cancel_tagged=$6 cancel_id=$7 limit=$8 poll=$9
-first_pause=$pause
+grace=${10:-0}
+first_pause=$pause handed=
 say() { printf '%s\n' "$*" 2> /dev/null; }
 slept=0
 now() { t=$(date +%s 2> /dev/null); case $t in ''|*[!0-9]*) t=$slept ;; esac; }
@@ -96,7 +104,7 @@ box=$(mktemp -d 2> /dev/null) || { echo "pvlaunch-guard: cannot make a temporary
 err=$box/err reader=
 finish() {
   [ -n "$reader" ] && [ ! -e "$box/eof" ] && kill "$reader" 2> /dev/null
-  if [ -s "$box/in" ]; then
+  if [ -z "$handed" ] && [ -s "$box/in" ]; then
     while IFS= read -r line; do
       case $line in "remove /"?*) rm -rf -- "${line#remove }" 2> /dev/null ;; esac
     done < "$box/in"
@@ -129,9 +137,15 @@ parent_is_our_sshd() {
 trap 'woke=1' USR1
 exec 3<&0
 (
+  lease=
   while IFS= read -r line; do
     : > "$box/beat"
-    case $line in beat) ;; *) printf '%s\n' "$line" >> "$box/in"; kill -USR1 $$ ;; esac
+    case $line in
+      beat) ;;
+      "lease /"?*) lease=${line#lease }; : >> "$lease" 2> /dev/null; printf '%s\n' "$line" >> "$box/in" ;;
+      *) printf '%s\n' "$line" >> "$box/in"; kill -USR1 $$ ;;
+    esac
+    [ -n "$lease" ] && [ -e "$lease" ] && touch "$lease" 2> /dev/null
   done
   : > "$box/eof"; kill -USR1 $$
 ) <&3 3<&- > /dev/null 2>&1 &
@@ -140,12 +154,15 @@ exec 3<&- 0< /dev/null
 say ready
 now; last=$t
 id= pending=0
+lost=
 while :; do
-  woke= id= pending=0 kept= asked=
+  woke= id= pending=0 kept= asked= told= lease=
   if [ -s "$box/in" ]; then
     while IFS= read -r line; do
       case $line in
         keep) kept=1 ;;
+        cancel) told=1 ;;
+        "lease /"?*) lease=${line#lease } ;;
         submitting) pending=1 asked=1 ;;
         "job "*)
           id=${line#job }; pending=0 asked=1
@@ -154,17 +171,37 @@ while :; do
     done < "$box/in"
   fi
   if [ -n "$kept" ]; then say kept; exit 0; fi
-  [ -e "$box/eof" ] && break
+  [ -n "$told" ] && break
   now
-  if [ -e "$box/beat" ]; then rm -f "$box/beat"; last=$t; fi
-  if [ $((t - last)) -ge "$limit" ]; then
-    say "link lost"
-    if parent_is_our_sshd; then
-      kill "$PPID" 2> /dev/null && say "closed the ssh connection (sshd $PPID)"
+  if [ -z "$lost" ]; then
+    if [ -e "$box/eof" ]; then
+      lost=$t
     else
-      say "left the ssh connection alone: $why"
+      if [ -e "$box/beat" ]; then rm -f "$box/beat"; last=$t; fi
+      if [ $((t - last)) -ge "$limit" ]; then
+        say "link lost"
+        if parent_is_our_sshd; then
+          kill "$PPID" 2> /dev/null && say "closed the ssh connection (sshd $PPID)"
+        else
+          say "left the ssh connection alone: $why"
+        fi
+        lost=$t
+      fi
     fi
-    break
+    if [ -n "$lost" ]; then
+      # No grace (or nothing submitted, so nothing a session could come back to): cancel now.
+      [ "$grace" -gt 0 ] && [ -n "$asked" ] && [ -n "$lease" ] || break
+      : > "$box/lost"
+      say "waiting ${grace}s for the session to come back"
+    fi
+  fi
+  if [ -n "$lost" ]; then
+    # Another guard of this session refreshed the lease after this one lost its input: the
+    # session came back, and that guard is the canceller now.
+    if [ -n "$(find "$lease" -newer "$box/lost" 2> /dev/null)" ]; then
+      say "handed over"; handed=1; exit 0
+    fi
+    if [ $((t - lost)) -ge "$grace" ]; then say "no session came back"; break; fi
   fi
   sleep "$poll" < /dev/null > /dev/null 2>&1 &
   [ -n "$woke" ] || wait $! 2> /dev/null
@@ -226,6 +263,10 @@ pub struct GuardTimings {
     pub heartbeat_limit: Duration,
     /// [`GUARD_POLL`].
     pub poll: Duration,
+    /// How long a guard whose session's link was lost waits for the session to come back
+    /// (another guard refreshing the lease, [`Guard::lease`]) before it cancels; zero (the
+    /// default here): at once. The session's comes from its plan (`--grace`, `--no-grace`).
+    pub grace: Duration,
 }
 
 impl Default for GuardTimings {
@@ -238,6 +279,7 @@ impl Default for GuardTimings {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             heartbeat_limit: HEARTBEAT_LIMIT,
             poll: GUARD_POLL,
+            grace: Duration::ZERO,
         }
     }
 }
@@ -351,6 +393,7 @@ pub fn guard_command(
         &cancel_id,
         &secs(timings.heartbeat_limit),
         &secs(timings.poll),
+        &timings.grace.as_secs().to_string(),
     ])?)
 }
 
@@ -360,8 +403,13 @@ pub async fn start_guard(
     master: &Master,
     scheduler: &dyn Scheduler,
     tag: &str,
+    grace: Duration,
 ) -> Result<Guard, GuardError> {
-    let mut guard = start_guard_with(master, scheduler, tag, GuardTimings::default()).await?;
+    let timings = GuardTimings {
+        grace,
+        ..GuardTimings::default()
+    };
+    let mut guard = start_guard_with(master, scheduler, tag, timings).await?;
     guard.start_heartbeat();
     Ok(guard)
 }
@@ -512,6 +560,19 @@ impl Guard {
         self.tell(&format!("remove {path}")).await
     }
 
+    /// The session's lease file (an absolute path on one line, in the session's run folder):
+    /// this guard creates it and refreshes its modification time with every line it reads.
+    /// After a lost link, the guard waits [`GuardTimings::grace`] for another guard of the
+    /// session (started by the session once it came back) to refresh it, and then leaves the
+    /// job to that one ("handed over", removing nothing); otherwise it cancels. The login
+    /// relay lives while the lease is fresh (`pvlaunch relay --lease`).
+    pub async fn lease(&mut self, path: &str) -> Result<(), GuardError> {
+        if !removable(path) {
+            return Err(GuardError::BadPath(path.to_owned()));
+        }
+        self.tell(&format!("lease {path}")).await
+    }
+
     /// A submit is about to run: if its result never arrives, the guard sweeps by tag.
     pub async fn submitting(&mut self) -> Result<(), GuardError> {
         self.tell("submitting").await
@@ -547,6 +608,9 @@ impl Guard {
     /// until it reports none left, gives up, or exits. It goes on by itself on the login node
     /// after this returns (retrying, or sweeping for a late submit).
     pub async fn cancel(mut self, wait: Duration) -> GuardReport {
+        // Said, so that the end of input is not taken for a lost link (and its grace).
+        self.stop_heartbeat();
+        let _ = self.tell("cancel").await;
         self.close_input().await;
         let mut cancelled = Vec::new();
         let mut last: Option<String> = None;
@@ -1011,6 +1075,100 @@ mod tests {
         }
     }
 
+    /// Start a guard with a grace, tell it `input`, end its input without `cancel`; returns
+    /// the child and its stdout lines as they come.
+    fn lost_guard(
+        fake: &FakeSlurm,
+        grace: u64,
+        input: &str,
+    ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+        let t = GuardTimings {
+            poll: Duration::from_secs(1),
+            grace: Duration::from_secs(grace),
+            ..timings(60, 1)
+        };
+        let argv = fake.argv(&sh(), t);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "ready");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stdin);
+        (child, rx)
+    }
+
+    fn next_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+        rx.recv_timeout(Duration::from_secs(15))
+            .expect("the guard said nothing more")
+    }
+
+    #[test]
+    fn after_a_lost_link_a_refreshed_lease_hands_the_job_over() {
+        let fake = FakeSlurm::new(&format!("5|PENDING|pvserver-{TAG}\n"), 0);
+        let run = fake.path("run");
+        std::fs::create_dir(&run).unwrap();
+        let lease = run.join("lease");
+        let input = format!("job 5\nlease {}\nremove {}\n", lease.display(), run.display());
+        let (mut child, rx) = lost_guard(&fake, 30, &input);
+        assert_eq!(next_line(&rx), "waiting 30s for the session to come back");
+        assert!(lease.exists(), "the guard makes the lease");
+        std::thread::sleep(Duration::from_millis(1100));
+        // The session came back: its new guard touches the lease.
+        std::fs::File::options()
+            .append(true)
+            .open(&lease)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(next_line(&rx), "handed over");
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        assert!(fake.jobs().contains("5|PENDING|"), "{}", fake.jobs());
+        assert!(run.exists(), "the paths are the new guard's to remove");
+    }
+
+    #[test]
+    fn after_a_lost_link_with_no_one_back_the_grace_ends_in_a_cancel() {
+        let fake = FakeSlurm::new(&format!("5|PENDING|pvserver-{TAG}\n"), 0);
+        let run = fake.path("run");
+        std::fs::create_dir(&run).unwrap();
+        let input = format!("job 5\nlease {}/lease\nremove {}\n", run.display(), run.display());
+        let start = Instant::now();
+        let (mut child, rx) = lost_guard(&fake, 2, &input);
+        assert_eq!(next_line(&rx), "waiting 2s for the session to come back");
+        assert_eq!(next_line(&rx), "no session came back");
+        assert!(start.elapsed() >= Duration::from_secs(2));
+        assert_eq!(next_line(&rx), "cancelled 5");
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        assert!(fake.jobs().contains("5|CANCELLED|"), "{}", fake.jobs());
+        assert!(!run.exists());
+    }
+
+    #[test]
+    fn a_told_cancel_does_not_wait_for_the_grace() {
+        let fake = FakeSlurm::new(&format!("5|PENDING|pvserver-{TAG}\n"), 0);
+        let lease = fake.path("lease");
+        let input = format!("job 5\nlease {}\ncancel\n", lease.display());
+        let start = Instant::now();
+        let (mut child, rx) = lost_guard(&fake, 60, &input);
+        assert_eq!(next_line(&rx), "cancelled 5");
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(fake.jobs().contains("5|CANCELLED|"));
+    }
+
     #[test]
     fn guard_command_checks_the_tag() {
         let s = Kind::Slurm.scheduler();
@@ -1020,5 +1178,6 @@ mod tests {
         ));
         let line = guard_command(s.as_ref(), TAG, GuardTimings::default()).unwrap();
         assert!(line.contains(" pvlaunch-guard 600 90 2 30 "), "{line}");
+        assert!(line.ends_with(" 20 2 0"), "{line}");
     }
 }

@@ -49,6 +49,9 @@ pub struct Plan {
     #[serde(serialize_with = "secs")]
     pub connect_timeout: Duration,
     pub keep_job: bool,
+    /// How long a session waits for a lost link to come back (zero: it ends at once).
+    #[serde(serialize_with = "secs")]
+    pub grace: Duration,
     /// A random tag for this session's files on the login node.
     pub session_tag: String,
     /// The pvlaunch program on the login node for the relay recipe (found or copied if unset).
@@ -216,6 +219,7 @@ pub fn build(
         queue_timeout: Duration::from_secs(launch.queue_timeout_secs),
         connect_timeout: Duration::from_secs(launch.connect_timeout_secs),
         keep_job: overrides.keep_job,
+        grace: launch.grace,
         session_tag: fresh.tag,
         relay_program: launch.relay_program.clone(),
         owned_hops: launch.owned_hops,

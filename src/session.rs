@@ -244,7 +244,7 @@ async fn steps(
     //    signal, SIGKILL, a lost link, a submit that hangs after submitting), a job with this
     //    session's tag and the session's files there have someone on the login node to remove
     //    them. It hears the workstation's heartbeat and takes silence for a dead link.
-    let guard = job::start_guard(master, scheduler, &plan.session_tag)
+    let guard = job::start_guard(master, scheduler, &plan.session_tag, plan.grace)
         .await
         .map_err(|e| Failure::Ssh {
             message: format!("the guard on the login node did not start: {e}"),

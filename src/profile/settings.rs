@@ -199,6 +199,8 @@ pub struct Connection {
     /// `preferred` or `required`: whether a session may fall back to a path other users of
     /// the cluster could reach when pvlaunch cannot run there.
     pub owned_hops: Value,
+    /// How long a session waits for a lost link to come back: `no`, or a duration.
+    pub grace: Value,
 }
 
 struct Spec {
@@ -279,6 +281,7 @@ const SPECS: &[Spec] = &[
             "connect-id",
             "relay-program",
             "owned-hops",
+            "grace",
         ],
         required: &[],
         children: &[],
@@ -447,6 +450,7 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             connect_id: get_or(connection, "connect-id", "random", at),
             relay_program: get(connection, "relay-program"),
             owned_hops: get_or(connection, "owned-hops", "preferred", at),
+            grace: get_or(connection, "grace", DEFAULT_GRACE, at),
         },
     };
     // Literal values (no `$NAME$`) are checked now, by the parsers that type them when the
@@ -593,6 +597,7 @@ impl Settings {
         let connect_id = r.read(&self.connection.connect_id, parse_connect_id);
         let relay_program = r.opt(&self.connection.relay_program, check_word);
         let owned_hops = r.read(&self.connection.owned_hops, parse_owned_hops);
+        let grace = r.read(&self.connection.grace, parse_grace);
         if !r.complete || !r.problems.is_empty() {
             return None;
         }
@@ -626,6 +631,7 @@ impl Settings {
             connect_id: connect_id?,
             relay_program: non_empty(relay_program?),
             owned_hops: owned_hops?,
+            grace: grace?,
         })
     }
 }
@@ -669,6 +675,17 @@ fn parse_walltime(text: &str) -> Check<Walltime> {
             ),
         )
     })
+}
+
+/// The default of `<Connection grace>`.
+pub const DEFAULT_GRACE: &str = "5m";
+
+/// `<Connection grace>`: `no` (a lost link ends the session at once), or a duration as
+/// [`parse_persist`] takes (at most 7 days).
+pub fn parse_grace(text: &str) -> Check<std::time::Duration> {
+    parse_persist(text)
+        .map(Option::unwrap_or_default)
+        .map_err(|(message, hint)| (message.replacen("persist", "grace", 1), hint))
 }
 
 /// `no`, or a duration: `90s`, `30m`, `8h`, `1d` (at most 7 days), as ssh's `ControlPersist`.
@@ -1001,6 +1018,8 @@ pub struct Launch {
     /// The pvlaunch program on the login node (relay recipe); found or copied when `None`.
     pub relay_program: Option<String>,
     pub owned_hops: OwnedHops,
+    /// How long a session waits for a lost link to come back (zero: not at all).
+    pub grace: std::time::Duration,
 }
 
 /// How the session's commands and forwards share the one login.
@@ -1063,6 +1082,7 @@ impl Launch {
             connect_id: ConnectId::Random,
             relay_program: None,
             owned_hops: OwnedHops::Preferred,
+            grace: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -1246,6 +1266,7 @@ impl Settings {
                     .as_ref()
                     .map(|v| sub_in(v, &[], Place::Value)),
                 owned_hops: sub_in(&self.connection.owned_hops, &[], Place::Value),
+                grace: sub_in(&self.connection.grace, &[], Place::Value),
             },
         };
         let mut checks = Vec::new();
