@@ -110,6 +110,31 @@ pub enum Event {
         ok: bool,
         detail: Option<String>,
     },
+    /// Whether this session survives a dropped link, and why.
+    Resumable {
+        resumable: bool,
+        why: String,
+    },
+    /// The link to the login node is gone (the ssh connection ended or stopped answering);
+    /// the session tries to come back for `grace_secs`, the job staying where it is.
+    LinkLost {
+        why: String,
+        grace_secs: u64,
+    },
+    /// Logging in again: attempt `attempt`; `grace_left_secs` until the session gives up.
+    Reconnecting {
+        attempt: u32,
+        grace_left_secs: u64,
+    },
+    /// The session is back: `gap_secs` after the link was lost, in `attempts` attempts.
+    LinkRestored {
+        gap_secs: u64,
+        attempts: u32,
+    },
+    /// ParaView's stream went on over the new link: `replayed` bytes were sent again.
+    StreamResumed {
+        replayed: u64,
+    },
     Warning {
         message: String,
     },
@@ -160,6 +185,16 @@ impl Event {
             Event::ServerConnected { .. } => {
                 "connected: ParaView session running (Ctrl-C ends it)".into()
             }
+            Event::LinkLost { grace_secs, .. } => {
+                format!("link lost: coming back within {}", clock(*grace_secs))
+            }
+            Event::Reconnecting {
+                attempt,
+                grace_left_secs,
+            } => format!(
+                "link lost: logging in again (attempt {attempt}, {} left)",
+                clock(*grace_left_secs)
+            ),
             _ => return None,
         })
     }
@@ -280,6 +315,36 @@ impl Event {
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default()
             ),
+            Event::Resumable { resumable, why } => {
+                format!(
+                    "{}: {why}",
+                    if *resumable {
+                        "resumable"
+                    } else {
+                        "not resumable"
+                    }
+                )
+            }
+            Event::LinkLost { why, grace_secs } => format!(
+                "link lost: {why}; the job stays, and pvlaunch logs in again for up to {} (--grace)",
+                clock(*grace_secs)
+            ),
+            Event::Reconnecting {
+                attempt,
+                grace_left_secs,
+            } => format!(
+                "logging in again (attempt {attempt}; {} of the grace left)",
+                clock(*grace_left_secs)
+            ),
+            Event::LinkRestored { gap_secs, attempts } => format!(
+                "link restored after {} ({attempts} attempt{}): the session goes on",
+                clock(*gap_secs),
+                if *attempts == 1 { "" } else { "s" }
+            ),
+            Event::StreamResumed { replayed } => format!(
+                "ParaView's stream resumed ({} sent again)",
+                human_bytes(*replayed)
+            ),
             Event::Warning { message } => format!("warning: {message}"),
             Event::Error { message, hint } => {
                 format!(
@@ -306,6 +371,16 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `90` -> `1:30`, `3600` -> `1:00:00`: a countdown for a person.
+fn clock(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
     }
 }
 
@@ -387,6 +462,10 @@ impl Event {
                 text(step);
                 detail.iter_mut().for_each(text);
             }
+            Event::LinkLost { why, .. } | Event::Resumable { why, .. } => text(why),
+            Event::Reconnecting { .. }
+            | Event::LinkRestored { .. }
+            | Event::StreamResumed { .. } => {}
             Event::Warning { message } => text(message),
             Event::Error { message, hint } => {
                 text(message);

@@ -154,9 +154,12 @@ exec 3<&- 0< /dev/null
 say ready
 now; last=$t
 id= pending=0
-lost=
-while :; do
-  woke= id= pending=0 kept= asked= told= lease=
+# What the session said so far (read again whole each time).
+parse() {
+  id= pending=0 kept= asked= told= lease=
+  # The reader's wake-up would cut a `read` short (and lines with it): not while parsing; a
+  # wake-up lost here costs one poll at most.
+  trap '' USR1
   if [ -s "$box/in" ]; then
     while IFS= read -r line; do
       case $line in
@@ -170,6 +173,12 @@ while :; do
       esac
     done < "$box/in"
   fi
+  trap 'woke=1' USR1
+}
+lost=
+while :; do
+  woke=
+  parse
   if [ -n "$kept" ]; then say kept; exit 0; fi
   [ -n "$told" ] && break
   now
@@ -207,6 +216,8 @@ while :; do
   [ -n "$woke" ] || wait $! 2> /dev/null
   slept=$((slept + poll))
 done
+# The input may have ended right after the last look: everything it said counts.
+parse
 # Nothing was ever submitted: nothing to cancel (the paths to remove go on exit).
 [ -n "$asked" ] || exit 0
 now; start=$t; end=$((start + deadline)); sweep_end=$start
@@ -1121,7 +1132,11 @@ mod tests {
         let run = fake.path("run");
         std::fs::create_dir(&run).unwrap();
         let lease = run.join("lease");
-        let input = format!("job 5\nlease {}\nremove {}\n", lease.display(), run.display());
+        let input = format!(
+            "job 5\nlease {}\nremove {}\n",
+            lease.display(),
+            run.display()
+        );
         let (mut child, rx) = lost_guard(&fake, 30, &input);
         assert_eq!(next_line(&rx), "waiting 30s for the session to come back");
         assert!(lease.exists(), "the guard makes the lease");
@@ -1144,7 +1159,11 @@ mod tests {
         let fake = FakeSlurm::new(&format!("5|PENDING|pvserver-{TAG}\n"), 0);
         let run = fake.path("run");
         std::fs::create_dir(&run).unwrap();
-        let input = format!("job 5\nlease {}/lease\nremove {}\n", run.display(), run.display());
+        let input = format!(
+            "job 5\nlease {}/lease\nremove {}\n",
+            run.display(),
+            run.display()
+        );
         let start = Instant::now();
         let (mut child, rx) = lost_guard(&fake, 2, &input);
         assert_eq!(next_line(&rx), "waiting 2s for the session to come back");

@@ -28,6 +28,7 @@ pub mod profile;
 pub mod pvserver;
 pub mod quote;
 pub mod recipe;
+pub mod reconnect;
 pub mod relay;
 pub mod remote;
 pub mod scheduler;

@@ -75,6 +75,11 @@ pub enum Failure {
         /// The job the guard on the login node still has to cancel.
         job: Option<String>,
     },
+    /// The link dropped and the session could not log in again within the grace.
+    #[error(
+        "the link to the login node did not come back within {grace_secs} s ({attempts} attempts to log in again)"
+    )]
+    LinkLost { grace_secs: u64, attempts: u32 },
     /// The site does not allow what the recipe needs (forwards, a relay, the job's hop).
     #[error("{message}")]
     Site {
@@ -174,7 +179,7 @@ impl Failure {
         match self {
             Usage { .. } => Code::Usage,
             Profile { .. } => Code::InvalidProfile,
-            SshLogin { .. } | Ssh { .. } | SshDropped { .. } => Code::Ssh,
+            SshLogin { .. } | Ssh { .. } | SshDropped { .. } | LinkLost { .. } => Code::Ssh,
             Site { .. } | NoRelay { .. } => Code::Site,
             SubmitFailed { .. }
             | SubmitHung { .. }
@@ -214,6 +219,9 @@ impl Failure {
                 "the guard on the login node cancels job {job} once the login node notices the link is gone; check with the scheduler (e.g. squeue --me) after reconnecting"
             )),
             SshDropped { job: None } => s("check the network, then connect again"),
+            LinkLost { .. } => s(
+                "the guard on the login node cancels the job once its own grace ends; check the network, then connect again (a longer --grace waits longer)",
+            ),
             SubmitFailed { .. } => s("run the submit command by hand on the login node to see why"),
             SubmitHung { .. } => s(
                 "the scheduler's controller may be overloaded; the guard on the login node cancels any job this session made",

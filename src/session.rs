@@ -35,6 +35,7 @@ use crate::profile::settings::{Launch, OwnedHops};
 use crate::quote;
 use crate::recipe::Owned;
 use crate::recipe::{Reach, reverse_two_hop, two_hop};
+use crate::reconnect::{self, Resumable};
 use crate::relay::{self, Forward, ListenAddr, Lock, Relay, RelayConfig, RelayEvent, Target};
 use crate::remote;
 use crate::scheduler::{CommandOutput, JobId, JobState, Scheduler};
@@ -76,6 +77,8 @@ struct Held {
     submit_sent: bool,
     /// Owned two-hop: the task that joins the tunnel to the listening client.
     join: Option<tokio::task::JoinHandle<()>>,
+    /// What a session needs to come back after a lost link, when its path allows it.
+    resumable: Option<Resumable>,
 }
 
 /// Run a session: the steps, then cleanup; emits `error` (when it failed) and `done` last.
@@ -98,6 +101,7 @@ pub async fn run(
         port_claim: None,
         submit_sent: false,
         join: None,
+        resumable: None,
     };
     let scheduler = plan.scheduler.scheduler();
     let mut signals = Signals::new();
@@ -194,6 +198,7 @@ async fn steps(
         .as_ref()
         .map(|d| d.path().to_path_buf())
         .unwrap_or_else(std::env::temp_dir);
+    let comeback_target = target.clone();
     let started = open_master(target, launch, &asker, &dir, reporter).await;
     reporter.take_back_terminal();
     let master = match started {
@@ -291,8 +296,40 @@ async fn steps(
         reporter,
         remote: &mut held.remote,
         owned: owned.as_ref(),
+        resumable: false,
     };
     let reach = crate::recipe::prepare(&mut ctx).await?;
+    let resumable = match (&owned, ctx.resumable) {
+        (Some(o), true) => Some(Resumable {
+            login_host: login_host.clone(),
+            key_file: o.key_file.clone(),
+            run_dir: o.run_dir.clone(),
+            lease: o.lease.clone().expect("a resumable path has a lease"),
+            forward_socket: o.forward_socket(),
+            relay_port,
+            grace: plan.grace,
+        }),
+        _ => None,
+    };
+    match (&resumable, plan.grace.is_zero()) {
+        (Some(r), _) => reporter.emit(Event::Resumable {
+            resumable: true,
+            why: format!(
+                "pvlaunch holds both ends of the link to {}: a dropped link is waited for up to {} s (--grace)",
+                r.login_host,
+                r.grace.as_secs()
+            ),
+        }),
+        (None, true) => reporter.emit(Event::Resumable {
+            resumable: false,
+            why: "--no-grace (or <Connection grace=\"no\">): a dropped link ends the session".into(),
+        }),
+        (None, false) => reporter.emit(Event::Resumable {
+            resumable: false,
+            why: not_resumable_why(plan, owned.is_some(), held.master.as_ref()),
+        }),
+    }
+    held.resumable = resumable.clone();
     if !reach.owned() {
         reporter.emit(Event::Warning {
             message: "this session's path is not pvlaunch's own: other users of the cluster could reach pvserver, and only the connect-id stands in their way (docs/security.md)".into(),
@@ -368,6 +405,13 @@ async fn steps(
         reach: &reach,
         secret: reach.owned().then(|| Arc::clone(&secret)),
         events,
+        resumable,
+        comeback: Comeback {
+            target: comeback_target,
+            launch,
+            asker: &asker,
+            dir: &dir,
+        },
     };
     Ok(follower.run(held, reporter).await)
 }
@@ -445,11 +489,21 @@ async fn prepare_owned(
         .remove_at_end(&run_dir)
         .await
         .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    // A lost link can come back where the login relay and the guard can outlive it: a grace,
+    // and connections of ssh's own (the channel's commands are hung up with it).
+    let lease = (!plan.grace.is_zero() && !master.channelled()).then(|| format!("{run_dir}/lease"));
+    if let Some(lease) = &lease {
+        guard
+            .lease(lease)
+            .await
+            .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    }
     Ok(Some(Owned {
         program,
         key_file,
         run_dir,
         secret: Arc::clone(secret),
+        lease,
     }))
 }
 
@@ -605,6 +659,17 @@ struct Follower<'a> {
     secret: Option<Arc<Secret>>,
     /// The local relay's events (two-hop: from the moment the tunnel opens).
     events: Option<mpsc::UnboundedReceiver<RelayEvent>>,
+    /// Set when a lost link may come back ([`crate::reconnect`]).
+    resumable: Option<Resumable>,
+    comeback: Comeback<'a>,
+}
+
+/// How the session logs in again after a lost link: as it did the first time.
+struct Comeback<'a> {
+    target: ssh::Target,
+    launch: &'a Launch,
+    asker: &'a auth::Asker,
+    dir: &'a std::path::Path,
 }
 
 impl Follower<'_> {
@@ -636,6 +701,15 @@ impl Follower<'_> {
                         let master = held.master.as_ref().expect("alive while following");
                         match job::query_state(master, self.scheduler, self.job).await {
                             // Without the master there is no one to ask: the link is gone.
+                            Err(job::JobError::Ssh(ssh::SshError::MasterGone { .. }))
+                                if self.resumable.is_some() =>
+                            {
+                                if let Err(f) = self.come_back(held, reporter).await {
+                                    return f.into();
+                                }
+                                actions.push_front(Action::QueryJob);
+                                continue;
+                            }
                             Err(job::JobError::Ssh(ssh::SshError::MasterGone { .. })) => {
                                 Input::MasterDied
                             }
@@ -698,10 +772,111 @@ impl Follower<'_> {
                         Err(e) => return Failure::client(format!("waiting for the client: {e}"), None).into(),
                     }
                 }
-                _ = wait_master(&mut held.master) => Input::MasterDied,
+                _ = wait_master(&mut held.master) => {
+                    if self.resumable.is_some() {
+                        if let Err(f) = self.come_back(held, reporter).await {
+                            return f.into();
+                        }
+                        continue;
+                    }
+                    Input::MasterDied
+                }
                 _ = sleep_until(wake) => Input::Timer,
             };
             actions.extend(machine.on(input, Instant::now()));
+        }
+    }
+
+    /// The link is gone: log in again until the grace ends, and put back the guard and the
+    /// forward ([`reconnect::restore`]). The job, the login relay and the old guard wait on
+    /// the login node meanwhile; the local relay keeps the client's connection open.
+    async fn come_back(&mut self, held: &mut Held, reporter: &mut Reporter) -> Result<(), Failure> {
+        let r = self
+            .resumable
+            .clone()
+            .expect("only for a resumable session");
+        let lost = Instant::now();
+        reporter.emit(Event::LinkLost {
+            why: format!("the ssh connection to {} ended", self.plan.login),
+            grace_secs: r.grace.as_secs(),
+        });
+        // The old guard's ssh is gone; on the login node it waits the grace.
+        drop(held.guard.take());
+        if let Some(mut m) = held.master.take() {
+            m.stop().await;
+        }
+        for mut c in held.remote.drain(..) {
+            // The login relay's ssh session: the relay itself lives on by the lease.
+            crate::process::stop(&mut c, HELPER_STOP_GRACE).await;
+        }
+        let mut pauses = reconnect::pauses();
+        let mut host = None;
+        let mut attempt = 0;
+        loop {
+            let left = r.grace.saturating_sub(lost.elapsed());
+            if left.is_zero() {
+                return Err(Failure::LinkLost {
+                    grace_secs: r.grace.as_secs(),
+                    attempts: attempt,
+                });
+            }
+            attempt += 1;
+            reporter.emit(Event::Reconnecting {
+                attempt,
+                grace_left_secs: left.as_secs(),
+            });
+            let target = reconnect::target_for_attempt(&self.comeback.target, host.as_deref());
+            let c = &self.comeback;
+            if *c.asker == auth::Asker::Terminal {
+                reporter.hand_over_terminal();
+            }
+            let login = tokio::time::timeout(
+                left,
+                open_master(target, c.launch, c.asker, c.dir, reporter),
+            )
+            .await;
+            reporter.take_back_terminal();
+            let why = match login {
+                Ok(Ok(master)) => {
+                    let restored = reconnect::restore(
+                        &master,
+                        &r,
+                        self.scheduler,
+                        &self.plan.session_tag,
+                        self.job,
+                    )
+                    .await;
+                    match restored {
+                        Ok(guard) => {
+                            held.master = Some(master);
+                            held.guard = Some(guard);
+                            reporter.emit(Event::LinkRestored {
+                                gap_secs: lost.elapsed().as_secs(),
+                                attempts: attempt,
+                            });
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            if let reconnect::RestoreError::OtherLoginNode { wanted, .. } = &e {
+                                host = Some(wanted.clone());
+                            }
+                            let mut master = master;
+                            master.stop().await;
+                            e.to_string()
+                        }
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no login before the grace ended".into(),
+            };
+            reporter.emit(Event::Warning {
+                message: format!(
+                    "attempt {attempt} to log in again failed: {}",
+                    crate::process::tail(&why, 2).join(" / ")
+                ),
+            });
+            let pause = pauses.next().unwrap_or(reconnect::MAX_PAUSE);
+            tokio::time::sleep(pause.min(r.grace.saturating_sub(lost.elapsed()))).await;
         }
     }
 
@@ -1018,6 +1193,20 @@ async fn wait_master(master: &mut Option<Master>) {
     }
 }
 
+/// Why this session's path cannot survive a lost link.
+fn not_resumable_why(plan: &Plan, owned: bool, master: Option<&Master>) -> String {
+    if !owned {
+        "pvlaunch does not run on the cluster, so it holds only the workstation's end of the link: a dropped link ends the session".into()
+    } else if master.is_some_and(Master::channelled) {
+        "the login node allows one ssh session per connection: pvlaunch's channel, and every command in it, ends with the link".into()
+    } else {
+        format!(
+            "the {} recipe's link to the login node is ssh's own, not pvlaunch's on both ends: a dropped link ends the session (recipe=\"relay\" resumes)",
+            plan::recipe_name(plan.recipe)
+        )
+    }
+}
+
 /// A connection that closed in the handshake: pvserver's log says why, when it can.
 async fn handshake_failed(master: &Master, plan: &Plan) -> Failure {
     for attempt in 0..2 {
@@ -1056,6 +1245,10 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
             ok: true,
             detail: None,
         });
+    }
+    if let (Some(r), Some(m)) = (&held.resumable, &held.master) {
+        // The login relay outlives its ssh session while the lease is fresh: end it.
+        reconnect::end_lease(m, r).await;
     }
     settle_job(plan, scheduler, held, reporter).await;
     for mut r in held.remote.drain(..) {
@@ -1288,8 +1481,11 @@ async fn hard_stop(held: &mut Held) {
     if let Some(mut c) = held.client.take() {
         crate::process::stop_group(&mut c, Duration::from_millis(200)).await;
     }
-    // Dropping the guard closes its input: on the login node it cancels by itself.
-    held.guard.take();
+    // Told to cancel, it cancels by itself on the login node (dropped without a word, it would
+    // wait the grace for the session to come back).
+    if let Some(guard) = held.guard.take() {
+        let _ = guard.cancel(Duration::from_millis(500)).await;
+    }
     if let Some(mut m) = held.master.take() {
         m.stop().await;
     }

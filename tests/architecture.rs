@@ -29,6 +29,8 @@ const PURE: &[(&str, &[&str])] = &[
 /// Effect modules that must not reach up into what runs them.
 const NEVER: &[(&str, &[&str])] = &[
     ("job", &["session", "recipe", "connect", "follow"]),
+    // Coming back after a lost link: used by the session, never the other way round.
+    ("reconnect", &["session", "connect", "follow", "recipe"]),
     ("recipe", &["session", "connect", "job", "follow"]),
     // What pvlaunch writes on the cluster: used by recipes and the session, uses neither.
     (

@@ -653,6 +653,7 @@ fn fast(limit: u64) -> GuardTimings {
         heartbeat_interval: Duration::from_secs(1),
         heartbeat_limit: Duration::from_secs(limit),
         poll: Duration::from_secs(1),
+        grace: Duration::ZERO,
     }
 }
 

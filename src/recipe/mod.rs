@@ -134,6 +134,9 @@ pub struct Owned {
     /// A private (0700) folder on the login node for the session's Unix sockets.
     pub run_dir: String,
     pub secret: Arc<Secret>,
+    /// The session's lease file in the run folder, when a lost link may come back (a grace,
+    /// and ssh's own connection sharing): the login relay lives while it is fresh.
+    pub lease: Option<String>,
 }
 
 impl Owned {
@@ -163,6 +166,9 @@ pub struct Ctx<'a> {
     pub remote: &'a mut Vec<Child>,
     /// Owned hops, when pvlaunch runs on the cluster; `None`: the plain paths.
     pub owned: Option<&'a Owned>,
+    /// Set by the recipe when the path it opened survives a lost link (the relay with a
+    /// lease: pvlaunch on both ends of the network).
+    pub resumable: bool,
 }
 
 /// The failure when the node agent beside pvserver could not reach or authenticate the

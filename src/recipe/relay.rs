@@ -42,6 +42,14 @@ pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
         "--stdin-heartbeat".into(),
         hop::HEARTBEAT_LIMIT.as_secs().to_string(),
     ];
+    if let Some(lease) = &owned.lease {
+        argv.extend([
+            "--lease".into(),
+            lease.clone(),
+            "--lease-grace".into(),
+            format!("{}s", ctx.plan.grace.as_secs()),
+        ]);
+    }
     let nodes = cluster_nodes(ctx).await;
     for n in &nodes {
         argv.push("--allow".into());
@@ -117,6 +125,7 @@ pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
             message: "the relay on the login node accepts connections from any host (the cluster's node list is unknown); each must still prove the session's key".into(),
         });
     }
+    ctx.resumable = owned.lease.is_some();
     ctx.reporter.emit(Event::RelayStarted {
         host: ctx.login_host.to_string(),
         port,

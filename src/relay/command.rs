@@ -203,7 +203,9 @@ async fn run(request: RelayRequest, json: bool) -> Result<Code, RelayError> {
         heartbeat: request.stdin_heartbeat,
         lease: request.lease.clone().map(|path| Lease {
             path,
-            limit: request.stdin_heartbeat.unwrap_or(crate::hop::HEARTBEAT_LIMIT)
+            limit: request
+                .stdin_heartbeat
+                .unwrap_or(crate::hop::HEARTBEAT_LIMIT)
                 + request.lease_grace,
         }),
     });
