@@ -329,6 +329,12 @@ async fn steps(
             why: not_resumable_why(plan, owned.is_some(), held.master.as_ref()),
         }),
     }
+    if let (Some(r), Some(guard)) = (&resumable, held.guard.as_mut()) {
+        guard
+            .lease(&r.lease)
+            .await
+            .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    }
     held.resumable = resumable.clone();
     if !reach.owned() {
         reporter.emit(Event::Warning {
@@ -491,13 +497,8 @@ async fn prepare_owned(
         .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
     // A lost link can come back where the login relay and the guard can outlive it: a grace,
     // and connections of ssh's own (the channel's commands are hung up with it).
+    // The guard takes the lease once the recipe's path is known to allow coming back.
     let lease = (!plan.grace.is_zero() && !master.channelled()).then(|| format!("{run_dir}/lease"));
-    if let Some(lease) = &lease {
-        guard
-            .lease(lease)
-            .await
-            .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
-    }
     Ok(Some(Owned {
         program,
         key_file,
