@@ -30,6 +30,7 @@ pub mod quote;
 pub mod recipe;
 pub mod relay;
 pub mod remote;
+pub mod resume;
 pub mod scheduler;
 pub mod session;
 pub mod ssh;
