@@ -292,7 +292,10 @@ where
             }
         } else if clock.local_dirty {
             match Pin::new(&mut *local).poll_flush(cx) {
-                Poll::Ready(Ok(())) => clock.local_dirty = false,
+                Poll::Ready(Ok(())) => {
+                    clock.local_dirty = false;
+                    progress = true;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Local(e)),
                 Poll::Pending => {}
             }
@@ -329,7 +332,11 @@ where
                 }
             } else if clock.carrier_dirty {
                 match Pin::new(&mut *c).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => clock.carrier_dirty = false,
+                    Poll::Ready(Ok(())) => {
+                        // Look again: the stream may be done now.
+                        clock.carrier_dirty = false;
+                        progress = true;
+                    }
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(Stop::CarrierDead(format!("flush failed: {e}")));
                     }
