@@ -109,9 +109,10 @@ async fn forwarders(path: Path, server: SocketAddr) -> SocketAddr {
         let target = TcpStream::connect(server).await.unwrap();
         match path {
             Path::Bridge => {
-                let _: (u64, u64) = bridge(Stream::Tcp(carrier), Stream::Tcp(target), CopyMode::Auto)
-                    .await
-                    .unwrap();
+                let _: (u64, u64) =
+                    bridge(Stream::Tcp(carrier), Stream::Tcp(target), CopyMode::Auto)
+                        .await
+                        .unwrap();
             }
             Path::Carry => {
                 carrier.set_nodelay(true).unwrap();

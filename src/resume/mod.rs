@@ -139,7 +139,7 @@ pub enum ResumeEvent {
 pub struct Summary {
     /// Bytes read from the local stream.
     pub sent: u64,
-    /// Bytes of the peer's stream delivered to the local stream.
+    /// Bytes of the peer's stream taken from carriers (all delivered when `carry` is `Ok`).
     pub received: u64,
     /// Carriers that took over after a loss.
     pub resumes: u32,
