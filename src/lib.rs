@@ -31,6 +31,7 @@ pub mod recipe;
 pub mod reconnect;
 pub mod relay;
 pub mod remote;
+pub mod resume;
 pub mod scheduler;
 pub mod session;
 pub mod ssh;
