@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(strip(before), strip(after));
         // And the result is a valid profile file for pvlaunch too.
         let report = crate::profile::parse::parse_source(crate::profile::diag::Source::new(
-            "servers.pvsc".into(),
+            "servers.pvsc",
             text.clone(),
         ));
         assert_eq!(report.errors, 0, "{}", report.rendered());
