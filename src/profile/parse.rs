@@ -853,3 +853,32 @@ fn read_switch(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Swit
         cases,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileReport {
+        parse_source(Source::new("t.pvsc", text.to_string()))
+    }
+
+    #[test]
+    fn a_server_with_only_pvlaunch_is_a_valid_profile() {
+        let r = parse(
+            r#"<Servers><Server name="site"><PVLaunch version="1"><Login host="login"/></PVLaunch></Server></Servers>"#,
+        );
+        assert_eq!(r.errors, 0, "{}", r.rendered());
+        let s = &r.servers[0];
+        assert_eq!(s.resource_text, DEFAULT_PVLAUNCH_RESOURCE);
+        assert!(s.pvlaunch.is_some());
+        assert_eq!(s.startup.kind(), "command");
+        assert!(s.command().is_none());
+    }
+
+    #[test]
+    fn a_server_with_neither_startup_nor_pvlaunch_is_still_refused() {
+        let r = parse(r#"<Servers><Server name="x" resource="cs://h:1"/></Servers>"#);
+        assert_eq!(r.errors, 1);
+        assert!(r.rendered().contains("has neither <ManualStartup> nor <CommandStartup>"));
+    }
+}
