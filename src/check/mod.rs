@@ -327,6 +327,13 @@ pub fn recipes(rows: &[Row]) -> Vec<RecipeVerdict> {
 /// The recipe `auto` would take for a reverse resource (`csrc://`, ParaView listens): reverse,
 /// relay, then reverse-two-hop (docs/recipes.md, "How auto chooses"). `None`: none of them.
 pub fn auto_choice(recipes: &[RecipeVerdict]) -> Option<Recipe> {
+    // auto's first step is the TCP forward: refused, it stops there.
+    let refused = recipes
+        .iter()
+        .any(|v| v.recipe == Recipe::Reverse && v.blocked_by.contains(&Id::FwdRemote));
+    if refused {
+        return None;
+    }
     [Recipe::Reverse, Recipe::Relay, Recipe::ReverseTwoHop]
         .into_iter()
         .find(|r| recipes.iter().any(|v| v.recipe == *r && v.works))
@@ -341,6 +348,7 @@ pub fn chosen(recipes: &[RecipeVerdict]) -> Option<Recipe> {
             .then_some(Recipe::TwoHop)
     })
 }
+
 
 /// The exit code of `check`: 0 when a recipe can work; 4 when ssh itself fails (no login);
 /// 6 when the site allows no recipe.
@@ -812,6 +820,15 @@ mod tests {
         assert_eq!(auto_choice(&v), None);
         assert_eq!(chosen(&v), Some(Recipe::TwoHop));
         assert_eq!(exit_code(&r, &v), Code::Success);
+    }
+
+    #[test]
+    fn auto_stops_at_a_refused_tcp_forward_even_when_the_relay_could_work() {
+        let r = rows(&[(Id::FwdRemote, Verdict::Fail)]);
+        let v = recipes(&r);
+        assert_eq!(works(&r), ["relay", "two-hop"]);
+        assert_eq!(auto_choice(&v), None);
+        assert_eq!(chosen(&v), Some(Recipe::TwoHop));
     }
 
     #[test]

@@ -1332,7 +1332,11 @@ async fn node_paths(
         other => Row::fail(
             Id::PathNodeSshLogin,
             format!("{where_} cannot ssh to {login_host}"),
-            "the reverse-two-hop recipe needs it: a key pair in the shared home listed in ~/.ssh/authorized_keys, and the login node's host key in ~/.ssh/known_hosts",
+            if other.contains("connect to host") || other.contains("timed out") {
+                "a firewall between the compute nodes and the login node's ssh port: the reverse-two-hop recipe cannot work"
+            } else {
+                "the reverse-two-hop recipe needs it: a key pair in the shared home listed in ~/.ssh/authorized_keys, and the login node's host key in ~/.ssh/known_hosts"
+            },
         )
         .evidence(job_cmd(&format!("ssh -o BatchMode=yes {login_host} true")), other),
     });
