@@ -245,6 +245,7 @@ fn a_pvserver_of_another_version_fails_the_version_check() {
     let _site = sb.configure(SiteConfig::default());
     install(sb);
     // A site module that puts another pvserver first on PATH (a stand-in reporting 5.10).
+    sb.run(Host::Login, "mkdir -p pv510").assert_success();
     sb.write_file(
         Host::Login,
         "pv510/pvserver",
