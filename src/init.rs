@@ -172,7 +172,9 @@ pub fn profile_xml(i: &Inputs) -> String {
     s.push_str("          <Argument value=\"connect\"/>\n");
     s.push_str(&format!("          <Argument value=\"{name}\"/>\n"));
     for o in &sets {
-        s.push_str(&format!("          <Argument value=\"--set={o}=${o}$\"/>\n"));
+        s.push_str(&format!(
+            "          <Argument value=\"--set={o}=${o}$\"/>\n"
+        ));
     }
     s.push_str("        </Arguments>\n      </Command>\n    </CommandStartup>\n");
     s.push_str("    <PVLaunch version=\"1\">\n");
@@ -199,7 +201,10 @@ pub fn profile_xml(i: &Inputs) -> String {
     let setup: Vec<String> = if !i.setup.is_empty() {
         i.setup.clone()
     } else {
-        i.module.iter().map(|m| format!("module load {m}")).collect()
+        i.module
+            .iter()
+            .map(|m| format!("module load {m}"))
+            .collect()
     };
     if setup.is_empty() {
         job.push_str("/>\n");
@@ -295,10 +300,12 @@ pub fn command(json: bool, args: &crate::cli::InitArgs) -> color_eyre::Result<Co
     if let Some(p) = &args.partition {
         inputs.default_partition = Some(p.clone());
     }
-    if !args.yes && std::io::stdin().is_terminal() && !json {
-        if let Some(p) = ask_partition(&inputs)? {
-            inputs.default_partition = Some(p);
-        }
+    if !args.yes
+        && std::io::stdin().is_terminal()
+        && !json
+        && let Some(p) = ask_partition(&inputs)?
+    {
+        inputs.default_partition = Some(p);
     }
     let text = profile_xml(&inputs);
     // The file must be one pvlaunch reads without an error.
@@ -483,7 +490,10 @@ mod tests {
         assert_eq!(enumeration.children.len(), 2);
         let pv = s.child("PVLaunch").unwrap();
         assert_eq!(pv.child("Login").unwrap().attr("jump"), Some("gate"));
-        assert_eq!(pv.child("Connection").unwrap().attr("recipe"), Some("relay"));
+        assert_eq!(
+            pv.child("Connection").unwrap().attr("recipe"),
+            Some("relay")
+        );
         let job = pv.child("Job").unwrap();
         assert_eq!(job.attr("partition"), Some("$PARTITION$"));
         assert_eq!(
@@ -533,7 +543,10 @@ mod tests {
         let report = parse(&text);
         assert_eq!(report.errors, 0, "{}\n{text}", report.rendered());
         assert_eq!(report.servers[0].resource_text, "cs://localhost:11111");
-        assert!(!text.contains("PARTITION") && !text.contains("WALLTIME"), "{text}");
+        assert!(
+            !text.contains("PARTITION") && !text.contains("WALLTIME"),
+            "{text}"
+        );
         assert!(text.contains("scheduler=\"none\""));
     }
 

@@ -43,7 +43,9 @@ pub fn escape_attr(s: &str) -> String {
 }
 
 fn escape_text(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// An element tree as XML, indented by `depth` levels of two spaces.
@@ -210,7 +212,12 @@ pub fn install(path: &Path, server: &Element) -> Result<Installed, color_eyre::R
     let existing = match std::fs::read_to_string(path) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(color_eyre::eyre::eyre!("cannot read {}: {e}", path.display())),
+        Err(e) => {
+            return Err(color_eyre::eyre::eyre!(
+                "cannot read {}: {e}",
+                path.display()
+            ));
+        }
     };
     let (text, replaced, kept) = merge(existing.as_deref(), &path.display().to_string(), server)?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -253,7 +260,9 @@ pub fn command(
     {
         Some(p) => p,
         None => {
-            crate::say_err!("error: no home folder: where is ParaView's servers.pvsc? (use --file)");
+            crate::say_err!(
+                "error: no home folder: where is ParaView's servers.pvsc? (use --file)"
+            );
             return Ok(Code::Usage);
         }
     };
@@ -338,12 +347,24 @@ mod tests {
         assert!(!replaced);
         assert_eq!(kept, ["zeta", "mine", "old"]);
         let root = xml::parse(&text).unwrap();
-        let names: Vec<_> = root.children.iter().map(|c| c.attr("name").unwrap()).collect();
+        let names: Vec<_> = root
+            .children
+            .iter()
+            .map(|c| c.attr("name").unwrap())
+            .collect();
         assert_eq!(names, ["mine", "new", "old", "zeta"]);
         // The user's own server, unchanged: attributes, options, escapes, unknown elements.
         let old = xml::parse(USER_FILE).unwrap();
-        let before = old.children.iter().find(|c| c.attr("name") == Some("mine")).unwrap();
-        let after = root.children.iter().find(|c| c.attr("name") == Some("mine")).unwrap();
+        let before = old
+            .children
+            .iter()
+            .find(|c| c.attr("name") == Some("mine"))
+            .unwrap();
+        let after = root
+            .children
+            .iter()
+            .find(|c| c.attr("name") == Some("mine"))
+            .unwrap();
         assert_eq!(strip(before), strip(after));
         // And the result is a valid profile file for pvlaunch too.
         let report = crate::profile::parse::parse_source(crate::profile::diag::Source::new(
@@ -368,7 +389,11 @@ mod tests {
         assert_eq!(kept, ["zeta", "old"]);
         let root = xml::parse(&text).unwrap();
         assert_eq!(root.children.len(), 3);
-        let mine = root.children.iter().find(|c| c.attr("name") == Some("mine")).unwrap();
+        let mine = root
+            .children
+            .iter()
+            .find(|c| c.attr("name") == Some("mine"))
+            .unwrap();
         assert!(mine.child("PVLaunch").is_some());
     }
 
@@ -378,7 +403,13 @@ mod tests {
         assert_eq!(s.attr("resource"), Some("csrc://localhost:11111"));
         let cmd = s.child("CommandStartup").unwrap().child("Command").unwrap();
         assert_eq!(cmd.attr("exec"), Some("/opt/bin/pvlaunch"));
-        let args: Vec<_> = cmd.child("Arguments").unwrap().children.iter().map(|a| a.attr("value").unwrap()).collect();
+        let args: Vec<_> = cmd
+            .child("Arguments")
+            .unwrap()
+            .children
+            .iter()
+            .map(|a| a.attr("value").unwrap())
+            .collect();
         assert_eq!(args, ["connect", "site"]);
     }
 
@@ -387,8 +418,14 @@ mod tests {
         let (text, _, kept) = merge(None, "f", &ours("a")).unwrap();
         assert!(kept.is_empty());
         assert!(text.starts_with("<?xml version=\"1.0\"?>\n<Servers>\n  <Server name=\"a\""));
-        assert!(matches!(merge(Some("<Servers><Server"), "f", &ours("a")), Err(MergeError::Malformed { .. })));
-        assert!(matches!(merge(Some("<Other/>"), "f", &ours("a")), Err(MergeError::NotServers { .. })));
+        assert!(matches!(
+            merge(Some("<Servers><Server"), "f", &ours("a")),
+            Err(MergeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            merge(Some("<Other/>"), "f", &ours("a")),
+            Err(MergeError::NotServers { .. })
+        ));
     }
 
     #[test]

@@ -67,7 +67,10 @@ fn assert_verdict(report: &Value, id: &str, verdict: &str, fix_says: Option<&str
     assert_eq!(r["verdict"], verdict, "{id}: {r:#}");
     if let Some(text) = fix_says {
         let fix = r["fix"].as_str().unwrap_or("");
-        assert!(fix.contains(text), "{id}: the fix should say {text:?}: {r:#}");
+        assert!(
+            fix.contains(text),
+            "{id}: the fix should say {text:?}: {r:#}"
+        );
     }
 }
 
@@ -94,7 +97,10 @@ fn init_then_connect(sb: &Sandbox, name: &str, args: &str, recipe: &str) {
         out.stdout.contains(&format!("(recipe {recipe})")),
         "init chose another recipe:\n{out}"
     );
-    assert!(out.stdout.contains(&format!("next: pvlaunch connect {name}")));
+    assert!(
+        out.stdout
+            .contains(&format!("next: pvlaunch connect {name}"))
+    );
     let file = format!(".config/pvlaunch/{name}.pvsc");
     sb.run(Host::Desk, &format!("bin/pvlaunch validate {file}"))
         .assert_success();
@@ -103,7 +109,10 @@ fn init_then_connect(sb: &Sandbox, name: &str, args: &str, recipe: &str) {
         &format!("bin/pvlaunch connect {name} --client pvpython --script fetch.py"),
         SESSION_TIMEOUT,
     );
-    assert!(session.success(), "connect with init's profile failed:\n{session}");
+    assert!(
+        session.success(),
+        "connect with init's profile failed:\n{session}"
+    );
     assert!(
         session.stdout.contains("fetch: ranks 0 1") || session.stderr.contains("fetch: ranks 0 1"),
         "the client did not get data from both ranks:\n{session}"
@@ -119,10 +128,7 @@ fn init_refuses(sb: &Sandbox, name: &str, args: &str, code: i32) {
     );
     assert_eq!(out.code, Some(code), "init should refuse:\n{out}");
     assert!(out.stderr.contains("nothing written"), "{out}");
-    let exists = sb.run(
-        Host::Desk,
-        &format!("test -e .config/pvlaunch/{name}.pvsc"),
-    );
+    let exists = sb.run(Host::Desk, &format!("test -e .config/pvlaunch/{name}.pvsc"));
     assert!(!exists.success(), "init wrote a profile anyway");
 }
 
@@ -251,12 +257,16 @@ fn a_pvserver_of_another_version_fails_the_version_check() {
         "pv510/pvserver",
         "#!/bin/sh\necho 'paraview version 5.10.1'\n",
     );
-    sb.run(Host::Login, "chmod 755 pv510/pvserver").assert_success();
+    sb.run(Host::Login, "chmod 755 pv510/pvserver")
+        .assert_success();
     let setup = "--setup 'export PATH=$HOME/pv510:$PATH'";
     let (r, code) = check(sb, &format!("--login login --no-job {setup}"));
     assert_eq!(code, Some(6), "{r:#}");
     assert_verdict(&r, "pv.version", "fail", Some("5.11"));
-    let detail = row(&r, "pv.version")["detail"].as_str().unwrap().to_string();
+    let detail = row(&r, "pv.version")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(detail.contains("5.10.1") && detail.contains("different ParaView versions"));
     init_refuses(sb, "oldpv", &format!("--login login {setup}"), 6);
     sb.run(Host::Login, "rm -rf pv510").assert_success();
@@ -287,7 +297,8 @@ fn install_paraview_keeps_the_users_other_servers() {
   <Server name="my-own" resource="cs://elsewhere:11111"><ManualStartup/></Server>
 </Servers>
 "#;
-    sb.run(Host::Desk, "mkdir -p .config/ParaView").assert_success();
+    sb.run(Host::Desk, "mkdir -p .config/ParaView")
+        .assert_success();
     sb.write_file(Host::Desk, ".config/ParaView/servers.pvsc", mine);
     sb.run_timeout(
         Host::Desk,
@@ -296,14 +307,27 @@ fn install_paraview_keeps_the_users_other_servers() {
     )
     .assert_success();
     let file = sb
-        .read_file(Host::Desk, &format!("{}/.config/ParaView/servers.pvsc", sandbox::HOME))
+        .read_file(
+            Host::Desk,
+            &format!("{}/.config/ParaView/servers.pvsc", sandbox::HOME),
+        )
         .unwrap();
-    assert!(file.contains("name=\"my-own\"") && file.contains("cs://elsewhere:11111"), "{file}");
-    assert!(file.contains("name=\"pv\"") && file.contains("<PVLaunch"), "{file}");
+    assert!(
+        file.contains("name=\"my-own\"") && file.contains("cs://elsewhere:11111"),
+        "{file}"
+    );
+    assert!(
+        file.contains("name=\"pv\"") && file.contains("<PVLaunch"),
+        "{file}"
+    );
     let backups = sb.run(Host::Desk, "ls .config/ParaView/").assert_success();
-    assert!(backups.stdout.contains("servers.pvsc.pvlaunch-backup-"), "{backups}");
+    assert!(
+        backups.stdout.contains("servers.pvsc.pvlaunch-backup-"),
+        "{backups}"
+    );
     // The dialog's definition is pvlaunch's: it lists and resolves.
     sb.run(Host::Desk, "bin/pvlaunch show pv").assert_success();
-    sb.run(Host::Desk, "rm -rf .config/ParaView/servers.pvsc*").assert_success();
+    sb.run(Host::Desk, "rm -rf .config/ParaView/servers.pvsc*")
+        .assert_success();
     sb.assert_no_leaks();
 }

@@ -307,7 +307,9 @@ pub fn recipes(rows: &[Row]) -> Vec<RecipeVerdict> {
             for &id in COMMON.iter().chain(needs(recipe)) {
                 match verdict(id) {
                     Some(Verdict::Fail) => blocked_by.push(id),
-                    Some(Verdict::Warn) if recipe == Recipe::Reverse && id == Id::FwdGatewayPorts => {
+                    Some(Verdict::Warn)
+                        if recipe == Recipe::Reverse && id == Id::FwdGatewayPorts =>
+                    {
                         blocked_by.push(id)
                     }
                     Some(Verdict::Skipped) | None => unknown.push(id),
@@ -349,14 +351,16 @@ pub fn chosen(recipes: &[RecipeVerdict]) -> Option<Recipe> {
     })
 }
 
-
 /// The exit code of `check`: 0 when a recipe can work; 4 when ssh itself fails (no login);
 /// 6 when the site allows no recipe.
 pub fn exit_code(rows: &[Row], recipes: &[RecipeVerdict]) -> Code {
     if recipes.iter().any(|r| r.works) {
         return Code::Success;
     }
-    let failed = |id: Id| rows.iter().any(|r| r.id == id && r.verdict == Verdict::Fail);
+    let failed = |id: Id| {
+        rows.iter()
+            .any(|r| r.id == id && r.verdict == Verdict::Fail)
+    };
     if [Id::SshResolve, Id::SshReach, Id::SshHostKey, Id::SshAuth]
         .into_iter()
         .any(failed)
@@ -604,14 +608,13 @@ pub fn pick_module(modules: &[String], major: u32, minor: u32) -> Option<String>
     let want = format!("{major}.{minor}");
     modules
         .iter()
-        .filter(|m| {
+        .rfind(|m| {
             let version = m.split_once('/').map_or("", |(_, v)| v);
             version == want
                 || version
                     .strip_prefix(&want)
                     .is_some_and(|rest| rest.starts_with(['.', '-']))
         })
-        .next_back()
         .cloned()
 }
 
@@ -701,7 +704,12 @@ pub fn run_site(site: probes::Site) -> color_eyre::Result<Report> {
         .enable_all()
         .build()?;
     let (rows, facts) = runtime.block_on(probes::run(&site));
-    Ok(Report::new(site.profile.clone(), site.login.clone(), rows, facts))
+    Ok(Report::new(
+        site.profile.clone(),
+        site.login.clone(),
+        rows,
+        facts,
+    ))
 }
 
 /// `pvlaunch check SITE` or `pvlaunch check --login HOST`.
@@ -789,7 +797,10 @@ mod tests {
     #[test]
     fn a_default_site_takes_reverse() {
         let r = rows(&[]);
-        assert_eq!(works(&r), ["reverse", "relay", "reverse-two-hop", "two-hop"]);
+        assert_eq!(
+            works(&r),
+            ["reverse", "relay", "reverse-two-hop", "two-hop"]
+        );
         let v = recipes(&r);
         assert_eq!(auto_choice(&v), Some(Recipe::Reverse));
         assert_eq!(exit_code(&r, &v), Code::Success);
@@ -950,22 +961,34 @@ mod tests {
             ]
         );
         assert_eq!(pick_module(&m, 5, 11).as_deref(), Some("paraview/5.11.2"));
-        assert_eq!(pick_module(&m, 6, 0).as_deref(), Some("ParaView/6.0.1-osmesa"));
+        assert_eq!(
+            pick_module(&m, 6, 0).as_deref(),
+            Some("ParaView/6.0.1-osmesa")
+        );
         assert_eq!(pick_module(&m, 5, 1), None, "5.1 is not 5.10");
     }
 
     #[test]
     fn greetings() {
         assert_eq!(
-            parse_greeting(Some(255), "pvtest@login: Permission denied (publickey,keyboard-interactive).\n"),
+            parse_greeting(
+                Some(255),
+                "pvtest@login: Permission denied (publickey,keyboard-interactive).\n"
+            ),
             Greeting::Methods(vec!["publickey".into(), "keyboard-interactive".into()])
         );
         assert_eq!(
-            parse_greeting(Some(255), "No ED25519 host key is known for login and you have requested strict checking.\nHost key verification failed.\n"),
+            parse_greeting(
+                Some(255),
+                "No ED25519 host key is known for login and you have requested strict checking.\nHost key verification failed.\n"
+            ),
             Greeting::UnknownKey
         );
         assert!(matches!(
-            parse_greeting(Some(255), "ssh: connect to host login port 22: No route to host\n"),
+            parse_greeting(
+                Some(255),
+                "ssh: connect to host login port 22: No route to host\n"
+            ),
             Greeting::Unreachable(_)
         ));
     }
@@ -979,7 +1002,8 @@ mod tests {
 
     #[test]
     fn job_answer_lines() {
-        let a = job_answers("noise\npvlaunch-check: node=node1\npvlaunch-check: node_to_login=ok\n");
+        let a =
+            job_answers("noise\npvlaunch-check: node=node1\npvlaunch-check: node_to_login=ok\n");
         assert_eq!(a["node"], "node1");
         assert_eq!(a["node_to_login"], "ok");
     }

@@ -167,7 +167,10 @@ pub async fn run(site: &Site) -> (Vec<Row>, SiteFacts) {
     let argv = target.master_argv(asker.batch_mode());
     let mut master = match Master::start(target, &asker).await {
         Ok(m) => {
-            rows.push(Row::ok(Id::SshAuth, format!("logged in ({})", asker.describe())));
+            rows.push(Row::ok(
+                Id::SshAuth,
+                format!("logged in ({})", asker.describe()),
+            ));
             m
         }
         Err(e) => {
@@ -179,15 +182,15 @@ pub async fn run(site: &Site) -> (Vec<Row>, SiteFacts) {
                     let said = crate::auth::diagnose(stderr, destination, &asker);
                     (said.message, said.hint)
                 }
-                other => (
-                    other.to_string(),
-                    "see docs/authentication.md".to_string(),
-                ),
+                other => (other.to_string(), "see docs/authentication.md".to_string()),
             };
             rows.push(
                 Row::fail(Id::SshAuth, detail.clone(), fix).evidence(argv.join(" "), &detail),
             );
-            rows.skip_all(&Id::ALL, "ssh.auth failed: nothing on the cluster was checked");
+            rows.skip_all(
+                &Id::ALL,
+                "ssh.auth failed: nothing on the cluster was checked",
+            );
             return (order(rows.rows), facts);
         }
     };
@@ -324,7 +327,10 @@ async fn ssh_before_login(site: &Site, rows: &mut Rows) {
             Err(_) => {
                 rows.push(Row::fail(
                     Id::SshResolve,
-                    format!("resolving `{host}` took more than {} s", CONNECT_TIMEOUT.as_secs()),
+                    format!(
+                        "resolving `{host}` took more than {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
                     "check this machine's DNS, or the VPN the site needs",
                 ));
                 Vec::new()
@@ -505,13 +511,14 @@ fn after_setup(setup: &[String], command: &str) -> String {
 
 /// `script` in a login shell of bash, where sites define `module`.
 fn login_bash(script: &str) -> String {
-    let q = quote::quote(script).map(|q| q.into_owned()).unwrap_or_default();
+    let q = quote::quote(script)
+        .map(|q| q.into_owned())
+        .unwrap_or_default();
     format!("if command -v bash >/dev/null 2>&1; then exec bash -lc {q}; else exec sh -c {q}; fi")
 }
 
 async fn after_login(site: &Site, master: &Master, rows: &mut Rows, facts: &mut SiteFacts) {
-    let hostname = match exec(master, "hostname; echo \"$SSH_CONNECTION\"; echo \"$HOME\"").await
-    {
+    let hostname = match exec(master, "hostname; echo \"$SSH_CONNECTION\"; echo \"$HOME\"").await {
         Ok(o) if o.success() => o.stdout,
         Ok(o) => o.stderr,
         Err(e) => e,
@@ -544,7 +551,17 @@ async fn after_login(site: &Site, master: &Master, rows: &mut Rows, facts: &mut 
     let kind = scheduler_checks(site, master, rows, facts).await;
     paraview_checks(site, master, rows, facts).await;
     if site.job {
-        node_paths(site, master, kind, &login_host, &desk_addr, &home, rows, facts).await;
+        node_paths(
+            site,
+            master,
+            kind,
+            &login_host,
+            &desk_addr,
+            &home,
+            rows,
+            facts,
+        )
+        .await;
     } else {
         rows.skip_all(
             &[
@@ -680,7 +697,11 @@ async fn forwards(master: &Master, login_host: &str, rows: &mut Rows) {
     }
 
     // A Unix socket in a private folder on the login node.
-    let mk = exec(master, "umask 077 && mktemp -d /tmp/pvlaunch-check.XXXXXXXX").await;
+    let mk = exec(
+        master,
+        "umask 077 && mktemp -d /tmp/pvlaunch-check.XXXXXXXX",
+    )
+    .await;
     match mk {
         Ok(o) if o.success() && o.stdout.trim().starts_with('/') => {
             let dir = o.stdout.trim().to_string();
@@ -723,7 +744,10 @@ async fn forwards(master: &Master, login_host: &str, rows: &mut Rows) {
             };
             rows.push(Row::skipped(
                 Id::FwdUnix,
-                format!("no private folder in /tmp on the login node: {}", said.trim()),
+                format!(
+                    "no private folder in /tmp on the login node: {}",
+                    said.trim()
+                ),
             ));
         }
     }
@@ -929,8 +953,10 @@ pub fn partition_rows(
     let chosen = match &site.partition {
         Some(want) => match partitions.iter().find(|p| &p.name == want) {
             Some(p) if p.up => {
-                rows.extend([Row::ok(Id::SchedPartition, format!("`{want}` exists and is up"))
-                    .evidence(list_cmd, &listed)]);
+                rows.extend([
+                    Row::ok(Id::SchedPartition, format!("`{want}` exists and is up"))
+                        .evidence(list_cmd, &listed),
+                ]);
                 Some(p)
             }
             Some(p) => {
@@ -943,14 +969,19 @@ pub fn partition_rows(
                 Some(p)
             }
             None => {
-                let near = crate::suggest::did_you_mean(want, names.iter().copied(), |n| format!("`{n}`"));
+                let near =
+                    crate::suggest::did_you_mean(want, names.iter().copied(), |n| format!("`{n}`"));
                 rows.extend([Row::fail(
                     Id::SchedPartition,
                     format!("there is no partition or queue `{want}`"),
                     format!(
                         "{}set the partition to one of: {}",
                         near.map_or(String::new(), |n| format!("{n} ")),
-                        if listed.is_empty() { "(none listed)".to_string() } else { listed.clone() }
+                        if listed.is_empty() {
+                            "(none listed)".to_string()
+                        } else {
+                            listed.clone()
+                        }
                     ),
                 )
                 .evidence(list_cmd, &listed)]);
@@ -987,7 +1018,11 @@ pub fn partition_rows(
     let row = match (site.walltime, chosen.and_then(|p| p.max_walltime)) {
         (Some(w), Some(max)) if w.as_secs() > max.as_secs() => Row::fail(
             Id::SchedWalltime,
-            format!("{} is longer than the partition's limit {}", w.hms(), max.hms()),
+            format!(
+                "{} is longer than the partition's limit {}",
+                w.hms(),
+                max.hms()
+            ),
             format!("ask for at most {}", max.hms()),
         ),
         (Some(w), Some(max)) => Row::ok(
@@ -1033,7 +1068,10 @@ async fn paraview_checks(site: &Site, master: &Master, rows: &mut Rows, facts: &
     if setup.is_empty()
         && let Some(m) = &facts.module
     {
-        setup.push(format!("module load {}", quote::quote(m).unwrap_or_default()));
+        setup.push(format!(
+            "module load {}",
+            quote::quote(m).unwrap_or_default()
+        ));
     }
     let probe = after_setup(
         &setup,
@@ -1260,7 +1298,15 @@ async fn node_paths(
         ..JobSpec::new("pvlaunch-check")
     };
     let sched = kind.scheduler();
-    let result = run_job(master, sched.as_ref(), &spec, &tag, home, site.queue_timeout).await;
+    let result = run_job(
+        master,
+        sched.as_ref(),
+        &spec,
+        &tag,
+        home,
+        site.queue_timeout,
+    )
+    .await;
     if let Some(mut child) = listener {
         drop(child.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -1282,7 +1328,12 @@ async fn node_paths(
         node.clone()
     };
     let job_cmd = |what: &str| format!("test job on {where_}: {what}");
-    let said = |k: &str| answers.get(k).cloned().unwrap_or_else(|| "no answer".into());
+    let said = |k: &str| {
+        answers
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| "no answer".into())
+    };
     let probe_what = format!("bash /dev/tcp/{login_host}/{login_port}");
     rows.push(match said("node_to_login").as_str() {
         "ok" if via_sshd => Row::warn(
@@ -1379,7 +1430,11 @@ async fn run_job(
     let mut guard = crate::job::start_guard(master, sched, tag)
         .await
         .map_err(|e| format!("the guard on the login node did not start: {e}"))?;
-    let output = format!("{home}/{}/{}", crate::plan::REMOTE_DIR, spec.output_path.as_deref().unwrap_or(""));
+    let output = format!(
+        "{home}/{}/{}",
+        crate::plan::REMOTE_DIR,
+        spec.output_path.as_deref().unwrap_or("")
+    );
     let _ = guard.remove_at_end(&output).await;
     let result = async {
         guard.submitting().await.map_err(|e| e.to_string())?;
@@ -1420,12 +1475,17 @@ async fn run_job(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         // Its answers, and the login -> node probe once it listens.
-        let q = quote::quote(&output).map_err(|e| e.to_string())?.into_owned();
+        let q = quote::quote(&output)
+            .map_err(|e| e.to_string())?
+            .into_owned();
         let read = format!("cat {q} 2>/dev/null");
         let deadline = tokio::time::Instant::now() + JOB_ANSWER_TIMEOUT;
         let mut probed: Option<String> = None;
         loop {
-            let text = exec(master, &read).await.map(|o| o.stdout).unwrap_or_default();
+            let text = exec(master, &read)
+                .await
+                .map(|o| o.stdout)
+                .unwrap_or_default();
             let mut answers = super::job_answers(&text);
             if probed.is_none()
                 && let (Some(node), Some(port)) = (answers.get("node"), answers.get("listen"))

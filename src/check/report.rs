@@ -39,10 +39,7 @@ pub fn render(report: &Report) -> String {
             if r.unknown.is_empty() {
                 "works".to_string()
             } else {
-                format!(
-                    "should work (not checked: {})",
-                    names(&r.unknown)
-                )
+                format!("should work (not checked: {})", names(&r.unknown))
             }
         } else {
             format!("cannot work ({})", names(&r.blocked_by))
@@ -92,8 +89,12 @@ mod tests {
 
     fn report() -> Report {
         let mut rows: Vec<Row> = Id::ALL.iter().map(|&id| Row::ok(id, "fine")).collect();
-        rows[9] = Row::warn(Id::FwdGatewayPorts, "bound to 127.0.0.1:4000", "use the relay")
-            .evidence("cat /proc/net/tcp", "127.0.0.1:4000 LISTEN");
+        rows[9] = Row::warn(
+            Id::FwdGatewayPorts,
+            "bound to 127.0.0.1:4000",
+            "use the relay",
+        )
+        .evidence("cat /proc/net/tcp", "127.0.0.1:4000 LISTEN");
         let mut r = Report::new(None, "login".into(), order(rows), SiteFacts::default());
         r.profile = Some("site".into());
         r
@@ -107,10 +108,16 @@ mod tests {
     #[test]
     fn text_shows_evidence_and_fix_for_warnings_and_the_choice() {
         let text = render(&report());
-        assert!(text.contains("warn    fwd.gateway_ports    bound to 127.0.0.1:4000"), "{text}");
+        assert!(
+            text.contains("warn    fwd.gateway_ports    bound to 127.0.0.1:4000"),
+            "{text}"
+        );
         assert!(text.contains("$ cat /proc/net/tcp"), "{text}");
         assert!(text.contains("fix: use the relay"), "{text}");
-        assert!(text.contains("reverse          cannot work (fwd.gateway_ports)"), "{text}");
+        assert!(
+            text.contains("reverse          cannot work (fwd.gateway_ports)"),
+            "{text}"
+        );
         assert!(text.contains("auto takes: relay"), "{text}");
     }
 

@@ -879,6 +879,9 @@ mod tests {
     fn a_server_with_neither_startup_nor_pvlaunch_is_still_refused() {
         let r = parse(r#"<Servers><Server name="x" resource="cs://h:1"/></Servers>"#);
         assert_eq!(r.errors, 1);
-        assert!(r.rendered().contains("has neither <ManualStartup> nor <CommandStartup>"));
+        assert!(
+            r.rendered()
+                .contains("has neither <ManualStartup> nor <CommandStartup>")
+        );
     }
 }
