@@ -84,6 +84,48 @@ Exit codes: 0 session ended, 2 usage, 3 invalid profile, 4 ssh, 5 job failed, 6 
 allow the recipe, 7 timeout, 8 client, 128+N signal N.")]
     Connect(ConnectArgs),
 
+    /// Diagnose the path to a site: ssh, forwarding, scheduler, ParaView, nodes, this machine.
+    ///
+    /// Probes each link in order and prints one row per check: its id, the verdict (ok, warn,
+    /// fail, or skipped because of an earlier failure), what was found, and for warnings and
+    /// failures the command, the output that decided and the fix. Ends with the recipes that
+    /// can work and the one `auto` would take. The paths between nodes are tried from inside a
+    /// short real job (cancelled at the end). Every check has a bounded time.
+    #[command(after_long_help = "Examples:
+  pvlaunch check cluster-a                  a profile's login, scheduler, partition, modules
+  pvlaunch check --login login.hpc.example.org --user ann
+  pvlaunch check --login login --jump gate  a site behind a gateway
+  pvlaunch --json check cluster-a | jq -r '.checks[] | select(.verdict==\"fail\") | .id'
+
+Exit codes: 0 a recipe can work, 2 usage, 3 invalid profile, 4 ssh fails (no login), 6 no recipe
+can work at this site.")]
+    Check(CheckArgs),
+
+    /// Write a profile for a new site: run the checks, then write NAME.pvsc to pvlaunch's
+    /// config folder.
+    ///
+    /// The profile has the scheduler found, the partitions as a choice (from sinfo / qstat -Q)
+    /// with a default, nodes, ranks and walltime limited by the site, the ParaView module that
+    /// matches the local client, the recipe the checks chose, and a <CommandStartup> that runs
+    /// pvlaunch, so the same file works in ParaView's Connect dialog. Asks questions only on a
+    /// terminal (--yes takes the defaults). When no recipe can work, writes nothing and says why.
+    #[command(after_long_help = "Examples:
+  pvlaunch init mycluster --login login.hpc.example.org
+  pvlaunch init mycluster --login login --user ann --jump gate --yes
+  pvlaunch init mycluster --login login --install-paraview")]
+    Init(InitArgs),
+
+    /// Add a profile to ParaView's user servers.pvsc, so its Connect dialog lists it.
+    ///
+    /// The file (~/.config/ParaView/servers.pvsc on Linux) is copied aside first
+    /// (servers.pvsc.pvlaunch-backup-SECONDS); the user's other servers are kept, a server of
+    /// the same name is replaced, and the servers are written sorted by name, as ParaView
+    /// itself writes the file.
+    #[command(after_long_help = "Examples:
+  pvlaunch install-paraview mycluster
+  pvlaunch install-paraview mycluster --file /tmp/servers.pvsc")]
+    InstallParaview(InstallParaviewArgs),
+
     /// End the ssh login pvlaunch kept for a profile's login host (`persist`).
     ///
     /// Sessions that used `--persist` or <Login persist> leave their ssh master running so the
@@ -260,6 +302,91 @@ pub struct LogoutArgs {
     /// Set an option, as for connect (the login host may depend on one).
     #[arg(long = "set", value_name = "OPTION=VALUE")]
     pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The profile to check (its <PVLaunch> settings); or --login.
+    #[arg(required_unless_present = "login", conflicts_with_all = ["user", "jump", "setup"])]
+    pub name: Option<String>,
+
+    /// Check this login host with no profile.
+    #[arg(long, value_name = "HOST", conflicts_with = "name")]
+    pub login: Option<String>,
+
+    /// The login name on the site (with --login).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Jump hosts in front of the login node, comma-separated (with --login).
+    #[arg(long, value_name = "GATEWAY")]
+    pub jump: Option<String>,
+
+    /// A shell line run before pvserver is looked for, e.g. `module load paraview` (with
+    /// --login; repeatable).
+    #[arg(long, value_name = "LINE")]
+    pub setup: Vec<String>,
+
+    /// Check this partition or queue instead of the profile's.
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+
+    /// Set a profile option, as for connect (repeatable).
+    #[arg(long = "set", value_name = "OPTION=VALUE")]
+    pub set: Vec<String>,
+
+    /// No test job: the paths between the nodes are not checked.
+    #[arg(long)]
+    pub no_job: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The new profile's name (the server's name in ParaView's Connect dialog).
+    pub name: String,
+
+    /// The login host (an ~/.ssh/config alias works).
+    #[arg(long, value_name = "HOST")]
+    pub login: String,
+
+    /// The login name on the site.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Jump hosts in front of the login node, comma-separated.
+    #[arg(long, value_name = "GATEWAY")]
+    pub jump: Option<String>,
+
+    /// The default partition or queue (default: the site's).
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+
+    /// Set-up lines for the job instead of the module found, e.g. `module load paraview`
+    /// (repeatable).
+    #[arg(long, value_name = "LINE")]
+    pub setup: Vec<String>,
+
+    /// Take every default; ask nothing.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Replace a profile file of that name.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Also add the profile to ParaView's servers.pvsc (as install-paraview does).
+    #[arg(long)]
+    pub install_paraview: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallParaviewArgs {
+    /// The profile to add.
+    pub name: String,
+
+    /// ParaView's servers.pvsc to change (default: the user's).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod exit;
 pub mod follow;
 pub mod hop;
+pub mod init;
 pub mod job;
 pub mod outcome;
 pub mod plain;
@@ -33,6 +35,7 @@ pub mod relay;
 pub mod remote;
 pub mod resume;
 pub mod scheduler;
+pub mod servers_pvsc;
 pub mod session;
 pub mod ssh;
 pub mod suggest;
@@ -59,6 +62,9 @@ pub fn run(cli: Cli) -> color_eyre::Result<Code> {
         Command::Validate(args) => commands::validate(&args.files, cli.json),
         Command::Connect(args) => connect::connect(cli.profiles, cli.json, &args),
         Command::Logout(args) => connect::logout(cli.profiles, &args),
+        Command::Check(args) => check::command(cli.profiles, cli.json, &args),
+        Command::Init(args) => init::command(cli.json, &args),
+        Command::InstallParaview(args) => servers_pvsc::command(cli.profiles, &args),
         Command::Relay(args) => Ok(relay::command::main(args.into(), cli.json, cli.verbose)),
         Command::Node(args) => Ok(hop::node::main(args.into())),
         Command::Channel(cli::ChannelCommand::Serve { linger }) => {

@@ -19,11 +19,14 @@ const PROBE_PORT: u16 = 7000;
 fn allowed(mode: Firewall, src: Host, dst: Host, port: u16) -> bool {
     use Host::*;
     match (src, mode) {
-        (Desk, Firewall::Direct) => matches!(dst, Login | Gate) && port == 22,
+        (Desk, Firewall::Direct | Firewall::Isolated) => matches!(dst, Login | Gate) && port == 22,
         (Desk, Firewall::Gate) => dst == Gate && port == 22,
         (Gate, _) => dst == Login,
-        (Login, Firewall::Direct) => true,
+        (Login, Firewall::Direct | Firewall::Isolated) => true,
         (Login, Firewall::Gate) => dst != Desk,
+        (Node1 | Node2, Firewall::Isolated) => {
+            matches!(dst, Node1 | Node2) || (dst == Login && port == 6817)
+        }
         (Node1 | Node2, _) => matches!(dst, Login | Node1 | Node2),
     }
 }

@@ -238,7 +238,14 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
     warn_unknown_attrs(el, SERVER_ATTRS, &path, out);
     let errors_before = out.error_count();
 
-    let resource_text = el.attr("resource").unwrap_or("").to_string();
+    let has_pvlaunch = el.child(settings::ELEMENT).is_some();
+    // A pvlaunch-only server (just <PVLaunch>) needs no resource: pvlaunch listens for pvserver
+    // as ParaView's default reverse resource would.
+    let resource_text = match el.attr("resource") {
+        Some(r) => r.to_string(),
+        None if has_pvlaunch => DEFAULT_PVLAUNCH_RESOURCE.to_string(),
+        None => String::new(),
+    };
     let resource = match Resource::parse(&resource_text) {
         Ok(r) => {
             let authority = resource_text
@@ -307,6 +314,13 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
             &format!("{path}/CommandStartup"),
             out,
         )))),
+        // pvlaunch supplies the startup of a server that only has <PVLaunch>: `pvlaunch
+        // connect` runs it, and `pvlaunch install-paraview` writes the <CommandStartup>
+        // ParaView needs.
+        (None, None) if has_pvlaunch => Some(Startup::Command(Box::new(CommandStartup {
+            options: None,
+            command: None,
+        }))),
         (None, None) => {
             out.error_hint(
                 el.offset,
@@ -353,6 +367,9 @@ fn read_server(el: &Element, out: &mut Collector<'_>) -> Option<Server> {
         declared_encoding: None,
     })
 }
+
+/// The resource of a server with `<PVLaunch>` and no `resource` attribute.
+pub const DEFAULT_PVLAUNCH_RESOURCE: &str = "csrc://localhost:11111";
 
 fn read_command_startup(el: &Element, path: &str, out: &mut Collector<'_>) -> CommandStartup {
     const KNOWN: &[&str] = &["Options", "Command", "SSHCommand"];
@@ -835,4 +852,36 @@ fn read_switch(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Swit
         name: name.to_string(),
         cases,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileReport {
+        parse_source(Source::new("t.pvsc", text.to_string()))
+    }
+
+    #[test]
+    fn a_server_with_only_pvlaunch_is_a_valid_profile() {
+        let r = parse(
+            r#"<Servers><Server name="site"><PVLaunch version="1"><Login host="login"/></PVLaunch></Server></Servers>"#,
+        );
+        assert_eq!(r.errors, 0, "{}", r.rendered());
+        let s = &r.servers[0];
+        assert_eq!(s.resource_text, DEFAULT_PVLAUNCH_RESOURCE);
+        assert!(s.pvlaunch.is_some());
+        assert_eq!(s.startup.kind(), "command");
+        assert!(s.command().is_none());
+    }
+
+    #[test]
+    fn a_server_with_neither_startup_nor_pvlaunch_is_still_refused() {
+        let r = parse(r#"<Servers><Server name="x" resource="cs://h:1"/></Servers>"#);
+        assert_eq!(r.errors, 1);
+        assert!(
+            r.rendered()
+                .contains("has neither <ManualStartup> nor <CommandStartup>")
+        );
+    }
 }

@@ -224,6 +224,9 @@ pub enum Firewall {
     Direct,
     /// desk reaches gate:22 only; gate reaches login; login does not reach desk.
     Gate,
+    /// As [`Firewall::Direct`], but compute nodes reach login on slurmctld's port (6817)
+    /// only: no ssh, forward or relay port of login from the nodes.
+    Isolated,
 }
 
 impl Firewall {
@@ -231,6 +234,7 @@ impl Firewall {
         match self {
             Firewall::Direct => "direct",
             Firewall::Gate => "gate",
+            Firewall::Isolated => "isolated",
         }
     }
 }

@@ -8,6 +8,8 @@
 #   node* -> login, node* (any port)          (same)
 #   login -> anything                         (same)
 #   desk <-> node* blocked, node* -> gate blocked
+# mode isolated: as direct, but compute nodes reach login on slurmctld's port (6817) only: no
+#   ssh, no forwards, no relay from the nodes (a firewall between compute and login nodes)
 # Forbidden connections are rejected where they start (fast, "No route to host") and dropped
 # where they arrive (in case the sender's rules are changed by a test).
 
@@ -18,7 +20,7 @@ sb_nft_rules() {
   local in="" out=""
   case $host in
   desk)
-    if [[ $mode == direct ]]; then
+    if [[ $mode != gate ]]; then
       in="ip saddr $login accept"
       out="ip daddr { $login, $gate } tcp dport 22 accept"
     else
@@ -31,8 +33,13 @@ sb_nft_rules() {
     out="ip daddr $login accept"
     ;;
   login)
-    in="ip saddr { $gate, $nodes } accept"
-    if [[ $mode == direct ]]; then
+    if [[ $mode == isolated ]]; then
+      in="ip saddr $gate accept
+    ip saddr { $nodes } tcp dport 6817 accept"
+    else
+      in="ip saddr { $gate, $nodes } accept"
+    fi
+    if [[ $mode != gate ]]; then
       in+="
     ip saddr $desk tcp dport 22 accept"
     fi
@@ -40,7 +47,12 @@ sb_nft_rules() {
     ;;
   node1 | node2)
     in="ip saddr { $login, $nodes } accept"
-    out="ip daddr { $login, $nodes } accept"
+    if [[ $mode == isolated ]]; then
+      out="ip daddr $login tcp dport 6817 accept
+    ip daddr { $nodes } accept"
+    else
+      out="ip daddr { $login, $nodes } accept"
+    fi
     ;;
   esac
   cat <<EOF
@@ -83,7 +95,7 @@ sb_apply_firewalls() {
 
 sb_firewall_set() {
   local mode=${1:-}
-  [[ $mode == direct || $mode == gate ]] || sb_die "usage: firewall direct|gate"
+  [[ $mode == direct || $mode == gate || $mode == isolated ]] || sb_die "usage: firewall direct|gate|isolated"
   sb_lock
   [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
   printf '%s\n' "$mode" >"$SB_DIR/firewall-mode"

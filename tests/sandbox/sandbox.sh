@@ -30,7 +30,7 @@ namespaces), firewalls, sshd, Slurm (slurmctld on login, slurmd on node1 and nod
 Run as root. ID (1-8 of [a-z0-9], default $PVSANDBOX_ID or "dev") keeps instances apart.
 
 commands:
-  up [--firewall direct|gate]   build the instance (idempotent); prints how to use it
+  up [--firewall MODE]          build the instance (idempotent); prints how to use it
   down [--all]                  stop and remove the instance (--all: every instance)
   status                        what runs; exit 0 up, 1 incomplete, 3 down
   list                          instances on this machine
@@ -59,8 +59,9 @@ commands:
                                 desk's key pair of pvtest, encrypted with PASS (no agent), or
                                 back to the unencrypted original
   forget-host-key [HOST...]     desk's known_hosts without HOSTs' keys (no HOST: all known)
-  firewall direct|gate          direct: desk reaches login:22 and gate:22, login reaches desk;
-                                gate: desk reaches gate:22 only
+  firewall direct|gate|isolated direct: desk reaches login:22 and gate:22, login reaches desk;
+                                gate: desk reaches gate:22 only; isolated: as direct, but
+                                compute nodes reach login on slurmctld's port 6817 only
   pid HOST                      pid of HOST's process 1 (nsenter -t PID --net --uts --mount --pid)
 EOF
 }

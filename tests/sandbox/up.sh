@@ -57,7 +57,7 @@ sb_is_up() {
 
 sb_up() {
   local mode=${1:-direct}
-  [[ $mode == direct || $mode == gate ]] || sb_die "unknown firewall mode '$mode' (direct or gate)"
+  [[ $mode == direct || $mode == gate || $mode == isolated ]] || sb_die "unknown firewall mode '$mode' (direct, gate or isolated)"
   sb_lock 600
   if sb_is_up; then
     sb_log "already up ($SB_DIR)"
