@@ -571,6 +571,8 @@ mod tests {
                 "--reverse-connection",
                 "--client-host=localhost",
                 "--connect-id=77",
+                "--timeout=30",
+                &format!("--timeout-command={}", pvserver::TIMEOUT_COMMAND),
                 "--title=viz debug"
             ]
         );
@@ -642,6 +644,8 @@ mod tests {
                 "--reverse-connection",
                 "--client-host=localhost",
                 "--connect-id=77",
+                "--timeout=30",
+                &format!("--timeout-command={}", pvserver::TIMEOUT_COMMAND),
                 "--title=viz debug"
             ]
         );
@@ -700,6 +704,8 @@ mod tests {
                 "--reverse-connection",
                 "--client-host=localhost",
                 "--connect-id=77",
+                "--timeout=30",
+                &format!("--timeout-command={}", pvserver::TIMEOUT_COMMAND),
                 "--title=viz debug"
             ]
         );

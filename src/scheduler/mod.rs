@@ -849,6 +849,12 @@ fn script_body(
     spec: &JobSpec,
     command_prefix: &[Cow<'_, str>],
 ) -> Result<(), ScriptError> {
+    if let Some(w) = spec.walltime {
+        // The job's end, from its real start (the script's first line after the directives),
+        // for pvserver's `--timeout-command` ([`crate::pvserver::TIMEOUT_COMMAND`]): the
+        // command runs on every rank every minute and must not ask the scheduler.
+        out.push_str(&job_end_line(w));
+    }
     if !spec.setup_lines.is_empty() {
         // A failing set-up line (a missing module) ends the job with its status, instead of
         // starting pvserver in a broken environment.
@@ -865,6 +871,23 @@ fn script_body(
     out.push_str(&crate::quote::join(prefix.chain(command))?);
     out.push('\n');
     Ok(())
+}
+
+/// The environment variable the job script sets to the job's end (seconds since the epoch).
+pub const JOB_END_VAR: &str = "PVLAUNCH_JOB_END";
+
+/// The job script's line that records the job's end: its start plus the wall time.
+pub fn job_end_line(walltime: Walltime) -> String {
+    format!(
+        "\n# the job's end (its start + the wall time), for pvserver's timeout command\n{JOB_END_VAR}=$(( $(date +%s) + {} )); export {JOB_END_VAR}\n",
+        walltime.as_secs()
+    )
+}
+
+/// Whole minutes left until `end` at `now` (both in seconds since the epoch), never below 0:
+/// what pvserver's timeout command prints (ParaView reads a bare integer of minutes).
+pub fn minutes_left(end: u64, now: u64) -> u64 {
+    end.saturating_sub(now) / 60
 }
 
 /// Lines of `s`, trimmed, without empty ones.
@@ -1032,6 +1055,63 @@ mod tests {
         assert_eq!(state(Kind::Torque, &pbs("node1/0+node1/1+node2/0")), two);
         assert_eq!(state(Kind::Lsf, "42|RUN|2*node1:2*node2|-|-\n"), two);
         assert_eq!(state(Kind::Lsf, "42|RUN|node1:node1:node2|-|-\n"), two);
+    }
+
+    #[test]
+    fn the_job_script_records_its_end_for_the_timeout_command() {
+        let spec = JobSpec {
+            walltime: Some(Walltime::from_secs(120)),
+            setup_lines: vec!["module load paraview".into()],
+            command: vec!["pvserver".into()],
+            ..JobSpec::new("pvserver")
+        };
+        for kind in Kind::ALL {
+            let script = kind.scheduler().render_script(&spec).unwrap();
+            let line = script
+                .lines()
+                .position(|l| l.starts_with("PVLAUNCH_JOB_END="))
+                .unwrap_or_else(|| panic!("{kind}: no end line in\n{script}"));
+            let setup = script
+                .lines()
+                .position(|l| l == "module load paraview")
+                .unwrap();
+            assert!(
+                line < setup,
+                "{kind}: the end is taken before the set-up runs"
+            );
+        }
+        // Run the line: the end is the start plus the wall time.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{}echo $PVLAUNCH_JOB_END $(date +%s)",
+                job_end_line(Walltime::from_secs(120))
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let v: Vec<u64> = text
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!((119..=120).contains(&(v[0] - v[1])), "{text}");
+        let none = Kind::Slurm
+            .scheduler()
+            .render_script(&JobSpec {
+                walltime: None,
+                ..spec.clone()
+            })
+            .unwrap();
+        assert!(!none.contains(JOB_END_VAR));
+    }
+
+    #[test]
+    fn minutes_left_are_whole_and_never_negative() {
+        assert_eq!(minutes_left(1000, 1000), 0);
+        assert_eq!(minutes_left(1000, 2000), 0);
+        assert_eq!(minutes_left(1119, 1000), 1);
+        assert_eq!(minutes_left(1120, 1000), 2);
+        assert_eq!(minutes_left(1000 + 7200, 1000), 120);
     }
 
     #[test]
