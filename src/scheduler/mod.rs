@@ -453,13 +453,38 @@ const NEVER_STARTS: &[(&str, NeverStarts)] = &[
     ),
 ];
 
-/// Whether a queued job's pending `reason` means it will never start ([`NEVER_STARTS`]); the
-/// reason's first word counts (Slurm may append details in parentheses).
+/// A Slurm limit of the job's association or QOS that the job alone breaks: `*PerJob*`
+/// maxima (`QOSMaxNodePerJobLimit`, `AssocMaxWallDurationPerJobLimit`, `QOSMaxCpuPerJobLimit`,
+/// `QOSMaxTRESPerJob`, ...) and `QOSMin*` minima. Group limits (`AssocGrp*`, `QOSGrp*`) and
+/// per-user or per-account ones are shared with the user's other jobs and pass when those end.
+const PER_JOB_LIMIT: NeverStarts = NeverStarts {
+    why: "the job alone breaks a limit of its account or QOS (nodes, cores, memory or wall time per job)",
+    change: "ask for less (<Job nodes>, <Job ranks-per-node>, <Job walltime>) or use another QOS or account; `sacctmgr show assoc user=$USER` and `sacctmgr show qos` list the limits",
+};
+
+/// PBS Pro's comment for a job its scheduler found can never run
+/// (`Can Never Run: Insufficient amount of resource: ncpus (R: 8 A: 4 T: 4)`).
+const PBS_NEVER: NeverStarts = NeverStarts {
+    why: "PBS's scheduler says the job can never run (it asks for more than the queue or the complex has)",
+    change: "ask for fewer nodes or cores (<Job nodes>, <Job ranks-per-node>) or another queue (<Job partition>); `pbsnodes -aS` and `qstat -Qf QUEUE` show what there is",
+};
+
+/// Whether a queued job's pending `reason` means it will never start ([`NEVER_STARTS`],
+/// per-job limits, PBS's `Can Never Run`); the reason's first word counts (Slurm may append
+/// details in parentheses).
 pub fn never_starts(reason: &str) -> Option<NeverStarts> {
+    if reason.trim_start().starts_with("Can Never Run") {
+        return Some(PBS_NEVER);
+    }
     let word = reason
         .split(|c: char| c == '(' || c == ',' || c.is_whitespace())
         .next()
         .unwrap_or("");
+    if (word.starts_with("Assoc") || word.starts_with("QOS"))
+        && (word.contains("PerJob") || word.starts_with("QOSMin"))
+    {
+        return Some(PER_JOB_LIMIT);
+    }
     NEVER_STARTS
         .iter()
         .find(|(name, _)| *name == word)
@@ -918,10 +943,55 @@ mod tests {
         assert!(super::never_starts("InvalidAccount").is_some());
         // Slurm may add details after the reason's name.
         assert!(super::never_starts("BadConstraints (a, b)").is_some());
+        // Recorded from the sandbox's Slurm 22.05: three nodes on its two-node partition, then
+        // two nodes with node2 drained (the second form comes with `--nodelist` or later).
+        let reason = |name: &str| match super::Kind::Slurm
+            .scheduler()
+            .parse_state(&super::test_support::fixture("slurm", name))
+            .unwrap()
+        {
+            Some(super::JobState::Queued {
+                reason: Some(r), ..
+            }) => r,
+            other => panic!("{name}: {other:?}"),
+        };
+        let never = super::never_starts(&reason("state_pending_partition_node_limit_recorded"));
+        assert!(never.unwrap().why.contains("more nodes"));
+        for waited in [
+            "state_pending_nodes_drained_recorded",
+            "state_pending_reqnodenotavail_recorded",
+            "state_pending_begin_time_recorded",
+        ] {
+            assert!(super::never_starts(&reason(waited)).is_none(), "{waited}");
+        }
+        // Limits the job alone breaks.
+        for per_job in [
+            "QOSMaxNodePerJobLimit",
+            "AssocMaxWallDurationPerJobLimit",
+            "QOSMaxCpuPerJobLimit",
+            "QOSMaxTRESPerJob",
+            "QOSMinCpuNotSatisfied",
+        ] {
+            let n = super::never_starts(per_job).unwrap_or_else(|| panic!("{per_job}"));
+            assert!(n.change.contains("sacctmgr"));
+        }
+        assert!(
+            super::never_starts(
+                "Can Never Run: Insufficient amount of resource: ncpus (R: 8 A: 4 T: 4)"
+            )
+            .is_some()
+        );
         for transient in [
             "Priority",
             "Resources",
             "ReqNodeNotAvail, UnavailableNodes:node3",
+            "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions",
+            "AssocGrpNodeLimit",
+            "QOSGrpCpuLimit",
+            "QOSMaxJobsPerUserLimit",
+            "AssocMaxJobsLimit",
+            "BeginTime",
+            "Not Running: Insufficient amount of resource: ncpus",
             "None",
             "",
             "PartitionNodeLimitX",
