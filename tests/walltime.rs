@@ -62,7 +62,7 @@ runner.InvokeCommand("Execute")
 runner.UpdatePropertyInformation()
 print("countdown: status %d" % vtkSMPropertyHelper(runner, "ReturnValue").GetAsInt(), flush=True)
 print("countdown: minutes left %s" % vtkSMPropertyHelper(runner, "StdOut").GetAsString(), flush=True)
-from paraview.modules.vtkRemotingCore import vtkPVSessionBase
+from paraview.modules.vtkRemotingServerManager import vtkPVSessionBase
 lost = []
 session.AddObserver(vtkPVSessionBase.ConnectionLost, lambda *a: lost.append(1))
 nam = vtkProcessModule.GetProcessModule().GetNetworkAccessManager()
