@@ -227,6 +227,20 @@ pub enum ClientChoice {
     None,
 }
 
+/// `--warn-before`'s value: a lead time, or `None` for `no`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarnBefore(pub Option<std::time::Duration>);
+
+/// `--warn-before`: the profile's own parser (`no`, or a duration).
+fn warn_before_parser(text: &str) -> Result<WarnBefore, String> {
+    crate::profile::settings::parse_warn_before(text)
+        .map(WarnBefore)
+        .map_err(|(message, hint)| match hint {
+            Some(h) => format!("{message} ({h})"),
+            None => message,
+        })
+}
+
 /// `--recipe`: the profile layer's own list of recipes, so there is one list.
 fn recipe_parser() -> impl clap::builder::TypedValueParser<Value = Recipe> {
     use clap::builder::TypedValueParser;
@@ -276,6 +290,16 @@ pub struct ConnectArgs {
     /// A dropped link ends the session at once, and the login node cancels the job.
     #[arg(long)]
     pub no_grace: bool,
+
+    /// Warn this long before the job's wall time ends (`5m`, `90s`, `no`); overrides
+    /// <Job warn-before>.
+    #[arg(long, value_name = "DURATION", value_parser = warn_before_parser)]
+    pub warn_before: Option<WarnBefore>,
+
+    /// Give up when the job has not started after this long (`30m`, `4h`); overrides
+    /// <Job queue-timeout>.
+    #[arg(long, value_name = "DURATION", value_parser = crate::relay::parse_duration)]
+    pub queue_timeout: Option<std::time::Duration>,
 
     /// Print the plan (every command, port and timeout) and run nothing.
     #[arg(long)]

@@ -632,14 +632,36 @@ pub fn render_show_with(
         );
         let _ = writeln!(
             s,
-            "  timeouts    queue {} s, connect {} s",
-            l.queue_timeout_secs, l.connect_timeout_secs
+            "  timeouts    queue {} s ({}), connect {} s",
+            l.queue_timeout_secs,
+            human_duration(l.queue_timeout_secs),
+            l.connect_timeout_secs
+        );
+        let _ = writeln!(
+            s,
+            "  walltime    {}",
+            crate::plan::walltime_words(l.walltime, l.warn_before, !cfg!(windows))
         );
     }
     for w in &r.warnings {
         let _ = writeln!(s, "\nwarning: {w}");
     }
     s
+}
+
+/// `3600` -> `1 h`, `5400` -> `1 h 30 min`, `90` -> `1 min 30 s`.
+fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let parts: Vec<String> = [(h, "h"), (m, "min"), (s, "s")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0 s".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 fn display_value(o: &resolve::ResolvedOption) -> String {

@@ -91,6 +91,8 @@ pub fn connect(cli_files: Vec<std::path::PathBuf>, json: bool, args: &ConnectArg
         recipe: args.recipe,
         connect_id: connect_id_override(&mode, environment, resolved.connect_id),
         keep_job: args.keep_job,
+        queue_timeout: args.queue_timeout,
+        warn_before: args.warn_before.map(|w| w.0),
     };
     let batch = crate::auth::choose(&crate::auth::Surroundings::here(launch.askpass.as_deref()))
         .batch_mode();

@@ -147,6 +147,11 @@ pub enum Event {
         exit_code: i32,
         reason: String,
     },
+    /// The job reaches its wall time in about `minutes_left` minutes (`<Job warn-before>`).
+    WalltimeWarning {
+        job_id: String,
+        minutes_left: u64,
+    },
 }
 
 impl Event {
@@ -355,6 +360,12 @@ impl Event {
                 )
             }
             Event::Done { exit_code, reason } => format!("done: {reason} (exit code {exit_code})"),
+            Event::WalltimeWarning {
+                job_id,
+                minutes_left,
+            } => format!(
+                "job {job_id} reaches its wall time in about {minutes_left} min: save your work (File > Save State); the scheduler then ends pvserver"
+            ),
         }
     }
 }
@@ -472,6 +483,7 @@ impl Event {
                 hint.iter_mut().for_each(text);
             }
             Event::Done { reason, .. } => text(reason),
+            Event::WalltimeWarning { job_id, .. } => text(job_id),
         }
     }
 
@@ -525,6 +537,21 @@ enum Sink {
 }
 
 impl Sink {
+    /// The terminal bell, on no line of its own.
+    fn bell(&mut self) {
+        use std::io::Write as _;
+        match self {
+            Sink::Stdout => {
+                let _ = std::io::stdout().write_all(b"\x07");
+            }
+            Sink::Stderr => {
+                let _ = std::io::stderr().write_all(b"\x07");
+            }
+            #[cfg(test)]
+            Sink::Memory(buf) => buf.push(0x07),
+        }
+    }
+
     fn write(&mut self, text: &str) {
         use crate::term::Stream;
         match self {
@@ -687,6 +714,10 @@ impl Reporter {
             Style::Plain => self.sink.write(&format!("pvlaunch: {}", event.line())),
             Style::Human => {
                 let line = event.line();
+                if self.terminal && matches!(event, Event::WalltimeWarning { .. }) {
+                    // The terminal bell: a person may be looking at ParaView, not at pvlaunch.
+                    self.sink.bell();
+                }
                 if let Some(phase) = event.phase() {
                     self.phase = Some(phase);
                 }

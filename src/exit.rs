@@ -24,6 +24,8 @@ pub enum Code {
     Timeout,
     /// The local client could not be found or started, or it never listened.
     Client,
+    /// The job reached its wall-time limit (the session ran until the scheduler ended it).
+    Walltime,
     /// Killed or stopped by signal N.
     Signal(i32),
     /// The exit status of the program pvlaunch stands in for (`pvlaunch node`: pvserver's).
@@ -42,6 +44,7 @@ impl Code {
             Code::Site => 6,
             Code::Timeout => 7,
             Code::Client => 8,
+            Code::Walltime => 9,
             Code::Signal(n) => 128 + n,
             Code::Child(status) => i32::from(status),
         }

@@ -13,6 +13,11 @@
 //! back-off up to [`QUERY_BACKOFF_MAX`]), and a state pvlaunch does not interpret
 //! ([`UNKNOWN_STATE_LIMIT`]). A job that goes from running back to the queue (a requeue) ends
 //! the session: its pvserver is gone, and a second pvserver is never taken into one session.
+//!
+//! The wall time: once the job runs, its end is known to within a query's pause: the job
+//! started after the last answer that had it queued (or after the submit), so [`Follow`]
+//! takes that moment plus the wall time as the end, never later than the scheduler's. At
+//! `warn_before` before that end it says so once ([`Event::WalltimeWarning`]).
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +61,10 @@ pub struct Config {
     pub client_waited: bool,
     /// The job's output file on the login node (for the hint when pvserver never listens).
     pub output_file: String,
+    /// The job's wall time, when the profile asks for one (the site's default is not known).
+    pub walltime: Option<Duration>,
+    /// How long before the job's end to warn (`None`: no warning).
+    pub warn_before: Option<Duration>,
 }
 
 /// What happened.
@@ -143,6 +152,11 @@ pub struct Follow {
     tunnel: Option<(String, u16)>,
     connected: Option<u64>,
     finished: bool,
+    /// When the scheduler last said the job was queued: its start is after that.
+    last_queued: Option<Instant>,
+    /// The job's end by its wall time (earliest estimate), once it runs.
+    job_end: Option<Instant>,
+    warned: bool,
 }
 
 impl Follow {
@@ -163,7 +177,22 @@ impl Follow {
             tunnel: None,
             connected: None,
             finished: false,
+            last_queued: None,
+            job_end: None,
+            warned: false,
         }
+    }
+
+    /// The job's end by its wall time, once it runs (see the module's documentation).
+    pub fn job_end(&self) -> Option<Instant> {
+        self.job_end
+    }
+
+    /// When to warn of the job's end (`None`: not yet known, no wall time, or warned).
+    fn warn_at(&self) -> Option<Instant> {
+        let before = self.cfg.warn_before?;
+        let end = self.job_end?;
+        (!self.warned).then(|| end.checked_sub(before).unwrap_or(end))
     }
 
     /// The first actions: look at the job at once.
@@ -192,6 +221,7 @@ impl Follow {
             self.queue_deadline(),
             self.connect_deadline(),
             self.unknown_deadline(),
+            self.warn_at(),
         ]
         .into_iter()
         .flatten()
@@ -317,6 +347,7 @@ impl Follow {
                 if self.running_since.is_some() {
                     return self.finish(Finish::Now(Failure::Requeued { job }.into()), out);
                 }
+                self.last_queued = Some(now);
                 if changed {
                     out.push(Action::Emit(Event::JobQueued {
                         job_id: job.clone(),
@@ -344,6 +375,9 @@ impl Follow {
             JobState::Running { nodes } => {
                 if self.running_since.is_none() {
                     self.running_since = Some(now);
+                    if let Some(w) = self.cfg.walltime {
+                        self.job_end = Some(self.last_queued.unwrap_or(self.started) + w);
+                    }
                     self.nodes = nodes.clone();
                     out.push(Action::Emit(Event::JobRunning {
                         job_id: job,
@@ -458,6 +492,15 @@ impl Follow {
 
     fn check_deadlines(&mut self, now: Instant, out: &mut Vec<Action>) {
         let job = self.cfg.job.clone();
+        if self.warn_at().is_some_and(|t| now >= t)
+            && let Some(end) = self.job_end
+        {
+            self.warned = true;
+            out.push(Action::Emit(Event::WalltimeWarning {
+                job_id: job.clone(),
+                minutes_left: minutes_until(end, now),
+            }));
+        }
         if self.queue_deadline().is_some_and(|t| now >= t) {
             let secs = self.cfg.queue_timeout.as_secs();
             return self.finish(Finish::Now(Failure::QueueTimeout { job, secs }.into()), out);
@@ -486,6 +529,11 @@ impl Follow {
             );
         }
     }
+}
+
+/// Whole minutes from `now` to `end`, rounded to the nearest (a warning says "about N min").
+pub fn minutes_until(end: Instant, now: Instant) -> u64 {
+    (end.saturating_duration_since(now).as_secs() + 30) / 60
 }
 
 /// pvserver did not connect (two-hop: listen, or the client did not connect) in time.
@@ -559,6 +607,8 @@ mod tests {
             connect_timeout: Duration::from_secs(120),
             client_waited: false,
             output_file: ".cache/pvlaunch/pvserver-x.out".into(),
+            walltime: None,
+            warn_before: None,
         }
     }
 
@@ -653,6 +703,98 @@ mod tests {
         );
         assert!(f.hint().unwrap().contains("<Job nodes>"));
         assert_eq!(f.code(), Code::Job);
+    }
+
+    fn warnings(log: &[Action]) -> Vec<u64> {
+        log.iter()
+            .filter_map(|a| match a {
+                Action::Emit(Event::WalltimeWarning { minutes_left, .. }) => Some(*minutes_left),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Drive a connected session with the scheduler saying "running" until `until`.
+    fn run_until(r: &mut Run, until: Instant) {
+        while r.f.next_wakeup().is_some_and(|t| t <= until) {
+            let a = r.tick();
+            if a.contains(&Action::QueryJob) {
+                r.state(running());
+            }
+        }
+    }
+
+    #[test]
+    fn the_job_end_is_the_last_queued_answer_plus_the_walltime_and_is_warned_of_once() {
+        let mut c = cfg(false);
+        c.walltime = Some(Duration::from_secs(600));
+        c.warn_before = Some(Duration::from_secs(300));
+        let mut r = Run::new(c);
+        r.now += Duration::from_secs(4);
+        r.state(queued());
+        let last_queued = r.now;
+        assert_eq!(r.f.job_end(), None, "not known while queued");
+        r.tick();
+        r.state(running());
+        // The job started after the last answer that had it queued: never later than that
+        // plus the wall time.
+        let end = r.f.job_end().unwrap();
+        assert_eq!(end, last_queued + Duration::from_secs(600));
+        assert!(end < r.now + Duration::from_secs(600));
+        r.feed(Input::ConnectionOpened {
+            id: 1,
+            peer: "p".into(),
+        });
+        run_until(&mut r, end - Duration::from_secs(301));
+        assert!(warnings(&r.log).is_empty(), "not before the lead time");
+        run_until(&mut r, end - Duration::from_secs(290));
+        assert_eq!(warnings(&r.log), [5]);
+        run_until(&mut r, end + Duration::from_secs(60));
+        assert_eq!(warnings(&r.log), [5], "once");
+        assert_eq!(
+            r.ending(),
+            None,
+            "the scheduler, not the warning, ends the session"
+        );
+    }
+
+    #[test]
+    fn a_job_that_runs_at_once_counts_from_the_submit_and_a_short_walltime_warns_at_once() {
+        let mut c = cfg(false);
+        c.walltime = Some(Duration::from_secs(120));
+        c.warn_before = Some(Duration::from_secs(300));
+        let mut r = Run::new(c);
+        let submitted = r.now;
+        r.now += Duration::from_secs(3);
+        let a = r.state(running());
+        assert_eq!(r.f.job_end(), Some(submitted + Duration::from_secs(120)));
+        assert_eq!(warnings(&a), [2], "{a:?}");
+        // Without a wall time nothing is known, nothing is warned.
+        let mut r = Run::new(cfg(false));
+        r.state(running());
+        assert_eq!(r.f.job_end(), None);
+        let later = r.now + Duration::from_secs(3600);
+        run_until(&mut r, later);
+        assert!(warnings(&r.log).is_empty());
+        // `warn-before="no"`.
+        let mut c = cfg(false);
+        c.walltime = Some(Duration::from_secs(120));
+        let mut r = Run::new(c);
+        r.state(running());
+        assert!(r.f.job_end().is_some());
+        let later = r.now + Duration::from_secs(3600);
+        run_until(&mut r, later);
+        assert!(warnings(&r.log).is_empty());
+    }
+
+    #[test]
+    fn minutes_until_rounds_to_the_nearest_minute() {
+        let t = Instant::now();
+        assert_eq!(minutes_until(t, t), 0);
+        assert_eq!(minutes_until(t, t + Duration::from_secs(5)), 0);
+        assert_eq!(minutes_until(t + Duration::from_secs(89), t), 1);
+        assert_eq!(minutes_until(t + Duration::from_secs(90), t), 2);
+        assert_eq!(minutes_until(t + Duration::from_secs(300), t), 5);
     }
 
     #[test]

@@ -186,7 +186,6 @@ impl Failure {
             | JobEnded { .. }
             | Requeued { .. }
             | CancelledOutside { .. }
-            | Walltime { .. }
             | NodeFailed { .. }
             | JobFailedDuringSession { .. }
             | NeverStarts { .. } => Code::Job,
@@ -195,6 +194,7 @@ impl Failure {
             | SchedulerUnreachable { .. }
             | StuckInState { .. } => Code::Timeout,
             Client { .. } | ClientExited { .. } | Handshake { .. } | ClosedEarly => Code::Client,
+            Walltime { .. } => Code::Walltime,
             Internal { .. } => Code::Failure,
         }
     }
@@ -232,7 +232,9 @@ impl Failure {
                 "connect again: the requeued job was cancelled (a new pvserver would not find this client)",
             ),
             CancelledOutside { .. } => s("ask whoever cancelled it, or check the scheduler's log"),
-            Walltime { .. } => s("ask for a longer wall time (<Job walltime>, or --set)"),
+            Walltime { .. } => s(
+                "ask for a longer wall time (<Job walltime>, or --set when the profile's walltime is an option)",
+            ),
             NodeFailed { .. } => s("connect again; tell the site if it repeats"),
             JobFailedDuringSession { .. } => s("the job's output on the login node says why"),
             QueueTimeout { .. } => s("raise <Job queue-timeout>, or pick another partition"),
@@ -393,10 +395,12 @@ mod tests {
             final_state("UNKNOWN (left the queue)", None),
             FinalState::Unknown
         );
+        // A job that hit its wall time is not a success, and has its own code.
         assert_eq!(
             job_ended_during_session("5", "TIMEOUT", None).code(),
-            Code::Job
+            Code::Walltime
         );
+        assert_eq!(Code::Walltime.as_i32(), 9);
         assert_eq!(
             job_ended_during_session("5", "COMPLETED", Some(0)).code(),
             Code::Success

@@ -48,6 +48,9 @@ pub struct Plan {
     pub queue_timeout: Duration,
     #[serde(serialize_with = "secs")]
     pub connect_timeout: Duration,
+    /// How long before the job's wall time ends the session warns (`None`: never).
+    #[serde(serialize_with = "opt_secs")]
+    pub warn_before: Option<Duration>,
     pub keep_job: bool,
     /// How long a session waits for a lost link to come back (zero: it ends at once).
     #[serde(serialize_with = "secs")]
@@ -65,6 +68,13 @@ pub struct Plan {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs()),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +98,10 @@ pub struct Overrides {
     pub recipe: Option<Recipe>,
     pub connect_id: Option<ConnectId>,
     pub keep_job: bool,
+    /// `--queue-timeout`: instead of `<Job queue-timeout>`.
+    pub queue_timeout: Option<Duration>,
+    /// `--warn-before`: instead of `<Job warn-before>` (`Some(None)`: no warning).
+    pub warn_before: Option<Option<Duration>>,
 }
 
 /// What is drawn fresh for each session.
@@ -216,8 +230,11 @@ pub fn build(
         submit: submit_command(kind),
         job,
         job_script,
-        queue_timeout: Duration::from_secs(launch.queue_timeout_secs),
+        queue_timeout: overrides
+            .queue_timeout
+            .unwrap_or(Duration::from_secs(launch.queue_timeout_secs)),
         connect_timeout: Duration::from_secs(launch.connect_timeout_secs),
+        warn_before: overrides.warn_before.unwrap_or(launch.warn_before),
         keep_job: overrides.keep_job,
         grace: launch.grace,
         session_tag: fresh.tag,
@@ -256,6 +273,34 @@ fn owned_command(recipe: Recipe, launch: &Launch, connect_id: Option<u32>) -> Ve
     }
 }
 
+/// The wall time in words: how long, ParaView's countdown, pvlaunch's warning.
+pub fn walltime_words(
+    walltime: Option<scheduler::Walltime>,
+    warn_before: Option<Duration>,
+    countdown_command: bool,
+) -> String {
+    let Some(w) = walltime else {
+        return "wall time: the site's default (no <Job walltime>): no countdown in ParaView, no warning".into();
+    };
+    let countdown = if countdown_command {
+        "ParaView shows the minutes left (pvserver --timeout, --timeout-command)"
+    } else {
+        "ParaView counts down from the connection (pvserver --timeout)"
+    };
+    let warn = match warn_before {
+        Some(d) if d.as_secs() % 60 == 0 => {
+            format!("pvlaunch warns {} min before the end", d.as_secs() / 60)
+        }
+        Some(d) => format!("pvlaunch warns {} s before the end", d.as_secs()),
+        None => "no warning from pvlaunch (warn-before no)".into(),
+    };
+    format!(
+        "wall time {} ({} min): {countdown}; {warn}; at the end the client is left to exit on its own (up to 10 min), exit code 9",
+        w.hms(),
+        w.as_secs().div_ceil(60)
+    )
+}
+
 /// The folder, relative to the login node's home, where jobs are submitted from.
 pub const REMOTE_DIR: &str = ".cache/pvlaunch";
 
@@ -278,6 +323,11 @@ impl Plan {
     /// The client's argv for the URL it must use.
     pub fn client_argv_for(&self, url: &str) -> Option<Vec<String>> {
         client::argv(&self.client, url, self.connect_id)
+    }
+
+    /// What the session does about the job's wall time, in one line (dry run and `show`).
+    pub fn walltime_line(&self) -> String {
+        walltime_words(self.job.walltime, self.warn_before, !cfg!(windows))
     }
 
     /// The human-readable dry run.
@@ -406,6 +456,7 @@ impl Plan {
             self.queue_timeout.as_secs(),
             self.connect_timeout.as_secs()
         );
+        let _ = writeln!(s, "   {}", self.walltime_line());
         if self.forward() {
             let port = if self.client_port == 0 {
                 TUNNEL_PORT_PLACEHOLDER.to_string()
@@ -575,6 +626,8 @@ mod tests {
                 "--reverse-connection",
                 "--client-host=localhost",
                 "--connect-id=77",
+                "--timeout=30",
+                &format!("--timeout-command={}", pvserver::TIMEOUT_COMMAND),
                 "--title=viz debug"
             ]
         );
@@ -592,10 +645,23 @@ mod tests {
         assert!(p.ssh_master.join(" ").contains("-J gate"));
         assert!(p.ssh_master.contains(&"BatchMode=yes".to_string()));
         assert_eq!(p.submit, vec!["sbatch", "--parsable"]);
-        assert_eq!(p.queue_timeout, Duration::from_secs(86400));
+        assert_eq!(
+            p.queue_timeout,
+            Duration::from_secs(3600),
+            "a default for a person"
+        );
         assert_eq!(p.connect_timeout, Duration::from_secs(60));
         let text = p.render();
         assert!(text.contains("cancel the job"), "{text}");
+        assert!(
+            text.contains("wall time 00:30:00 (30 min): ParaView shows the minutes left"),
+            "the dry run states the wall time: {text}"
+        );
+        assert!(
+            text.contains("pvlaunch warns 5 min before the end"),
+            "{text}"
+        );
+        assert!(text.contains("exit code 9"), "{text}");
     }
 
     #[test]
@@ -616,6 +682,19 @@ mod tests {
         );
         assert!(!p.job.command.iter().any(|a| a.starts_with("--connect-id")));
         assert!(p.render().contains("keep the job"));
+        let p = plan(
+            &[],
+            Overrides {
+                queue_timeout: Some(Duration::from_secs(120)),
+                warn_before: Some(None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.queue_timeout, Duration::from_secs(120));
+        assert_eq!(p.warn_before, None);
+        assert!(p.render().contains("queue timeout 120 s"));
+        assert!(p.render().contains("no warning from pvlaunch"));
     }
 
     #[test]
@@ -646,6 +725,8 @@ mod tests {
                 "--reverse-connection",
                 "--client-host=localhost",
                 "--connect-id=77",
+                "--timeout=30",
+                &format!("--timeout-command={}", pvserver::TIMEOUT_COMMAND),
                 "--title=viz debug"
             ]
         );
@@ -704,6 +785,8 @@ mod tests {
                 "--reverse-connection",
                 "--client-host=localhost",
                 "--connect-id=77",
+                "--timeout=30",
+                &format!("--timeout-command={}", pvserver::TIMEOUT_COMMAND),
                 "--title=viz debug"
             ]
         );

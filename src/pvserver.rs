@@ -35,8 +35,40 @@ pub fn argv(launch: &Launch, end: ServerEnd<'_>, connect_id: Option<u32>) -> Vec
     if let Some(id) = connect_id {
         argv.push(format!("--connect-id={id}"));
     }
+    argv.extend(timeout_args(launch.walltime, cfg!(windows)));
     argv.extend(launch.pvserver_args.iter().cloned());
     argv
+}
+
+/// What pvserver's `--timeout-command` runs: the whole minutes left until the job's end, which
+/// the job script recorded at the job's start ([`crate::scheduler::JOB_END_VAR`]); never below
+/// 0, and a failure (the client keeps its own count) when the variable is missing.
+///
+/// Fast (one `sh`, one `date`) and without the scheduler: ParaView kills it after 0.3 s and,
+/// before 6.1, runs it on every MPI rank. Free of `'`, `\` and `"` inside its one quoted
+/// argument, so it means the same whether ParaView splits it itself (5.11: a program, then
+/// words or `"..."` groups) or hands it to `sh -c` (newer releases): the outer shell then
+/// expands the arithmetic, with the same result.
+pub const TIMEOUT_COMMAND: &str = "sh -c \"echo $(( ($(date +%s) < ${PVLAUNCH_JOB_END:?}) * (${PVLAUNCH_JOB_END:?} - $(date +%s)) / 60 ))\"";
+
+/// pvserver's walltime countdown for the ParaView client: `--timeout=MINUTES` (the whole wall
+/// time, ParaView's first value) and `--timeout-command` ([`TIMEOUT_COMMAND`]), which ParaView
+/// runs at connect and every minute after. A Windows client prefixes `cmd.exe /c` to the
+/// command, so it gets `--timeout` alone (ParaView then counts down from the connection).
+/// Nothing without a wall time: the site's default is not known here.
+pub fn timeout_args(
+    walltime: Option<crate::scheduler::Walltime>,
+    windows_client: bool,
+) -> Vec<String> {
+    let Some(w) = walltime else {
+        return Vec::new();
+    };
+    let minutes = (w.as_secs() / 60).max(1);
+    let mut args = vec![format!("--timeout={minutes}")];
+    if !windows_client {
+        args.push(format!("--timeout-command={TIMEOUT_COMMAND}"));
+    }
+    args
 }
 
 /// The reverse-two-hop job command: the hop script around a pvserver that connects back to
@@ -392,6 +424,93 @@ pub fn first_error(output: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ParaView 5.11's split of a timeout command (`vtkExecutableRunner`): a program, then
+    /// words or `"..."` groups.
+    fn paraview_split(command: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = command.trim_start();
+        while !rest.is_empty() {
+            if let Some(quoted) = rest.strip_prefix('"') {
+                let end = quoted.find('"').expect("a closing quote");
+                out.push(quoted[..end].to_string());
+                rest = quoted[end + 1..].trim_start();
+            } else {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                out.push(rest[..end].to_string());
+                rest = rest[end..].trim_start();
+            }
+        }
+        out
+    }
+
+    fn minutes_from(argv: &[String], end: i64) -> std::process::Output {
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env(crate::scheduler::JOB_END_VAR, end.to_string())
+            .output()
+            .unwrap()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn the_timeout_command_prints_the_minutes_left_however_paraview_runs_it() {
+        let split = paraview_split(TIMEOUT_COMMAND);
+        assert_eq!(split.len(), 3, "{split:?}");
+        assert_eq!(&split[..2], ["sh", "-c"]);
+        // Newer releases run the whole string with `sh -c`.
+        let shell = vec!["sh".to_string(), "-c".into(), TIMEOUT_COMMAND.to_string()];
+        for argv in [&split, &shell] {
+            let out = minutes_from(argv, now() + 150);
+            assert!(out.status.success(), "{out:?}");
+            // A bare integer: 5.11 reads it with atoi.
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "{argv:?}");
+            let out = minutes_from(argv, now() - 500);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "0",
+                "never negative"
+            );
+            // No end recorded: a failure, so that the client keeps its own count.
+            let out = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .env_remove(crate::scheduler::JOB_END_VAR)
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+        }
+    }
+
+    #[test]
+    fn pvserver_gets_the_countdown_only_with_a_wall_time() {
+        let mut launch = Launch::for_tests();
+        let end = ServerEnd::Listen { port: 0 };
+        assert!(
+            !argv(&launch, end, None)
+                .iter()
+                .any(|a| a.starts_with("--timeout"))
+        );
+        launch.walltime = Some(crate::scheduler::Walltime::from_secs(7200));
+        let a = argv(&launch, end, None);
+        assert!(a.contains(&"--timeout=120".to_string()), "{a:?}");
+        assert_eq!(
+            timeout_args(launch.walltime, false)[1],
+            format!("--timeout-command={TIMEOUT_COMMAND}")
+        );
+        // Windows clients wrap the command in cmd.exe: the count alone for them.
+        assert_eq!(timeout_args(launch.walltime, true), ["--timeout=120"]);
+        // At least one minute.
+        assert_eq!(
+            timeout_args(Some(crate::scheduler::Walltime::from_secs(30)), true),
+            ["--timeout=1"]
+        );
+    }
 
     #[test]
     fn reads_the_port_pvserver_picked() {

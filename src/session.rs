@@ -47,6 +47,9 @@ pub const CLIENT_START_TIMEOUT: Duration = Duration::from_secs(120);
 pub const CLIENT_EXIT_GRACE: Duration = Duration::from_secs(30);
 /// How long the end of a session waits for the job to reach a final state.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the job's wall time ended the session, how long the client pvlaunch started may take
+/// to exit on its own (ParaView offers to save its state when its server goes).
+pub const CLIENT_WALLTIME_WAIT: Duration = Duration::from_secs(600);
 /// How long the client gets to stop (SIGTERM to its group, then SIGKILL).
 pub const CLIENT_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the local relay gets to close its connections at cleanup.
@@ -688,6 +691,8 @@ impl Follower<'_> {
                 plan::REMOTE_DIR,
                 plan::output_path(&plan.session_tag)
             ),
+            walltime: plan.job.walltime.map(|w| Duration::from_secs(w.as_secs())),
+            warn_before: plan.warn_before,
         };
         let mut machine = Follow::new(cfg, Instant::now());
         let mut actions: VecDeque<Action> = machine.start().into();
@@ -734,7 +739,11 @@ impl Follower<'_> {
                             Err(f) => return f.into(),
                         }
                     }
-                    Action::Finish(finish) => return self.finish(finish, held, reporter).await,
+                    Action::Finish(finish) => {
+                        let ending = self.finish(finish, held, reporter).await;
+                        wait_client_after_walltime(&ending, held, reporter).await;
+                        return ending;
+                    }
                 };
                 actions.extend(machine.on(input, Instant::now()));
             }
@@ -1112,6 +1121,25 @@ fn tunnel_opened(
         }
     }
     Ok(())
+}
+
+/// The job reached its wall time: the client pvlaunch started is not stopped (ParaView offers
+/// to save its state when its server goes); wait for it to exit, at most
+/// [`CLIENT_WALLTIME_WAIT`]. Cleanup stops it only after that.
+async fn wait_client_after_walltime(ending: &Ending, held: &mut Held, reporter: &mut Reporter) {
+    let (Ending::Failed(Failure::Walltime { job }), Some(client)) = (ending, held.client.as_mut())
+    else {
+        return;
+    };
+    reporter.emit(Event::Warning {
+        message: format!(
+            "job {job} reached its wall time; pvlaunch leaves the client running so that you can save your work, and waits up to {} min for it to exit",
+            CLIENT_WALLTIME_WAIT.as_secs() / 60
+        ),
+    });
+    if let Ok(Ok(_)) = tokio::time::timeout(CLIENT_WALLTIME_WAIT, client.wait()).await {
+        held.client = None;
+    }
 }
 
 /// Connect to the tunnel (proving the key to the node agent) and to the listening client, and

@@ -1427,7 +1427,7 @@ async fn run_job(
     queue_timeout: Duration,
 ) -> Result<BTreeMap<String, String>, String> {
     let script = sched.render_script(spec).map_err(|e| e.to_string())?;
-    let mut guard = crate::job::start_guard(master, sched, tag)
+    let mut guard = crate::job::start_guard(master, sched, tag, std::time::Duration::ZERO)
         .await
         .map_err(|e| format!("the guard on the login node did not start: {e}"))?;
     let output = format!(

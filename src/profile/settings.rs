@@ -158,7 +158,8 @@ pub struct Login {
     pub multiplex: Value,
 }
 
-/// `<Job scheduler nodes ranks-per-node walltime partition account name queue-timeout>` with
+/// `<Job scheduler nodes ranks-per-node walltime partition account name queue-timeout
+/// warn-before>` with
 /// `<Directive value>` and `<Setup line>` children.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
@@ -170,6 +171,8 @@ pub struct Job {
     pub account: Option<Value>,
     pub name: Value,
     pub queue_timeout: Value,
+    /// How long before the job's wall time ends pvlaunch warns (`no`: never).
+    pub warn_before: Value,
     pub directives: Vec<Value>,
     pub setup: Vec<Value>,
 }
@@ -243,6 +246,7 @@ const SPECS: &[Spec] = &[
             "account",
             "name",
             "queue-timeout",
+            "warn-before",
         ],
         required: &[],
         children: &["Directive", "Setup"],
@@ -433,7 +437,8 @@ pub fn parse(el: &Element, path: &str, out: &mut Collector<'_>) -> Option<Settin
             partition: get(job, "partition"),
             account: get(job, "account"),
             name: get_or(job, "name", "pvserver", at),
-            queue_timeout: get_or(job, "queue-timeout", "86400", at),
+            queue_timeout: get_or(job, "queue-timeout", DEFAULT_QUEUE_TIMEOUT, at),
+            warn_before: get_or(job, "warn-before", DEFAULT_WARN_BEFORE, at),
             directives: children_values(job, "Directive", "value"),
             setup: setup_values(job),
         },
@@ -581,6 +586,7 @@ impl Settings {
         let queue_timeout_secs = r.read(&self.job.queue_timeout, |t| {
             whole(t, "queue timeout (seconds)", 1, u32::MAX as u64)
         });
+        let warn_before = r.read(&self.job.warn_before, parse_warn_before);
         let directives = r.all(&self.job.directives, check_one_line);
         let setup = r.all(&self.job.setup, check_one_line);
         let pvserver_args = r.all(&self.pvserver.args, check_one_line);
@@ -619,6 +625,7 @@ impl Settings {
             account: non_empty(account?),
             job_name: job_name?,
             queue_timeout_secs: queue_timeout_secs?,
+            warn_before: warn_before?,
             directives: directives?,
             setup: setup?,
             pvserver: pvserver?,
@@ -686,6 +693,24 @@ pub fn parse_grace(text: &str) -> Check<std::time::Duration> {
     parse_persist(text)
         .map(Option::unwrap_or_default)
         .map_err(|(message, hint)| (message.replacen("persist", "grace", 1), hint))
+}
+
+/// How long a job may wait in the queue by default (seconds): a person waits at the screen;
+/// `<Job queue-timeout>` or `--queue-timeout` for longer.
+pub const DEFAULT_QUEUE_TIMEOUT: &str = "3600";
+/// How long before the job's wall time ends pvlaunch warns by default (ParaView's own first
+/// warning is at 5 minutes too).
+pub const DEFAULT_WARN_BEFORE: &str = "5m";
+
+/// `<Job warn-before>` and `--warn-before`: `no`, or a duration `90s`, `5m`, `1h` (at most a
+/// week).
+pub fn parse_warn_before(text: &str) -> Check<Option<std::time::Duration>> {
+    parse_persist(text).map_err(|(_, hint)| {
+        (
+            format!("warn-before `{text}` is not a duration"),
+            hint.map(|_| "`no`, or a number with s, m, h or d: e.g. `5m`".into()),
+        )
+    })
 }
 
 /// `no`, or a duration: `90s`, `30m`, `8h`, `1d` (at most 7 days), as ssh's `ControlPersist`.
@@ -874,6 +899,25 @@ mod tests {
     }
 
     #[test]
+    fn warn_before_is_a_duration_or_no() {
+        use std::time::Duration;
+        assert_eq!(parse_warn_before("5m"), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(parse_warn_before("90s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse_warn_before("no"), Ok(None));
+        assert_eq!(
+            parse_warn_before(DEFAULT_WARN_BEFORE),
+            Ok(Some(Duration::from_secs(300)))
+        );
+        for bad in ["", "5", "5x", "0m", "yes"] {
+            let (message, hint) = parse_warn_before(bad).unwrap_err();
+            assert!(message.contains("warn-before"), "{message}");
+            assert!(hint.unwrap().contains("5m"));
+        }
+        // A person waits at the screen: an hour, not a day.
+        assert_eq!(DEFAULT_QUEUE_TIMEOUT, "3600");
+    }
+
+    #[test]
     fn walltimes_are_the_scheduler_layers() {
         for ok in ["30", "01:30:00", "1-00:00:00", "2-12:00:00", "48:00:00"] {
             assert!(parse_walltime(ok).is_ok(), "{ok}");
@@ -1004,6 +1048,8 @@ pub struct Launch {
     pub account: Option<String>,
     pub job_name: String,
     pub queue_timeout_secs: u64,
+    /// `<Job warn-before>`: how long before the wall time ends to warn (`None`: never).
+    pub warn_before: Option<std::time::Duration>,
     pub directives: Vec<String>,
     pub setup: Vec<String>,
     pub pvserver: String,
@@ -1070,6 +1116,7 @@ impl Launch {
             account: None,
             job_name: "pvserver".into(),
             queue_timeout_secs: 600,
+            warn_before: Some(std::time::Duration::from_secs(300)),
             directives: vec![],
             setup: vec![],
             pvserver: "pvserver".into(),
@@ -1224,6 +1271,7 @@ impl Settings {
                     .map(|v| sub_in(v, &[], Place::Value)),
                 name: sub_in(&self.job.name, &[], Place::Value),
                 queue_timeout: sub_in(&self.job.queue_timeout, &[], Place::Value),
+                warn_before: sub_in(&self.job.warn_before, &[], Place::Value),
                 directives: self
                     .job
                     .directives

@@ -453,13 +453,38 @@ const NEVER_STARTS: &[(&str, NeverStarts)] = &[
     ),
 ];
 
-/// Whether a queued job's pending `reason` means it will never start ([`NEVER_STARTS`]); the
-/// reason's first word counts (Slurm may append details in parentheses).
+/// A Slurm limit of the job's association or QOS that the job alone breaks: `*PerJob*`
+/// maxima (`QOSMaxNodePerJobLimit`, `AssocMaxWallDurationPerJobLimit`, `QOSMaxCpuPerJobLimit`,
+/// `QOSMaxTRESPerJob`, ...) and `QOSMin*` minima. Group limits (`AssocGrp*`, `QOSGrp*`) and
+/// per-user or per-account ones are shared with the user's other jobs and pass when those end.
+const PER_JOB_LIMIT: NeverStarts = NeverStarts {
+    why: "the job alone breaks a limit of its account or QOS (nodes, cores, memory or wall time per job)",
+    change: "ask for less (<Job nodes>, <Job ranks-per-node>, <Job walltime>) or use another QOS or account; `sacctmgr show assoc user=$USER` and `sacctmgr show qos` list the limits",
+};
+
+/// PBS Pro's comment for a job its scheduler found can never run
+/// (`Can Never Run: Insufficient amount of resource: ncpus (R: 8 A: 4 T: 4)`).
+const PBS_NEVER: NeverStarts = NeverStarts {
+    why: "PBS's scheduler says the job can never run (it asks for more than the queue or the complex has)",
+    change: "ask for fewer nodes or cores (<Job nodes>, <Job ranks-per-node>) or another queue (<Job partition>); `pbsnodes -aS` and `qstat -Qf QUEUE` show what there is",
+};
+
+/// Whether a queued job's pending `reason` means it will never start ([`NEVER_STARTS`],
+/// per-job limits, PBS's `Can Never Run`); the reason's first word counts (Slurm may append
+/// details in parentheses).
 pub fn never_starts(reason: &str) -> Option<NeverStarts> {
+    if reason.trim_start().starts_with("Can Never Run") {
+        return Some(PBS_NEVER);
+    }
     let word = reason
         .split(|c: char| c == '(' || c == ',' || c.is_whitespace())
         .next()
         .unwrap_or("");
+    if (word.starts_with("Assoc") || word.starts_with("QOS"))
+        && (word.contains("PerJob") || word.starts_with("QOSMin"))
+    {
+        return Some(PER_JOB_LIMIT);
+    }
     NEVER_STARTS
         .iter()
         .find(|(name, _)| *name == word)
@@ -849,6 +874,12 @@ fn script_body(
     spec: &JobSpec,
     command_prefix: &[Cow<'_, str>],
 ) -> Result<(), ScriptError> {
+    if let Some(w) = spec.walltime {
+        // The job's end, from its real start (the script's first line after the directives),
+        // for pvserver's `--timeout-command` ([`crate::pvserver::TIMEOUT_COMMAND`]): the
+        // command runs on every rank every minute and must not ask the scheduler.
+        out.push_str(&job_end_line(w));
+    }
     if !spec.setup_lines.is_empty() {
         // A failing set-up line (a missing module) ends the job with its status, instead of
         // starting pvserver in a broken environment.
@@ -865,6 +896,23 @@ fn script_body(
     out.push_str(&crate::quote::join(prefix.chain(command))?);
     out.push('\n');
     Ok(())
+}
+
+/// The environment variable the job script sets to the job's end (seconds since the epoch).
+pub const JOB_END_VAR: &str = "PVLAUNCH_JOB_END";
+
+/// The job script's line that records the job's end: its start plus the wall time.
+pub fn job_end_line(walltime: Walltime) -> String {
+    format!(
+        "\n# the job's end (its start + the wall time), for pvserver's timeout command\n{JOB_END_VAR}=$(( $(date +%s) + {} )); export {JOB_END_VAR}\n",
+        walltime.as_secs()
+    )
+}
+
+/// Whole minutes left until `end` at `now` (both in seconds since the epoch), never below 0:
+/// what pvserver's timeout command prints (ParaView reads a bare integer of minutes).
+pub fn minutes_left(end: u64, now: u64) -> u64 {
+    end.saturating_sub(now) / 60
 }
 
 /// Lines of `s`, trimmed, without empty ones.
@@ -895,10 +943,55 @@ mod tests {
         assert!(super::never_starts("InvalidAccount").is_some());
         // Slurm may add details after the reason's name.
         assert!(super::never_starts("BadConstraints (a, b)").is_some());
+        // Recorded from the sandbox's Slurm 22.05: three nodes on its two-node partition, then
+        // two nodes with node2 drained (the second form comes with `--nodelist` or later).
+        let reason = |name: &str| match super::Kind::Slurm
+            .scheduler()
+            .parse_state(&super::test_support::fixture("slurm", name))
+            .unwrap()
+        {
+            Some(super::JobState::Queued {
+                reason: Some(r), ..
+            }) => r,
+            other => panic!("{name}: {other:?}"),
+        };
+        let never = super::never_starts(&reason("state_pending_partition_node_limit_recorded"));
+        assert!(never.unwrap().why.contains("more nodes"));
+        for waited in [
+            "state_pending_nodes_drained_recorded",
+            "state_pending_reqnodenotavail_recorded",
+            "state_pending_begin_time_recorded",
+        ] {
+            assert!(super::never_starts(&reason(waited)).is_none(), "{waited}");
+        }
+        // Limits the job alone breaks.
+        for per_job in [
+            "QOSMaxNodePerJobLimit",
+            "AssocMaxWallDurationPerJobLimit",
+            "QOSMaxCpuPerJobLimit",
+            "QOSMaxTRESPerJob",
+            "QOSMinCpuNotSatisfied",
+        ] {
+            let n = super::never_starts(per_job).unwrap_or_else(|| panic!("{per_job}"));
+            assert!(n.change.contains("sacctmgr"));
+        }
+        assert!(
+            super::never_starts(
+                "Can Never Run: Insufficient amount of resource: ncpus (R: 8 A: 4 T: 4)"
+            )
+            .is_some()
+        );
         for transient in [
             "Priority",
             "Resources",
             "ReqNodeNotAvail, UnavailableNodes:node3",
+            "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions",
+            "AssocGrpNodeLimit",
+            "QOSGrpCpuLimit",
+            "QOSMaxJobsPerUserLimit",
+            "AssocMaxJobsLimit",
+            "BeginTime",
+            "Not Running: Insufficient amount of resource: ncpus",
             "None",
             "",
             "PartitionNodeLimitX",
@@ -1032,6 +1125,63 @@ mod tests {
         assert_eq!(state(Kind::Torque, &pbs("node1/0+node1/1+node2/0")), two);
         assert_eq!(state(Kind::Lsf, "42|RUN|2*node1:2*node2|-|-\n"), two);
         assert_eq!(state(Kind::Lsf, "42|RUN|node1:node1:node2|-|-\n"), two);
+    }
+
+    #[test]
+    fn the_job_script_records_its_end_for_the_timeout_command() {
+        let spec = JobSpec {
+            walltime: Some(Walltime::from_secs(120)),
+            setup_lines: vec!["module load paraview".into()],
+            command: vec!["pvserver".into()],
+            ..JobSpec::new("pvserver")
+        };
+        for kind in Kind::ALL {
+            let script = kind.scheduler().render_script(&spec).unwrap();
+            let line = script
+                .lines()
+                .position(|l| l.starts_with("PVLAUNCH_JOB_END="))
+                .unwrap_or_else(|| panic!("{kind}: no end line in\n{script}"));
+            let setup = script
+                .lines()
+                .position(|l| l == "module load paraview")
+                .unwrap();
+            assert!(
+                line < setup,
+                "{kind}: the end is taken before the set-up runs"
+            );
+        }
+        // Run the line: the end is the start plus the wall time.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{}echo $PVLAUNCH_JOB_END $(date +%s)",
+                job_end_line(Walltime::from_secs(120))
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let v: Vec<u64> = text
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!((119..=120).contains(&(v[0] - v[1])), "{text}");
+        let none = Kind::Slurm
+            .scheduler()
+            .render_script(&JobSpec {
+                walltime: None,
+                ..spec.clone()
+            })
+            .unwrap();
+        assert!(!none.contains(JOB_END_VAR));
+    }
+
+    #[test]
+    fn minutes_left_are_whole_and_never_negative() {
+        assert_eq!(minutes_left(1000, 1000), 0);
+        assert_eq!(minutes_left(1000, 2000), 0);
+        assert_eq!(minutes_left(1119, 1000), 1);
+        assert_eq!(minutes_left(1120, 1000), 2);
+        assert_eq!(minutes_left(1000 + 7200, 1000), 120);
     }
 
     #[test]
