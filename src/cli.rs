@@ -477,6 +477,17 @@ pub struct RelayArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", requires = "lease", value_parser = crate::relay::parse_duration)]
     pub lease_grace: std::time::Duration,
 
+    /// Carry each stream over links to its target that may be lost: a lost link is made again
+    /// (and the key proved again) for up to DURATION, and the stream resumes where it was. The
+    /// target must be a relay with --resume-accept.
+    #[arg(long, value_name = "DURATION", conflicts_with = "resume_accept", value_parser = crate::relay::parse_duration)]
+    pub resume_dial: Option<std::time::Duration>,
+
+    /// The accepting end of --resume-dial: accepted connections are links, routed by the stream
+    /// they carry; one that comes back within DURATION resumes its stream.
+    #[arg(long, value_name = "DURATION", value_parser = crate::relay::parse_duration)]
+    pub resume_accept: Option<std::time::Duration>,
+
     /// The session key, for --accept-key and --connect-key: a file of this user's with no
     /// rights for group or others, holding 64 hex digits.
     #[arg(long, value_name = "PATH", requires = "key_use")]
@@ -577,6 +588,11 @@ impl From<RelayArgs> for crate::relay::command::RelayRequest {
             stdin_heartbeat: args.stdin_heartbeat,
             lease: args.lease,
             lease_grace: args.lease_grace,
+            resume: match (args.resume_dial, args.resume_accept) {
+                (Some(grace), _) => Some(crate::relay::ResumeSide::Dial { grace }),
+                (None, Some(grace)) => Some(crate::relay::ResumeSide::Accept { grace }),
+                (None, None) => None,
+            },
             key_file: args.key_file,
             accept_key: args.accept_key,
             connect_key: args.connect_key,

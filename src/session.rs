@@ -275,17 +275,27 @@ async fn steps(
     // 5. pvlaunch's own relay between the forward and the client (two-hop: between the client
     //    and the tunnel, once the tunnel is open). With owned hops it lets through only a
     //    connection that proves the session's key.
+    //    Where a lost link may come back, a second listener takes the resumable links of the
+    //    relay recipe (crate::resume): the stream to the client stays open across them.
     let mut events = None;
     let mut relay_port = 0;
+    let mut resume_port = None;
     if !plan.forward() {
-        let to = std::net::SocketAddr::from(([127, 0, 0, 1], plan.client_port)).into();
+        let to: Target = std::net::SocketAddr::from(([127, 0, 0, 1], plan.client_port)).into();
         let lock = Lock {
             accept_key: owned.as_ref().map(|o| Arc::clone(&o.secret)),
             same_user: SAME_USER_CHECK,
             connect_key: None,
+            resume: None,
         };
-        let (port, rx) = start_relay(held, ListenAddr::loopback(0), to, lock).await?;
-        relay_port = port;
+        let mut forwards = vec![(ListenAddr::loopback(0), to.clone(), lock.clone())];
+        if owned.as_ref().is_some_and(|o| o.lease.is_some()) {
+            let resume = Some(relay::ResumeSide::Accept { grace: plan.grace });
+            forwards.push((ListenAddr::loopback(0), to, Lock { resume, ..lock }));
+        }
+        let (ports, rx) = start_relay(held, forwards).await?;
+        relay_port = ports[0];
+        resume_port = ports.get(1).copied();
         events = Some(rx);
     }
     let master = held.master.as_ref().expect("started above");
@@ -296,6 +306,7 @@ async fn steps(
         master,
         login_host: &login_host,
         local_port: relay_port,
+        resume_port,
         reporter,
         remote: &mut held.remote,
         owned: owned.as_ref(),
@@ -308,8 +319,8 @@ async fn steps(
             key_file: o.key_file.clone(),
             run_dir: o.run_dir.clone(),
             lease: o.lease.clone().expect("a resumable path has a lease"),
-            forward_socket: o.forward_socket(),
-            relay_port,
+            forward_socket: o.resume_socket(),
+            relay_port: resume_port.expect("a resumable path has its listener"),
             grace: plan.grace,
         }),
         _ => None,
@@ -618,28 +629,33 @@ fn client_env(plan: &Plan, url: &str, port: u16, timeout: Duration) -> Vec<(Stri
     env
 }
 
-/// Bind pvlaunch's local relay from `listen` to `to` and run it; returns the port it listens
-/// on and its events.
+/// Bind pvlaunch's local relay with these forwards (each from a listener to a target, with
+/// its lock) and run it; returns the ports it listens on, in order, and its events.
 async fn start_relay(
     held: &mut Held,
-    listen: ListenAddr,
-    to: Target,
-    lock: Lock,
-) -> Result<(u16, mpsc::UnboundedReceiver<RelayEvent>), Failure> {
-    let mut forward = Forward::new(listen, to);
-    forward.lock = lock;
-    let mut config = RelayConfig::new(vec![forward]);
+    forwards: Vec<(ListenAddr, Target, Lock)>,
+) -> Result<(Vec<u16>, mpsc::UnboundedReceiver<RelayEvent>), Failure> {
+    let forwards = forwards
+        .into_iter()
+        .map(|(listen, to, lock)| {
+            let mut forward = Forward::new(listen, to);
+            forward.lock = lock;
+            forward
+        })
+        .collect();
+    let mut config = RelayConfig::new(forwards);
     // One session, one pvserver: a second connection while the first is open is refused.
     config.limits.max_connections = 1;
     let relay = Relay::bind(config)
         .await
         .map_err(|e| Failure::internal(format!("local relay: {e}")))?;
-    let port = match relay.listeners().first().map(|l| l.addr.clone()) {
-        Some(ListenAddr::Tcp { port, .. }) => port,
-        _ => {
-            return Err(Failure::internal("local relay has no TCP listener"));
+    let mut ports = Vec::new();
+    for l in relay.listeners() {
+        match l.addr {
+            ListenAddr::Tcp { port, .. } => ports.push(port),
+            _ => return Err(Failure::internal("local relay has no TCP listener")),
         }
-    };
+    }
     let (events_tx, events) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     held.relay_stop = Some(stop_tx);
@@ -649,7 +665,7 @@ async fn start_relay(
         },
         Some(events_tx),
     )));
-    Ok((port, events))
+    Ok((ports, events))
 }
 
 /// What following the job needs besides the held resources.
@@ -1021,20 +1037,24 @@ impl Follower<'_> {
             accept_key: None,
             same_user: SAME_USER_CHECK,
             connect_key: self.secret.clone(),
+            resume: None,
         };
-        let (relay_port, events) =
-            start_relay(held, ListenAddr::loopback(plan.client_port), to, lock)
-                .await
-                .map_err(|f| {
-                    if plan.client_port != 0 {
-                        Failure::client(
-                            format!("{f} (the client's port {})", plan.client_port),
-                            Some("free the port, or choose another one with --port"),
-                        )
-                    } else {
-                        f
-                    }
-                })?;
+        let started = start_relay(
+            held,
+            vec![(ListenAddr::loopback(plan.client_port), to, lock)],
+        )
+        .await
+        .map(|(ports, events)| (ports[0], events));
+        let (relay_port, events) = started.map_err(|f| {
+            if plan.client_port != 0 {
+                Failure::client(
+                    format!("{f} (the client's port {})", plan.client_port),
+                    Some("free the port, or choose another one with --port"),
+                )
+            } else {
+                f
+            }
+        })?;
         self.events = Some(events);
         let url = client::url(false, relay_port);
         tunnel_opened(plan, held, reporter, &node, port, &url, relay_port)?;

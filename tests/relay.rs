@@ -1495,3 +1495,117 @@ mod command {
         assert!(String::from_utf8_lossy(&out.stderr).contains("2 --listen but 1 --to"));
     }
 }
+
+// Resumable streams between two relays (`--resume-dial` to `--resume-accept`), as in the
+// relay recipe: the login node's relay dials the workstation's through ssh's forward.
+
+/// A TCP proxy to `to` whose connections the test can cut (all at once) at any moment.
+async fn cuttable_proxy(
+    to: SocketAddr,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(std::sync::Mutex::new(Vec::<JoinHandle<()>>::new()));
+    let held = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = listener.accept().await {
+            let task = tokio::spawn(async move {
+                if let Ok(mut b) = TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+            held.lock().unwrap().push(task);
+        }
+    });
+    (addr, conns)
+}
+
+fn cut(conns: &std::sync::Mutex<Vec<JoinHandle<()>>>) -> usize {
+    let mut c = conns.lock().unwrap();
+    let n = c.len();
+    for t in c.drain(..) {
+        t.abort();
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_resumable_stream_survives_its_links_being_cut() {
+    use pvlaunch::relay::ResumeSide;
+    let grace = Duration::from_secs(20);
+    let key = key();
+    let target = echo_target().await;
+    // The workstation's end: accepts links that prove the key, routes them by stream.
+    let mut accept = Running::start(RelayConfig::new(vec![locked(
+        target,
+        Lock {
+            accept_key: Some(Arc::clone(&key)),
+            resume: Some(ResumeSide::Accept { grace }),
+            ..Lock::default()
+        },
+    )]))
+    .await;
+    let (proxy, links) = cuttable_proxy(accept.tcp(0)).await;
+    // The login node's end: dials the links (through the proxy standing for ssh).
+    let dial = Running::start(RelayConfig::new(vec![locked(
+        proxy,
+        Lock {
+            connect_key: Some(Arc::clone(&key)),
+            resume: Some(ResumeSide::Dial { grace }),
+            ..Lock::default()
+        },
+    )]))
+    .await;
+    let data = random(24 << 20);
+    let sock = TcpStream::connect(dial.tcp(0)).await.unwrap();
+    let (mut r, mut w) = sock.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(64 << 10) {
+            w.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        w.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    // Cut every link three times while the stream runs.
+    let mut cuts = 0;
+    while cuts < 3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if cut(&links) > 0 {
+            cuts += 1;
+        }
+    }
+    within("the writer", writer).await.unwrap();
+    let got = within("the echo", reader).await.unwrap();
+    assert!(
+        got.len() == data.len() && got == data,
+        "got {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+    let resumed = accept
+        .wait_for("resumed", |e| match e {
+            RelayEvent::Resumed { replayed, .. } => Some(*replayed),
+            _ => None,
+        })
+        .await;
+    let _ = resumed;
+    let closed = accept
+        .wait_for("closed", |e| match e {
+            RelayEvent::Closed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(closed, CloseReason::Done);
+    let (summary, _) = accept.finish().await;
+    assert_eq!(
+        summary.connections, 1,
+        "the links that came back are not new connections"
+    );
+    let _ = dial.finish().await;
+}

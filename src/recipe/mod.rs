@@ -151,6 +151,11 @@ impl Owned {
     pub fn forward_socket(&self) -> String {
         format!("{}/fwd.sock", self.run_dir)
     }
+
+    /// The login node's end of the forward to the workstation's listener for resumable links.
+    pub fn resume_socket(&self) -> String {
+        format!("{}/fwd-resume.sock", self.run_dir)
+    }
 }
 
 /// What a recipe may need from the session.
@@ -161,6 +166,8 @@ pub struct Ctx<'a> {
     pub login_host: &'a str,
     /// pvlaunch's relay on the workstation, in front of the client.
     pub local_port: u16,
+    /// Its listener for resumable links ([`crate::resume`]), when a lost link may come back.
+    pub resume_port: Option<u16>,
     pub reporter: &'a mut Reporter,
     /// Long-lived helpers on the login node (their ssh sessions), stopped at cleanup.
     pub remote: &'a mut Vec<Child>,

@@ -26,6 +26,28 @@ pub const RELAY_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// connections that prove the session's key (from the node agent) and proves it in turn to
 /// the workstation's relay. The node agent connects to it.
 pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
+    // Where a lost link may come back, the relay's links to the workstation are resumable:
+    // their own forward, to the workstation relay's listener for them.
+    let resume = match (&owned.lease, ctx.resume_port) {
+        (Some(lease), Some(port)) => {
+            let socket = owned.resume_socket();
+            ctx.master
+                .forward_remote_socket(&socket, port)
+                .await
+                .map_err(|e| {
+                    Failure::site(
+                        e.to_string(),
+                        "the login node's sshd refuses remote forwards of Unix sockets (AllowStreamLocalForwarding, AllowTcpForwarding); see docs/recipes.md",
+                    )
+                })?;
+            Some((lease.clone(), socket))
+        }
+        _ => None,
+    };
+    let to = match &resume {
+        Some((_, socket)) => socket.clone(),
+        None => owned.forward_socket(),
+    };
     let mut argv = vec![
         owned.program.clone(),
         "--json".to_string(),
@@ -33,7 +55,7 @@ pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
         "--listen".into(),
         "*:0".into(),
         "--to".into(),
-        format!("unix:{}", owned.forward_socket()),
+        format!("unix:{to}"),
         "--key-file".into(),
         owned.key_file.clone(),
         "--accept-key".into(),
@@ -42,12 +64,15 @@ pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
         "--stdin-heartbeat".into(),
         hop::HEARTBEAT_LIMIT.as_secs().to_string(),
     ];
-    if let Some(lease) = &owned.lease {
+    if let Some((lease, _)) = &resume {
+        let grace = format!("{}s", ctx.plan.grace.as_secs());
         argv.extend([
             "--lease".into(),
             lease.clone(),
             "--lease-grace".into(),
-            format!("{}s", ctx.plan.grace.as_secs()),
+            grace.clone(),
+            "--resume-dial".into(),
+            grace,
         ]);
     }
     let nodes = cluster_nodes(ctx).await;
@@ -125,7 +150,7 @@ pub async fn start(ctx: &mut Ctx<'_>, owned: &Owned) -> Result<Reach, Failure> {
             message: "the relay on the login node accepts connections from any host (the cluster's node list is unknown); each must still prove the session's key".into(),
         });
     }
-    ctx.resumable = owned.lease.is_some();
+    ctx.resumable = resume.is_some();
     ctx.reporter.emit(Event::RelayStarted {
         host: ctx.login_host.to_string(),
         port,

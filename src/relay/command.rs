@@ -46,6 +46,8 @@ pub struct RelayRequest {
     pub lease: Option<PathBuf>,
     /// See `lease`.
     pub lease_grace: Duration,
+    /// Every forward's stream is resumable ([`crate::resume`]), on this side.
+    pub resume: Option<super::ResumeSide>,
     /// The session key file ([`Secret::read_file`]), for `accept_key` and `connect_key`.
     pub key_file: Option<PathBuf>,
     /// Every forward accepts only peers that prove the key.
@@ -70,6 +72,7 @@ impl Default for RelayRequest {
             stdin_heartbeat: None,
             lease: None,
             lease_grace: Duration::ZERO,
+            resume: None,
             key_file: None,
             accept_key: false,
             connect_key: false,
@@ -156,6 +159,7 @@ impl RelayRequest {
             accept_key: key.clone().filter(|_| self.accept_key),
             same_user: self.same_user,
             connect_key: key.filter(|_| self.connect_key),
+            resume: self.resume,
         })
     }
 }

@@ -116,12 +116,28 @@ pub struct Lock {
     /// Prove this key to the target (the connecting side of the preamble) right after
     /// connecting, before any byte of the peer's is sent; failing is a `connect_failed` event.
     pub connect_key: Option<Arc<Secret>>,
+    /// Carry the forwarded stream over links that may be lost and come back
+    /// ([`crate::resume`]); `None`: a plain copy.
+    pub resume: Option<ResumeSide>,
+}
+
+/// Which side of a resumable stream ([`crate::resume`]) a forward is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeSide {
+    /// The connections this forward makes to its target are the links: a lost one is made
+    /// again (and the key proved again) until `grace` has passed since the loss.
+    Dial { grace: Duration },
+    /// The connections it accepts are the links, routed by the token of their hello: a new
+    /// token opens a connection to the target, a known one resumes that connection.
+    Accept { grace: Duration },
 }
 
 impl Lock {
     /// Whether an accepted connection has anything to pass before it is handed on.
     pub(crate) fn checks_on_accept(&self) -> bool {
-        self.accept_key.is_some() || self.same_user
+        self.accept_key.is_some()
+            || self.same_user
+            || matches!(self.resume, Some(ResumeSide::Accept { .. }))
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::net::{TcpSocket, UnixStream};
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span};
 
-use super::config::{CopyMode, Limits, Rule};
+use super::config::{CopyMode, Limits, ResumeSide, Rule};
 use super::copy::{Progress, one_way};
 use super::endpoint::{Host, ListenAddr, Target};
 use super::events::{CloseReason, EventSender, Peer, RelayEvent};
@@ -41,8 +41,23 @@ impl RuleState {
     }
 }
 
+/// One link of a resumable stream.
+pub(crate) type Link = crate::resume::Carrier<Stream>;
+
+/// The accepting side's links: the first one's hello, then those that come back.
+#[derive(Debug)]
+pub(crate) struct Links {
+    pub(crate) hello: crate::resume::Hello,
+    pub(crate) rx: tokio::sync::mpsc::Receiver<Link>,
+}
+
+/// The first pause before a lost link is made again; it doubles up to [`REDIAL_MAX_PAUSE`].
+const REDIAL_FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between attempts to make a lost link again.
+const REDIAL_MAX_PAUSE: Duration = Duration::from_secs(2);
+
 /// What the connection needs from its listener and the relay.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ConnSetup {
     pub(crate) id: u64,
     pub(crate) peer: Peer,
@@ -51,6 +66,10 @@ pub(crate) struct ConnSetup {
     pub(crate) source: Option<IpAddr>,
     /// Prove this key to the target before copying.
     pub(crate) connect_key: Option<Arc<Secret>>,
+    /// Whether the stream is resumable, and which side this is.
+    pub(crate) resume: Option<ResumeSide>,
+    /// The accepting side: the first link's hello and the links that come back.
+    pub(crate) links: Option<Links>,
     pub(crate) limits: Limits,
     pub(crate) copy: CopyMode,
     pub(crate) events: Option<EventSender>,
@@ -63,7 +82,16 @@ pub(crate) struct Moved {
     pub(crate) to_peer: u64,
 }
 
-pub(crate) async fn serve(setup: ConnSetup, client: Stream, stop: watch::Receiver<bool>) -> Moved {
+pub(crate) async fn serve(
+    mut setup: ConnSetup,
+    client: Stream,
+    stop: watch::Receiver<bool>,
+) -> Moved {
+    if setup.resume.is_some() {
+        let span = info_span!("conn", id = setup.id, peer = %setup.peer, listen = %setup.listen);
+        let links = setup.links.take();
+        return resumable(setup, client, links, stop).instrument(span).await;
+    }
     let span = info_span!("conn", id = setup.id, peer = %setup.peer, listen = %setup.listen);
     relay(setup, client, stop).instrument(span).await
 }
@@ -277,4 +305,170 @@ async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Str
         socket.bind(SocketAddr::new(source, 0))?;
     }
     Ok(Stream::Tcp(socket.connect(addr).await?))
+}
+
+/// A resumable connection ([`crate::resume`]): connected to its target as any other, then
+/// carried over links that may be lost and come back. The dialling side makes a lost link
+/// again (connecting and proving the key again) until the grace ends; the accepting side
+/// takes the links the relay routes to it by their token.
+async fn resumable(
+    setup: ConnSetup,
+    accepted: Stream,
+    links: Option<Links>,
+    mut stop: watch::Receiver<bool>,
+) -> Moved {
+    use crate::resume::{self, Carrier, ResumeEvent};
+    let start = Instant::now();
+    let emit = |event| {
+        if let Some(tx) = &setup.events {
+            let _ = tx.send(event);
+        }
+    };
+    let side = setup.resume.expect("a resumable connection");
+    let connected = tokio::select! {
+        result = open(&setup) => result,
+        _ = stop.wait_for(|stopped| *stopped) => Err("relay stopped".to_string()),
+    };
+    let (target, to) = match connected {
+        Ok(connected) => connected,
+        Err(error) => {
+            info!(%error, "connect failed");
+            emit(RelayEvent::ConnectFailed {
+                id: setup.id,
+                peer: setup.peer.clone(),
+                listen: setup.listen.clone(),
+                error,
+            });
+            return Moved::default();
+        }
+    };
+    if let Err(err) = accepted.tune() {
+        tracing::debug!("cannot set socket options: {err}");
+    }
+    info!(%to, "opened (resumable)");
+    emit(RelayEvent::Opened {
+        id: setup.id,
+        peer: setup.peer.clone(),
+        listen: setup.listen.clone(),
+        to: to.clone(),
+    });
+    // The stream's own events, as the relay's.
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let id = setup.id;
+    let events = setup.events.clone();
+    let relay_events = tokio::spawn(async move {
+        while let Some(event) = ev_rx.recv().await {
+            let event = match event {
+                ResumeEvent::LinkLost { why } => {
+                    info!(%why, "link lost");
+                    RelayEvent::LinkLost { id, why }
+                }
+                ResumeEvent::LinkRestored { gap, replayed } => {
+                    info!(?gap, replayed, "resumed");
+                    RelayEvent::Resumed { id, gap, replayed }
+                }
+                ResumeEvent::Refused { why } => {
+                    info!(%why, "link refused");
+                    RelayEvent::ResumeRefused { id, why }
+                }
+            };
+            if let Some(tx) = &events {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    let carried = match (side, links) {
+        (ResumeSide::Dial { grace }, _) => {
+            let opts = resume::Options {
+                grace,
+                ..resume::Options::default()
+            };
+            let setup = &setup;
+            let next = move || redial(setup);
+            let token = resume::Token::generate();
+            let carry = resume::carry(
+                accepted,
+                Carrier::new(target),
+                next,
+                token,
+                opts,
+                Some(ev_tx),
+            );
+            tokio::select! {
+                // The local stream is the accepted peer's: what it sent went out.
+                r = carry => r.map(|s| (s.sent, s.received)),
+                _ = stop.wait_for(|stopped| *stopped) => Err(resume::End::Local(io::Error::other("relay stopped"))),
+            }
+        }
+        (ResumeSide::Accept { grace }, Some(Links { hello, rx })) => {
+            let opts = resume::Options {
+                grace,
+                ..resume::Options::default()
+            };
+            let token = hello.token;
+            let first = Carrier {
+                stream: accepted,
+                peer: Some(hello),
+            };
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let next = move || {
+                let rx = Arc::clone(&rx);
+                async move { rx.lock().await.recv().await }
+            };
+            let carry = resume::carry(target, first, next, token, opts, Some(ev_tx));
+            tokio::select! {
+                // The local stream is the target's: what came over the links is the peer's.
+                r = carry => r.map(|s| (s.received, s.sent)),
+                _ = stop.wait_for(|stopped| *stopped) => Err(resume::End::Local(io::Error::other("relay stopped"))),
+            }
+        }
+        (ResumeSide::Accept { .. }, None) => Err(resume::End::Refused(
+            "an accepted link without a hello".into(),
+        )),
+    };
+    let _ = relay_events.await;
+    let (moved, reason, error) = match carried {
+        Ok((from_peer, to_peer)) => (Moved { from_peer, to_peer }, CloseReason::Done, None),
+        Err(e) => (Moved::default(), CloseReason::Error, Some(e.to_string())),
+    };
+    let duration = start.elapsed();
+    info!(
+        bytes_from_peer = moved.from_peer,
+        bytes_to_peer = moved.to_peer,
+        duration = ?duration,
+        reason = %reason,
+        error = error.as_deref(),
+        "closed"
+    );
+    emit(RelayEvent::Closed {
+        id: setup.id,
+        peer: setup.peer.clone(),
+        to,
+        bytes_from_peer: moved.from_peer,
+        bytes_to_peer: moved.to_peer,
+        duration,
+        reason,
+        error,
+    });
+    moved
+}
+
+/// Make a lost link again: connect and prove the key, pausing between attempts (the caller
+/// bounds the whole by its grace). Each attempt is bounded too: a link into a dead ssh
+/// connection never answers the key's challenge.
+async fn redial(setup: &ConnSetup) -> Option<Link> {
+    let mut pause = REDIAL_FIRST_PAUSE;
+    let bound = setup.limits.connect_timeout + crate::hop::preamble::PREAMBLE_TIMEOUT;
+    loop {
+        match tokio::time::timeout(bound, open(setup)).await {
+            Ok(Ok((stream, to))) => {
+                info!(%to, "link made again");
+                return Some(crate::resume::Carrier::new(stream));
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "link not made again yet"),
+            Err(_) => tracing::debug!("link not made again within {bound:?}"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(REDIAL_MAX_PAUSE);
+    }
 }

@@ -159,6 +159,18 @@ pub enum RelayEvent {
     },
     /// Listeners are closed; `open` connections are still running (grace period) or closing.
     Stopping { open: usize },
+    /// A resumable connection's link (its carrier) was lost; it waits for the next one.
+    LinkLost { id: u64, why: String },
+    /// A resumable connection goes on over a new link; `replayed` bytes were sent again.
+    Resumed {
+        id: u64,
+        #[serde(rename = "gap_s", serialize_with = "seconds")]
+        gap: Duration,
+        replayed: u64,
+    },
+    /// A link that was refused for a resumable connection (another stream's, or a position
+    /// that cannot be resumed).
+    ResumeRefused { id: u64, why: String },
 }
 
 fn display<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {

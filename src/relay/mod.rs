@@ -54,7 +54,7 @@ mod sys;
 
 pub mod command;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ use tracing::{info, warn};
 pub use allow::{AllowError, AllowList, AllowSpec, IpNet, SourceFilter};
 pub use config::{
     CONNECT_TIMEOUT, CopyMode, Forward, GRACE, Limits, Lock, MAX_CONNECTIONS, MAX_PENDING,
-    RelayConfig, Rule, parse_duration,
+    RelayConfig, ResumeSide, Rule, parse_duration,
 };
 pub use conn::bridge;
 
@@ -81,7 +81,7 @@ pub use portfwd::ConfigError;
 pub use sys::{effective_uid, raise_fd_limit};
 
 use crate::hop::Secret;
-use conn::{ConnSetup, Moved, RuleState};
+use conn::{ConnSetup, Link, Moved, RuleState};
 pub(crate) use listener::Listener;
 pub use sock::Stream;
 
@@ -284,6 +284,8 @@ impl Relay {
         };
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_id = 0u64;
+        // Resumable connections by their token: a link that comes back goes to its connection.
+        let mut resumable: HashMap<crate::resume::Token, mpsc::Sender<Link>> = HashMap::new();
         loop {
             tokio::select! {
                 biased;
@@ -302,6 +304,21 @@ impl Relay {
                     while let Some(moved) = conns.try_join_next() {
                         add(&mut summary, moved);
                     }
+                    resumable.retain(|_, tx| !tx.is_closed());
+                    let mut accepted = accepted;
+                    if let Some(hello) = &accepted.hello
+                        && let Some(tx) = resumable.get(&hello.token)
+                    {
+                        let link = crate::resume::Carrier { stream: accepted.sock, peer: accepted.hello };
+                        // Its connection takes it (or it is dropped if that one just ended).
+                        let _ = tx.try_send(link);
+                        continue;
+                    }
+                    let links = accepted.hello.take().map(|hello| {
+                        let (tx, rx) = mpsc::channel(4);
+                        resumable.insert(hello.token, tx);
+                        conn::Links { hello, rx }
+                    });
                     if conns.len() >= self.limits.max_connections {
                         summary.refused += 1;
                         let reason = RefuseReason::Limit;
@@ -318,6 +335,8 @@ impl Relay {
                         rule: accepted.rule,
                         source: accepted.source,
                         connect_key: accepted.connect_key,
+                        resume: accepted.resume,
+                        links,
                         limits: self.limits.clone(),
                         copy: self.copy,
                         events: events.clone(),
@@ -363,6 +382,9 @@ struct Accepted {
     rule: Arc<RuleState>,
     source: Option<std::net::IpAddr>,
     connect_key: Option<Arc<Secret>>,
+    resume: Option<ResumeSide>,
+    /// A resumable link's hello (read once the key was proved).
+    hello: Option<crate::resume::Hello>,
 }
 
 struct AcceptLoop {
@@ -475,6 +497,20 @@ impl Check {
                 .await
                 .map_err(|e| (RefuseReason::NotAuthenticated, e.to_string()))?;
         }
+        if let Some(ResumeSide::Accept { .. }) = self.lock.resume {
+            let timeout = crate::resume::Options::default().handshake_timeout;
+            let hello =
+                tokio::time::timeout(timeout, crate::resume::read_hello(&mut accepted.sock))
+                    .await
+                    .map_err(|_| {
+                        (
+                            RefuseReason::NotAuthenticated,
+                            format!("no resumable hello within {timeout:?}"),
+                        )
+                    })?
+                    .map_err(|e| (RefuseReason::NotAuthenticated, format!("its hello: {e}")))?;
+            accepted.hello = Some(hello);
+        }
         Ok(())
     }
 }
@@ -505,6 +541,8 @@ impl AcceptLoop {
                         rule,
                         source: self.source,
                         connect_key: self.lock.connect_key.clone(),
+                        resume: self.lock.resume,
+                        hello: None,
                     };
                     if self.lock.checks_on_accept() {
                         let check = Check {
