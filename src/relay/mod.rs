@@ -293,7 +293,7 @@ impl Relay {
                 Some(moved) = conns.join_next(), if !conns.is_empty() => add(&mut summary, moved),
                 message = accepted_rx.recv() => {
                     let accepted = match message {
-                        Some(FromAcceptor::Accepted(accepted)) => accepted,
+                        Some(FromAcceptor::Accepted(accepted)) => *accepted,
                         Some(FromAcceptor::Refused) => {
                             summary.refused += 1;
                             continue;
@@ -370,7 +370,7 @@ impl Relay {
 /// What an acceptor tells the coordinator.
 enum FromAcceptor {
     /// A connection to forward.
-    Accepted(Accepted),
+    Accepted(Box<Accepted>),
     /// A connection refused and already closed (the coordinator keeps the count).
     Refused,
 }
@@ -449,7 +449,7 @@ impl Check {
         };
         // No longer waiting: the receiver is gone, and `Pending` no longer counts this one.
         let message = match checked {
-            Ok(()) => FromAcceptor::Accepted(accepted),
+            Ok(()) => FromAcceptor::Accepted(Box::new(accepted)),
             Err((reason, detail)) => {
                 let Accepted {
                     sock, peer, listen, ..
@@ -554,7 +554,7 @@ impl AcceptLoop {
                         pending.admit(accepted, check);
                         continue;
                     }
-                    FromAcceptor::Accepted(accepted)
+                    FromAcceptor::Accepted(Box::new(accepted))
                 }
                 Err(reason) => {
                     drop(sock);
