@@ -102,3 +102,34 @@ sb_firewall_set() {
   sb_apply_firewalls
   sb_log "firewall mode: $mode"
 }
+
+# The workstation's link: `down` drops every packet desk sends or receives other than on its
+# loopback, connections already open too (no reset: a link gone without a word); `up` ends it.
+sb_link_set() {
+  local state=${1:-}
+  [[ $state == down || $state == up ]] || sb_die "usage: link down|up"
+  [[ -e $SB_DIR/ready ]] || sb_die "sandbox $SB_ID is not up"
+  local ns
+  ns=$(sb_ns desk)
+  if [[ $state == down ]]; then
+    sb_in_netns "$ns" nft -f - <<'EOF'
+table inet pvsandbox_cut {}
+delete table inet pvsandbox_cut
+table inet pvsandbox_cut {
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    iif "lo" accept
+    drop
+  }
+  chain output {
+    type filter hook output priority filter - 10; policy accept;
+    oif "lo" accept
+    drop
+  }
+}
+EOF
+  else
+    sb_in_netns "$ns" nft delete table inet pvsandbox_cut 2>/dev/null || true
+  fi
+  sb_log "desk's link: $state"
+}

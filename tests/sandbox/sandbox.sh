@@ -59,6 +59,9 @@ commands:
                                 desk's key pair of pvtest, encrypted with PASS (no agent), or
                                 back to the unencrypted original
   forget-host-key [HOST...]     desk's known_hosts without HOSTs' keys (no HOST: all known)
+  link down|up                  cut the workstation's network (desk drops every packet to and
+                                from every other host, established connections too: a Wi-Fi
+                                or VPN gone without a word), or give it back
   firewall direct|gate|isolated direct: desk reaches login:22 and gate:22, login reaches desk;
                                 gate: desk reaches gate:22 only; isolated: as direct, but
                                 compute nodes reach login on slurmctld's port 6817 only
@@ -159,6 +162,7 @@ main() {
   desk-key) sb_desk_key "$@" ;;
   forget-host-key) sb_forget_host_key "$@" ;;
   firewall) sb_firewall_set "$@" ;;
+  link) sb_link_set "$@" ;;
   pid)
     local host=${1:?pid needs a host}
     sb_is_host "$host" || sb_die "unknown host '$host' (${SB_HOSTS[*]})"
