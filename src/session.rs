@@ -783,6 +783,10 @@ impl Follower<'_> {
                             "docs/security.md says how the hops of two-hop meet; `pvlaunch connect --dry-run` shows them",
                         ).into();
                     }
+                    Some(RelayEvent::Resumed { replayed, .. }) => {
+                        reporter.emit(Event::StreamResumed { replayed });
+                        continue;
+                    }
                     Some(_) => continue,
                     // The join's one connection has been reported; nothing more comes.
                     None if held.join.is_some() => {
@@ -1298,6 +1302,11 @@ async fn cleanup(plan: &Plan, scheduler: &dyn Scheduler, held: &mut Held, report
     if let (Some(r), Some(m)) = (&held.resumable, &held.master) {
         // The login relay outlives its ssh session while the lease is fresh: end it.
         reconnect::end_lease(m, r).await;
+        reporter.emit(Event::Cleanup {
+            step: "lease ended: the relay on the login node stops".into(),
+            ok: true,
+            detail: None,
+        });
     }
     settle_job(plan, scheduler, held, reporter).await;
     for mut r in held.remote.drain(..) {
