@@ -722,6 +722,10 @@ impl Follower<'_> {
                             result => Input::JobState(result.map_err(|e| e.to_string())),
                         }
                     }
+                    Action::QueryNodes { .. } => {
+                        let master = held.master.as_ref().expect("alive while following");
+                        Input::Nodes(crate::keep::nodes_finding(master, plan).await)
+                    }
                     Action::ReadOutput => {
                         let master = held.master.as_ref().expect("alive while following");
                         Input::Output(
