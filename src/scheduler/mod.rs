@@ -50,6 +50,7 @@ use thiserror::Error;
 use crate::quote::NulError;
 
 pub mod hostlist;
+pub mod listing;
 mod lsf;
 pub mod nodes;
 mod none;
