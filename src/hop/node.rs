@@ -14,6 +14,9 @@
 //!    `--listen`: accept connections until one proves the key ([`preamble::accept_within`],
 //!    [`MAX_PENDING`] at once), then close the listener. Then [`OPEN_MARKER`].
 //! 6. Bridge the two streams both ways; exit with pvserver's status ([`status_code`]).
+//! 7. `--listen --serve-again` (a kept allocation): instead of exiting, start a fresh pvserver
+//!    on a fresh loopback port ([`AGAIN_MARKER`]) and accept the next attach on the same public
+//!    listener, until a signal or `--idle` with nobody attached ([`IDLE_MARKER`], exit 0).
 //!
 //! Failures print [`ERROR_MARKER`] on stderr. Exit codes: pvserver's own status (128+N when a
 //! signal ended it); [`EXIT_UNREACHABLE`] (97) when the path could not be opened (a socket could
