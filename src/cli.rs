@@ -172,6 +172,7 @@ can work at this site.")]
   pvlaunch node --key-file \"$KEY\" --to login-1:40123 -- srun pvserver ARGS
   pvlaunch node --key-file \"$KEY\" --to unix:/tmp/pvlaunch.Ab12/hop.sock -- mpiexec pvserver ARGS
   pvlaunch node --key-file \"$KEY\" --listen 0 -- srun pvserver ARGS
+  pvlaunch node --key-file \"$KEY\" --listen 0 --serve-again --idle 30m -- srun pvserver ARGS
 ARGS: --reverse-connection --client-host=localhost and pvserver's own options."
     )]
     Node(NodeArgs),
@@ -528,6 +529,15 @@ pub struct NodeArgs {
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen: Option<crate::hop::node::PublicAddr>,
 
+    /// With --listen: after pvserver exits, start a fresh one and accept the next attach (a
+    /// kept allocation), until a signal or --idle.
+    #[arg(long, requires = "listen")]
+    pub serve_again: bool,
+
+    /// With --serve-again: stop (exit 0) when nobody attached for this long (`30m`, `2h`).
+    #[arg(long, value_name = "DURATION", requires = "serve_again", value_parser = crate::relay::parse_duration)]
+    pub idle: Option<std::time::Duration>,
+
     /// The launcher and pvserver's argv (after `--`); `--server-port=PORT` is appended.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -545,6 +555,9 @@ impl From<NodeArgs> for crate::hop::node::NodeRequest {
             key_file: args.key_file,
             peer,
             command: args.command,
+            again: args
+                .serve_again
+                .then_some(crate::hop::node::Again { idle: args.idle }),
         }
     }
 }

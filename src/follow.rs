@@ -91,6 +91,9 @@ pub enum Input {
     ClientExited { success: bool, status: String },
     /// The ssh master ended.
     MasterDied,
+    /// The answer to [`Action::QueryNodes`]: the partition's nodes are too few for the job
+    /// (the finding in words), or `None` (enough nodes, or nothing could be learnt).
+    Nodes(Option<String>),
 }
 
 /// What to do.
@@ -106,6 +109,11 @@ pub enum Action {
     OpenTunnel {
         host: String,
         port: u16,
+    },
+    /// A pending reason says nodes are unavailable (down, drained): look once at the
+    /// partition's nodes ([`crate::scheduler::nodes`]); answer with [`Input::Nodes`].
+    QueryNodes {
+        reason: String,
     },
     /// The session ends; some endings need a last look (see [`Finish`]).
     Finish(Finish),
@@ -157,6 +165,8 @@ pub struct Follow {
     /// The job's end by its wall time (earliest estimate), once it runs.
     job_end: Option<Instant>,
     warned: bool,
+    /// The pending reason that asked for a look at the partition's nodes (asked once).
+    nodes_asked: Option<String>,
 }
 
 impl Follow {
@@ -180,6 +190,7 @@ impl Follow {
             last_queued: None,
             job_end: None,
             warned: false,
+            nodes_asked: None,
         }
     }
 
@@ -289,6 +300,7 @@ impl Follow {
                 self.finish(finish, &mut out);
             }
             Input::ConnectionClosed { .. } => {}
+            Input::Nodes(finding) => self.on_nodes(finding, &mut out),
             Input::ClientExited { success, status } => {
                 self.finish(Finish::ClientExited { success, status }, &mut out)
             }
@@ -367,6 +379,13 @@ impl Follow {
                     };
                     return self.finish(Finish::Now(failure.into()), out);
                 }
+                if let Some(r) = reason
+                    && self.nodes_asked.is_none()
+                    && crate::scheduler::nodes::nodes_unavailable(r)
+                {
+                    self.nodes_asked = Some(r.clone());
+                    out.push(Action::QueryNodes { reason: r.clone() });
+                }
                 let pause = self.pause;
                 // Back off only after the first quick look.
                 self.pause = self.pause.mul_f32(1.5).min(POLL_MAX);
@@ -417,6 +436,21 @@ impl Follow {
         };
         self.last_state = Some(state);
         self.next_poll = Some(now + next);
+    }
+
+    /// The look at the partition's nodes: too few usable ones end the wait now.
+    fn on_nodes(&mut self, finding: Option<String>, out: &mut Vec<Action>) {
+        let (Some(finding), Some(reason)) = (finding, self.nodes_asked.clone()) else {
+            return;
+        };
+        let never = crate::scheduler::nodes::NODES_UNAVAILABLE;
+        let failure = Failure::NeverStarts {
+            job: self.cfg.job.clone(),
+            reason: format!("{reason}; {finding}"),
+            why: never.why,
+            change: never.change,
+        };
+        self.finish(Finish::Now(failure.into()), out);
     }
 
     fn on_query_error(&mut self, error: String, now: Instant, out: &mut Vec<Action>) {
@@ -701,6 +735,39 @@ mod tests {
             f.to_string().contains("more nodes than the partition"),
             "{f}"
         );
+        assert!(f.hint().unwrap().contains("<Job nodes>"));
+        assert_eq!(f.code(), Code::Job);
+    }
+
+    #[test]
+    fn unavailable_nodes_are_looked_at_once_and_too_few_end_the_wait() {
+        let mut r = Run::new(cfg(false));
+        let drained = || JobState::Queued {
+            reason: Some("ReqNodeNotAvail, UnavailableNodes:node2".into()),
+            estimated_start: None,
+        };
+        let a = r.state(drained());
+        let asked = Action::QueryNodes {
+            reason: "ReqNodeNotAvail, UnavailableNodes:node2".into(),
+        };
+        assert!(a.contains(&asked), "{a:?}");
+        assert!(r.ending().is_none(), "waits while the nodes are looked at");
+        // Enough nodes: the wait goes on, and the nodes are not asked again.
+        assert!(r.feed(Input::Nodes(None)).is_empty());
+        let a = r.state(drained());
+        assert!(!a.contains(&asked), "{a:?}");
+        assert!(r.ending().is_none());
+
+        let mut r = Run::new(cfg(false));
+        r.state(drained());
+        r.feed(Input::Nodes(Some(
+            "the job needs 2 nodes, the partition has 1 usable of 2 (node2 drained)".into(),
+        )));
+        let f = failure(r.ending());
+        let text = f.to_string();
+        assert!(text.contains("will never start"), "{text}");
+        assert!(text.contains("node2 drained"), "{text}");
+        assert!(text.contains("fewer usable nodes"), "{text}");
         assert!(f.hint().unwrap().contains("<Job nodes>"));
         assert_eq!(f.code(), Code::Job);
     }

@@ -20,6 +20,7 @@ pub mod follow;
 pub mod hop;
 pub mod init;
 pub mod job;
+pub mod keep;
 pub mod outcome;
 pub mod plain;
 pub mod plan;

@@ -366,6 +366,9 @@ async fn steps(
     // 8. The job.
     let mut spec = plan.job.clone();
     spec.command = reach.job_command(launch, plan.connect_id);
+    if plan.keep_job {
+        crate::keep::serve_again(&mut spec, reporter);
+    }
     let script = scheduler
         .render_script(&spec)
         .map_err(|e| Failure::Profile {
@@ -500,10 +503,14 @@ async fn prepare_owned(
     };
     let key_file = home.write_key(master, &plan.session_tag, secret).await?;
     let guard = held.guard.as_mut().expect("started before");
-    guard
-        .remove_at_end(&key_file)
-        .await
-        .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    // A kept allocation is attached to again with the same key (`pvlaunch attach`); `pvlaunch
+    // stop` removes it.
+    if !plan.keep_job {
+        guard
+            .remove_at_end(&key_file)
+            .await
+            .map_err(|e| Failure::ssh(format!("the guard on the login node: {e}")))?;
+    }
     let run_dir = home.make_run_dir(master).await?;
     guard
         .remove_at_end(&run_dir)
@@ -737,6 +744,10 @@ impl Follower<'_> {
                             }
                             result => Input::JobState(result.map_err(|e| e.to_string())),
                         }
+                    }
+                    Action::QueryNodes { .. } => {
+                        let master = held.master.as_ref().expect("alive while following");
+                        Input::Nodes(crate::keep::nodes_finding(master, plan).await)
                     }
                     Action::ReadOutput => {
                         let master = held.master.as_ref().expect("alive while following");
@@ -1448,14 +1459,23 @@ async fn settle_job(
         Some(guard) if !held.submit_sent => {
             let _ = guard.cancel(GUARD_CANCEL_WAIT).await;
         }
-        Some(guard) if plan.keep_job && job.is_some() => {
+        Some(guard)
+            if plan.keep_job
+                && job.is_some()
+                && crate::keep::still_there(held.master.as_ref(), scheduler, job.as_ref())
+                    .await =>
+        {
             let kept = guard.keep().await;
+            let job = job.as_ref().expect("matched");
+            let (step, _, detail) = crate::keep::kept_step(job.as_str(), None);
+            crate::keep::remember(plan, job);
             reporter.emit(Event::Cleanup {
-                step: format!("{what} kept (--keep-job)"),
+                step,
                 ok: kept.is_ok(),
-                detail: kept
-                    .err()
-                    .map(|e| format!("the guard did not confirm: {e}")),
+                detail: match kept {
+                    Ok(()) => detail,
+                    Err(e) => Some(format!("the guard did not confirm: {e}")),
+                },
             });
         }
         Some(guard) => {
@@ -1473,6 +1493,9 @@ async fn settle_job(
                 job::GuardReport::NoneLeft { .. } | job::GuardReport::Cancelled { .. } => {
                     // Nothing was left to cancel: the job had ended, or none was ever made.
                     match &job {
+                        Some(_) if plan.keep_job => {
+                            (format!("{what} had already ended: nothing kept"), true, None)
+                        }
                         Some(_) => (format!("{what} had already ended"), true, None),
                         None => return,
                     }
@@ -1503,11 +1526,15 @@ async fn settle_job(
         None => {
             let Some(job) = job else { return };
             if plan.keep_job {
-                reporter.emit(Event::Cleanup {
-                    step: format!("job {job} kept (--keep-job)"),
-                    ok: true,
-                    detail: None,
-                });
+                let state = match held.master.as_ref() {
+                    Some(m) => job::query_state(m, scheduler, &job).await.ok(),
+                    None => None,
+                };
+                let (step, ok, detail) = crate::keep::kept_step(job.as_str(), state.as_ref());
+                if ok {
+                    crate::keep::remember(plan, &job);
+                }
+                reporter.emit(Event::Cleanup { step, ok, detail });
                 return;
             }
             let usable = held.master.as_mut().is_some_and(|m| m.alive());

@@ -14,6 +14,9 @@
 //!    `--listen`: accept connections until one proves the key ([`preamble::accept_within`],
 //!    [`MAX_PENDING`] at once), then close the listener. Then [`OPEN_MARKER`].
 //! 6. Bridge the two streams both ways; exit with pvserver's status ([`status_code`]).
+//! 7. `--listen --serve-again` (a kept allocation): instead of exiting, start a fresh pvserver
+//!    on a fresh loopback port ([`AGAIN_MARKER`]) and accept the next attach on the same public
+//!    listener, until a signal or `--idle` with nobody attached ([`IDLE_MARKER`], exit 0).
 //!
 //! Failures print [`ERROR_MARKER`] on stderr. Exit codes: pvserver's own status (128+N when a
 //! signal ended it); [`EXIT_UNREACHABLE`] (97) when the path could not be opened (a socket could
@@ -63,6 +66,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// With `--listen`, how many connections may be authenticating at once; more wait in the
 /// kernel's backlog.
 pub const MAX_PENDING: usize = 64;
+/// With `--serve-again`: printed on stdout when a fresh pvserver is ready for the next attach
+/// (`MARKER N`, the attach's number, from 2), after the previous one ended.
+pub const AGAIN_MARKER: &str = "pvlaunch-node: ready again: ";
+/// With `--serve-again`: printed on stdout when nobody attached within `--idle`; the agent
+/// then stops pvserver and exits 0.
+pub const IDLE_MARKER: &str = "pvlaunch-node: idle for ";
 
 /// `pvlaunch node` as the command line asked for it.
 #[derive(Debug, Clone)]
@@ -71,6 +80,16 @@ pub struct NodeRequest {
     pub peer: Hop,
     /// The launcher's argv (pvserver and its arguments at the end); never empty.
     pub command: Vec<String>,
+    /// With [`Hop::Listen`]: after pvserver exits, start a fresh one and accept the next
+    /// attach, until a signal or `idle` (a kept allocation, `--keep-job`).
+    pub again: Option<Again>,
+}
+
+/// `--serve-again`: how a kept allocation serves one attach after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Again {
+    /// With nobody attached this long (from pvserver being ready), stop and exit 0.
+    pub idle: Option<Duration>,
 }
 
 /// The other hop: where pvserver's stream goes.
@@ -354,14 +373,18 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             if let Some(line) = &listening {
                 crate::say!("{line}");
             }
+            if let Some(again) = request.again {
+                return serve_again(&request, &secret, again, public, server, child, signals).await;
+            }
             match supervise(
-                accept_authenticated(public, &secret),
+                accept_authenticated(&public, &secret),
                 &mut child,
                 &mut signals,
             )
             .await
             {
                 Ok(Ok((outer, from))) => {
+                    drop(public);
                     (server, Stream::Tcp(outer), format!("pvserver <-> {from}"))
                 }
                 Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
@@ -370,7 +393,17 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
         }
     };
     crate::say!("{OPEN_MARKER}{what}");
+    serve_one(server, outer, &mut child, &mut signals).await
+}
 
+/// Bridge pvserver's stream and the other hop's until pvserver exits; its status, or 128+N
+/// when signal N stopped it.
+async fn serve_one(
+    server: TcpStream,
+    outer: Outer,
+    child: &mut Child,
+    signals: &mut Signals,
+) -> Code {
     let bridged = bridge(server, outer);
     tokio::pin!(bridged);
     let status = tokio::select! {
@@ -378,7 +411,7 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             report_bridge(moved);
             tokio::select! {
                 status = child.wait() => status,
-                n = signals.next() => return stopped(&mut child, n).await,
+                n = signals.next() => return stopped(child, n).await,
             }
         }
         status = child.wait() => {
@@ -394,7 +427,7 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             }
             status
         }
-        n = signals.next() => return stopped(&mut child, n).await,
+        n = signals.next() => return stopped(child, n).await,
     };
     match status {
         Ok(status) => Code::Child(status_code(status)),
@@ -402,6 +435,76 @@ async fn run(request: NodeRequest, secret: Secret) -> Code {
             crate::say_err!("{ERROR_MARKER}cannot wait for pvserver: {err}");
             Code::Failure
         }
+    }
+}
+
+/// `--serve-again`: serve one attach after another on the same public listener, a fresh
+/// pvserver for each, until a signal (128+N), `idle` with nobody attached (0), or a pvserver
+/// that cannot start again (its code).
+async fn serve_again(
+    request: &NodeRequest,
+    secret: &Secret,
+    again: Again,
+    public: TcpListener,
+    mut server: TcpStream,
+    mut child: Child,
+    mut signals: Signals,
+) -> Code {
+    let mut round = 1u64;
+    loop {
+        let attach = supervise(
+            accept_authenticated(&public, secret),
+            &mut child,
+            &mut signals,
+        );
+        let accepted = match again.idle {
+            Some(idle) => match tokio::time::timeout(idle, attach).await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    crate::say!("{IDLE_MARKER}{} s: stopping", idle.as_secs());
+                    drop(server);
+                    process::stop_group(&mut child, STOP_GRACE).await;
+                    return Code::Success;
+                }
+            },
+            None => attach.await,
+        };
+        let (outer, from) = match accepted {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(err)) => return abandon(&mut child, accept_failed(err)).await,
+            Err(code) => return code,
+        };
+        crate::say!("{OPEN_MARKER}pvserver <-> {from}");
+        match serve_one(server, Stream::Tcp(outer), &mut child, &mut signals).await {
+            Code::Signal(n) => return Code::Signal(n),
+            Code::Child(code) => crate::say_err!(
+                "pvlaunch-node: pvserver exited (status {code}); starting a fresh one"
+            ),
+            other => return other,
+        }
+        round += 1;
+        // A fresh pvserver on a fresh loopback port; the public listener stays.
+        let loopback = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await {
+            Ok(listener) => listener,
+            Err(err) => return failed(format!("cannot listen on 127.0.0.1: {err}")),
+        };
+        let port = match loopback.local_addr() {
+            Ok(addr) => addr.port(),
+            Err(err) => return failed(format!("cannot listen on 127.0.0.1: {err}")),
+        };
+        let argv = server_argv(&request.command, port);
+        child = match process::command(&argv, process::Kind::Group).spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                crate::say_err!("{ERROR_MARKER}cannot start {}: {err}", argv[0]);
+                return Code::Child(spawn_failure_code(&err));
+            }
+        };
+        server = match own_server(loopback, &mut child, &mut signals).await {
+            Ok(server) => server,
+            Err(code) => return code,
+        };
+        crate::say!("{AGAIN_MARKER}{round}");
     }
 }
 
@@ -472,9 +575,10 @@ async fn accept_own(listener: TcpListener) -> io::Result<TcpStream> {
 
 /// The first connection on the public listener that proves the key. Each one authenticates in
 /// its own task, at most [`MAX_PENDING`] at once; failures are closed and logged. On return the
-/// listener is closed and the connections still authenticating are dropped.
+/// connections still authenticating are dropped (the caller closes the listener, or keeps it
+/// for the next attach).
 async fn accept_authenticated(
-    listener: TcpListener,
+    listener: &TcpListener,
     secret: &Secret,
 ) -> io::Result<(TcpStream, SocketAddr)> {
     let mut pending = JoinSet::new();

@@ -50,7 +50,9 @@ use thiserror::Error;
 use crate::quote::NulError;
 
 pub mod hostlist;
+pub mod listing;
 mod lsf;
+pub mod nodes;
 mod none;
 mod pbs;
 mod slurm;
@@ -1245,8 +1247,9 @@ pub(crate) mod test_support {
         let mut table = String::new();
         for name in names {
             let out = fixture(kind, &name);
-            if name.starts_with("listing_") {
-                // Raw listings, read by the tagged-jobs scripts (see `run_with_fakes`).
+            if name.starts_with("listing_") || name.starts_with("nodes_") {
+                // Raw listings, read by the tagged-jobs scripts (see `run_with_fakes`), and
+                // node lists, read by `nodes`'s own tests.
                 continue;
             }
             let parsed = match name.split('_').next() {
