@@ -7,7 +7,9 @@
 //! ```
 //!
 //! The client and the server are blocking threads; the forwarders run on a 2-thread tokio
-//! runtime. The paths take turns (`--repeat` rounds); the figures are medians.
+//! runtime. The paths take turns (`--repeat` rounds); the figures are medians. Round trips
+//! go over both paths at once, one message on each in turn (the order swapped every time), so
+//! that the machine's load falls on both alike; p50 and p99 are over all rounds.
 //!
 //! ```text
 //! cargo run --release --example resume_bench -- [--mib N] [--repeat N] [--rr N]
@@ -15,7 +17,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pvlaunch::relay::{CopyMode, Stream, bridge};
 use pvlaunch::resume::{Carrier, Options, Token, carry};
@@ -45,34 +47,58 @@ fn main() {
         .unwrap();
 
     let mut tput = [vec![], vec![]];
-    let mut rtt = [vec![], vec![]];
+    let mut rtt: [Vec<f64>; 2] = [vec![], vec![]];
+    let mut ratios = vec![];
     for round in 0..repeat {
+        let mut this = [0.0; 2];
         for (i, path) in [Path::Bridge, Path::Carry].into_iter().enumerate() {
             let gbit = rt.block_on(throughput(path, mib));
-            let us = rt.block_on(round_trips(path, rr_count));
-            eprintln!("round {round}: {path:?}: {gbit:.2} Gbit/s, round trip p50 {us:.1} µs");
+            eprintln!("round {round}: {path:?}: {gbit:.2} Gbit/s");
             tput[i].push(gbit);
-            rtt[i].push(us);
+            this[i] = gbit;
         }
+        ratios.push(this[1] / this[0]);
+        let [b, c] = rt.block_on(round_trips(rr_count));
+        eprintln!(
+            "round {round}: round trip p50 bridge {:.1} µs, carry {:.1} µs",
+            quantile(&mut b.clone(), 0.5),
+            quantile(&mut c.clone(), 0.5)
+        );
+        rtt[0].extend(b);
+        rtt[1].extend(c);
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let (tb, tc) = (med(&mut tput[0]), med(&mut tput[1]));
-    let (rb, rc) = (med(&mut rtt[0]), med(&mut rtt[1]));
+    let (tb, tc) = (quantile(&mut tput[0], 0.5), quantile(&mut tput[1], 0.5));
+    let ratio = quantile(&mut ratios, 0.5);
+    let [(b50, b99), (c50, c99)] = rtt.map(|mut v| (quantile(&mut v, 0.5), quantile(&mut v, 0.99)));
     println!(
         "resumable stream vs plain relay copy: loopback, {mib} MiB one way per run, \
-         {rr_count} round trips of 64 bytes per run, median of {repeat} rounds"
+         {rr_count} round trips of 64 bytes per path and round (interleaved), {repeat} rounds"
     );
-    println!("{:<26} {:>10} {:>10}", "path", "Gbit/s", "RTT p50 µs");
-    println!("{:<26} {tb:>10.2} {rb:>10.1}", "bridge -> bridge");
-    println!("{:<26} {tc:>10.2} {rc:>10.1}", "carry -> carry");
     println!(
-        "throughput carry/bridge {:.2}; round trip added by carry {:+.1} µs",
-        tc / tb,
-        rc - rb
+        "{:<20} {:>10} {:>12} {:>12}",
+        "path", "Gbit/s", "RTT p50 µs", "RTT p99 µs"
     );
+    println!(
+        "{:<20} {tb:>10.2} {b50:>12.1} {b99:>12.1}",
+        "bridge -> bridge"
+    );
+    println!(
+        "{:<20} {tc:>10.2} {c50:>12.1} {c99:>12.1}",
+        "carry -> carry"
+    );
+    println!(
+        "throughput carry/bridge: median of the rounds' ratios {ratio:.2} (of the medians {:.2}); \
+         round trip added by carry: p50 {:+.1} µs, p99 {:+.1} µs",
+        tc / tb,
+        c50 - b50,
+        c99 - b99
+    );
+}
+
+/// The `q` quantile of `v` (sorts it).
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Start the two forwarders for one connection from the client to `server`; returns the
@@ -168,40 +194,55 @@ async fn throughput(path: Path, mib: usize) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
 }
 
-/// The median round trip (µs) of 64-byte messages through an echo server.
-async fn round_trips(path: Path, count: usize) -> f64 {
-    let server = StdListener::bind("127.0.0.1:0").unwrap();
-    let server_addr = server.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut s, _) = server.accept().unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => s.write_all(&buf[..n]).unwrap(),
+/// Round trips (µs) of 64-byte messages through an echo server, over both paths at once: one
+/// message on each in turn, the order swapped every time.
+async fn round_trips(count: usize) -> [Vec<f64>; 2] {
+    let mut entries = vec![];
+    for path in [Path::Bridge, Path::Carry] {
+        let server = StdListener::bind("127.0.0.1:0").unwrap();
+        let server_addr = server.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => s.write_all(&buf[..n]).unwrap(),
+                }
             }
-        }
-    });
-    let entry = forwarders(path, server_addr).await;
+        });
+        entries.push(forwarders(path, server_addr).await);
+    }
     tokio::task::spawn_blocking(move || {
-        let mut c = StdStream::connect(entry).unwrap();
-        c.set_nodelay(true).unwrap();
+        let mut conns: Vec<StdStream> = entries
+            .iter()
+            .map(|e| {
+                let c = StdStream::connect(e).unwrap();
+                c.set_nodelay(true).unwrap();
+                c
+            })
+            .collect();
         let msg = [7u8; 64];
         let mut back = [0u8; 64];
-        let mut times: Vec<Duration> = Vec::with_capacity(count);
+        let mut times = [Vec::with_capacity(count), Vec::with_capacity(count)];
         for i in 0..count + count / 10 {
-            let start = Instant::now();
-            c.write_all(&msg).unwrap();
-            c.read_exact(&mut back).unwrap();
-            if i >= count / 10 {
-                times.push(start.elapsed());
+            for k in 0..2 {
+                let p = (i + k) % 2;
+                let c = &mut conns[p];
+                let start = Instant::now();
+                c.write_all(&msg).unwrap();
+                c.read_exact(&mut back).unwrap();
+                if i >= count / 10 {
+                    times[p].push(start.elapsed().as_secs_f64() * 1e6);
+                }
             }
         }
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        let _ = c.read_to_end(&mut Vec::new());
-        times.sort();
-        times[times.len() / 2].as_secs_f64() * 1e6
+        for c in &mut conns {
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = c.read_to_end(&mut Vec::new());
+        }
+        times
     })
     .await
     .unwrap()

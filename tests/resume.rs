@@ -2,7 +2,7 @@
 //! the ssh forward, and is killed, frozen or never replaced.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pvlaunch::resume::{
@@ -30,6 +30,8 @@ struct Current {
     task: Option<JoinHandle<()>>,
     freeze: Option<Arc<Notify>>,
     bytes: Arc<AtomicU64>,
+    /// Stop forwarding from the accepting end to the connecting end (keep what it sent).
+    hold_back: Arc<AtomicBool>,
 }
 
 /// A TCP proxy from its own port to `to`, one connection at a time.
@@ -50,12 +52,17 @@ impl Proxy {
                 let mut b = TcpStream::connect(to).await.unwrap();
                 let freeze = Arc::new(Notify::new());
                 let bytes = Arc::new(AtomicU64::new(0));
-                let (f, n) = (freeze.clone(), bytes.clone());
+                let hold_back = Arc::new(AtomicBool::new(false));
+                let (f, n, h) = (freeze.clone(), bytes.clone(), hold_back.clone());
                 let task = tokio::spawn(async move {
                     let (mut ar, mut aw) = a.split();
                     let (mut br, mut bw) = b.split();
+                    let never = AtomicBool::new(false);
                     let copy = async {
-                        tokio::try_join!(pipe(&mut ar, &mut bw, &n), pipe(&mut br, &mut aw, &n))
+                        tokio::try_join!(
+                            pipe(&mut ar, &mut bw, &n, &never),
+                            pipe(&mut br, &mut aw, &n, &h)
+                        )
                     };
                     tokio::select! {
                         _ = copy => {}
@@ -68,6 +75,7 @@ impl Proxy {
                     task: Some(task),
                     freeze: Some(freeze),
                     bytes,
+                    hold_back,
                 };
             }
         });
@@ -91,13 +99,19 @@ impl Proxy {
         }
     }
 
+    /// From now on, what the accepting end sends stays in the proxy.
+    async fn hold_back(&self) {
+        let c = self.current.lock().await;
+        c.hold_back.store(true, Ordering::Relaxed);
+    }
+
     async fn freeze(&self) {
         let c = self.current.lock().await;
         c.freeze.as_ref().unwrap().notify_one();
     }
 }
 
-async fn pipe<R, W>(r: &mut R, w: &mut W, n: &AtomicU64) -> std::io::Result<()>
+async fn pipe<R, W>(r: &mut R, w: &mut W, n: &AtomicU64, hold: &AtomicBool) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -105,6 +119,9 @@ where
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let k = r.read(&mut buf).await?;
+        while hold.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         if k == 0 {
             return w.shutdown().await;
         }
@@ -502,5 +519,158 @@ async fn a_peer_claiming_bytes_never_sent_ends_the_stream() {
     assert!(
         matches!(&end, Err(End::Refused(why)) if why.contains("1000")),
         "{end:?}"
+    );
+}
+
+/// A local stream whose reads fail (connection reset) once a `!` arrives.
+struct Failing(UnixStream);
+
+impl tokio::io::AsyncRead for Failing {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(poll, std::task::Poll::Ready(Ok(()))) && buf.filled()[before..].contains(&b'!')
+        {
+            let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by the test");
+            return std::task::Poll::Ready(Err(e));
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for Failing {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_failing_local_stream_ends_the_far_end_at_once_with_its_reason() {
+    let token = Token::generate();
+    let (c_a, c_b) = UnixStream::pair().unwrap();
+    let (mut app_a, local_a) = UnixStream::pair().unwrap();
+    let (mut app_b, local_b) = UnixStream::pair().unwrap();
+    let never = || std::future::pending::<Option<Carrier<UnixStream>>>();
+    // A long grace: without an Abort b would wait all of it.
+    let mut o = opts();
+    o.grace = Duration::from_secs(60);
+    let end_a = tokio::spawn(carry(
+        Failing(local_a),
+        Carrier::new(c_a),
+        never,
+        token,
+        o.clone(),
+        None,
+    ));
+    let end_b = tokio::spawn(carry(local_b, Carrier::new(c_b), never, token, o, None));
+    app_a.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    app_b.read_exact(&mut buf).await.unwrap();
+    app_a.write_all(b"!").await.unwrap();
+
+    let end_b = tokio::time::timeout(Duration::from_secs(5), end_b)
+        .await
+        .expect("the far end waits for the grace")
+        .unwrap();
+    assert!(
+        matches!(&end_b, Err(End::PeerAborted(why)) if why.contains("reset by the test")),
+        "{end_b:?}"
+    );
+    // b's local stream was shut down.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), app_b.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    let end_a = end_a.await.unwrap();
+    assert!(
+        matches!(&end_a, Err(End::Local(e)) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{end_a:?}"
+    );
+    drop(app_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_lost_before_the_last_ack_arrives_still_ends_cleanly_at_both_ends() {
+    let token = Token::generate();
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let proxy = Proxy::start(listener.local_addr().unwrap()).await;
+    let (mut app_a, local_a) = UnixStream::pair().unwrap();
+    let (mut app_b, local_b) = UnixStream::pair().unwrap();
+    // a accepts, b connects through the proxy.
+    let mut next_a = acceptor(listener.clone());
+    let mut next_b = connector(proxy.addr);
+    let end_a = tokio::spawn(async move {
+        let first = next_a().await.unwrap();
+        carry(local_a, first, next_a, token, opts(), None).await
+    });
+    let (b_tx, b_rx) = mpsc::unbounded_channel();
+    let end_b = tokio::spawn(async move {
+        let first = next_b().await.unwrap();
+        carry(local_b, first, next_b, token, opts(), Some(b_tx)).await
+    });
+
+    app_a.write_all(b"question").await.unwrap();
+    app_a.shutdown().await.unwrap();
+    let mut q = Vec::new();
+    app_b.read_to_end(&mut q).await.unwrap();
+    assert_eq!(q, b"question");
+    // b's acknowledgement of a's end reaches a; from now on nothing from a reaches b.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.hold_back().await;
+    app_b.write_all(b"the answer").await.unwrap();
+    app_b.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    app_a.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"the answer");
+    // a is done; its acknowledgement of b's end is in the proxy, which dies now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(proxy.kill_if_used(0).await);
+
+    let sb = tokio::time::timeout(Duration::from_secs(8), end_b)
+        .await
+        .expect("b waits for the grace")
+        .unwrap()
+        .unwrap();
+    let sa = tokio::time::timeout(Duration::from_secs(8), end_a)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((sa.sent, sa.received), (8, 10));
+    assert_eq!((sb.sent, sb.received, sb.resumes), (10, 8, 1));
+    let events = collect(b_rx);
+    assert!(
+        matches!(
+            &events[..],
+            [
+                ResumeEvent::LinkLost { .. },
+                ResumeEvent::LinkRestored { replayed: 0, .. }
+            ]
+        ),
+        "{events:?}"
     );
 }

@@ -20,12 +20,12 @@ const ROUNDS: usize = 32;
 
 /// Why [`pump`] stopped.
 enum Stop {
-    /// Both directions ended.
+    /// Both sides are done and know it (with no carrier: we are done and the peer closed).
     Done,
-    /// The peer closed the carrier after the stream ended: finish without it.
-    PeerClosed,
     /// The carrier is dead.
     CarrierDead(String),
+    /// The peer's local stream failed (its Abort).
+    PeerAborted(String),
     /// The local stream failed.
     Local(io::Error),
 }
@@ -56,6 +56,15 @@ impl Clock {
 /// more carriers). Returns when both directions have ended cleanly (each side's local end of
 /// stream travels as a Fin and becomes a write shutdown on the far side's local stream once
 /// every byte before it was delivered), or with an [`End`].
+///
+/// What each side knows at the end: `Ok` means the peer acknowledged every byte of our stream
+/// and its end, and we delivered every byte of the peer's stream and shut the local stream's
+/// writing side. A side that reached that point but lost the carrier before the peer said it
+/// is done too (Close) takes a new carrier within the grace, so that a peer still waiting for
+/// our last acknowledgement learns from our hello that nothing was lost; it returns `Ok` when
+/// the peer closes, or when no carrier comes. When the local stream fails, the peer is told
+/// (Abort, on the current carrier or, within the grace, the next one) and ends at once with
+/// [`End::PeerAborted`].
 pub async fn carry<L, C, F, Fut>(
     mut local: L,
     first: Carrier<C>,
@@ -92,13 +101,31 @@ where
     // When the last carrier was lost (None: not lost since the last restore, or the first).
     let mut lost_at: Option<Instant> = None;
     let mut replay_total = 0u64;
+    // The local stream failed: the Abort still to be sent.
+    let mut failed: Option<io::Error> = None;
     let summary = |eng: &Engine, resumes| Summary {
         sent: eng.sent_bytes(),
         received: eng.received_bytes(),
         resumes,
     };
+    // No carrier came in time: a clean end if nothing can be lost any more.
+    let no_carrier = |eng: &Engine, failed: Option<io::Error>, resumes| match failed {
+        Some(e) => Err(End::Local(e)),
+        None if eng.is_done() => Ok(summary(eng, resumes)),
+        None => Err(End::GraceExpired(opts.grace)),
+    };
 
     loop {
+        if failed.is_none() && eng.peer_closed() {
+            // The peer is done (it has our whole stream): deliver the rest of its stream.
+            let stop =
+                poll_fn(|cx| pump(cx, &mut local, None::<&mut C>, &mut eng, &mut clock)).await;
+            return match stop {
+                Stop::Local(e) => Err(End::Local(e)),
+                _ => Ok(summary(&eng, resumes)),
+            };
+        }
+
         // --- get a carrier and exchange hellos, serving the local stream meanwhile ---
         let hello = encode_hello(&eng.hello());
         let deadline = lost_at.map(|t| t + opts.grace);
@@ -120,20 +147,29 @@ where
                 None => std::future::pending().await,
             }
         };
-        let got = tokio::select! {
-            got = connect => got,
-            stop = poll_fn(|cx| pump(cx, &mut local, None::<&mut C>, &mut eng, &mut clock)) => {
-                return match stop {
-                    Stop::Done => Ok(summary(&eng, resumes)),
-                    Stop::Local(e) => Err(End::Local(e)),
-                    Stop::PeerClosed | Stop::CarrierDead(_) => unreachable!("no carrier"),
-                };
+        let mut connect = std::pin::pin!(connect);
+        let mut grace = std::pin::pin!(grace);
+        let got = loop {
+            tokio::select! {
+                got = &mut connect => break got,
+                stop = poll_fn(|cx| pump(cx, &mut local, None::<&mut C>, &mut eng, &mut clock)),
+                    if failed.is_none() =>
+                {
+                    match stop {
+                        Stop::Local(e) => {
+                            // Tell the peer on the next carrier, if one comes in time.
+                            eng.abort(&e.to_string());
+                            failed = Some(e);
+                        }
+                        _ => return Ok(summary(&eng, resumes)),
+                    }
+                }
+                () = &mut grace => return no_carrier(&eng, failed, resumes),
             }
-            () = grace => return Err(End::GraceExpired(opts.grace)),
         };
         let (mut stream, peer) = match got {
             Ok(pair) => pair,
-            Err(None) => return Err(End::GraceExpired(opts.grace)),
+            Err(None) => return no_carrier(&eng, failed, resumes),
             Err(Some(why)) => {
                 emit(ResumeEvent::LinkLost { why });
                 lost_at.get_or_insert_with(Instant::now);
@@ -162,8 +198,15 @@ where
                 emit(ResumeEvent::Refused {
                     why: fault.to_string(),
                 });
-                return Err(End::Refused(fault.to_string()));
+                return Err(match failed {
+                    Some(e) => End::Local(e),
+                    None => End::Refused(fault.to_string()),
+                });
             }
+        }
+        if let Some(e) = failed {
+            send_abort(&mut stream, &mut eng, opts.dead_after).await;
+            return Err(End::Local(e));
         }
 
         // --- carry over this carrier until it ends ---
@@ -176,24 +219,52 @@ where
                 tracing::debug!(replay_total, "resumable stream done");
                 return Ok(summary(&eng, resumes));
             }
-            Stop::PeerClosed => {
-                eng.carrier_lost();
-                drop(stream);
-                let stop =
-                    poll_fn(|cx| pump(cx, &mut local, None::<&mut C>, &mut eng, &mut clock)).await;
-                return match stop {
-                    Stop::Local(e) => Err(End::Local(e)),
-                    _ => Ok(summary(&eng, resumes)),
-                };
-            }
             Stop::CarrierDead(why) => {
                 eng.carrier_lost();
                 drop(stream);
-                emit(ResumeEvent::LinkLost { why });
-                lost_at = Some(Instant::now());
+                if !eng.peer_closed() {
+                    emit(ResumeEvent::LinkLost { why });
+                    lost_at = Some(Instant::now());
+                }
             }
-            Stop::Local(e) => return Err(End::Local(e)),
+            Stop::PeerAborted(why) => {
+                drop(stream);
+                let _ = tokio::time::timeout(opts.dead_after, local.shutdown()).await;
+                return Err(End::PeerAborted(why));
+            }
+            Stop::Local(e) => {
+                eng.abort(&e.to_string());
+                send_abort(&mut stream, &mut eng, opts.dead_after).await;
+                return Err(End::Local(e));
+            }
         }
+    }
+}
+
+/// Finish the frames being written, then write the Abort the engine was given, and end the
+/// carrier; at most `timeout`.
+async fn send_abort<C: AsyncWrite + Unpin>(stream: &mut C, eng: &mut Engine, timeout: Duration) {
+    let end = async {
+        poll_fn(|cx| {
+            loop {
+                let tx = eng.transmit();
+                if tx.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                match Pin::new(&mut *stream).poll_write_vectored(cx, tx.slices()) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => eng.transmitted(n),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(timeout, end).await {
+        tracing::debug!(error = %e, "the abort did not reach the carrier");
     }
 }
 
@@ -219,8 +290,8 @@ async fn handshake<C: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// After the end: tell the peer (end of stream on the carrier) and wait until it closes too,
-/// so that our last Ack reaches it; at most `quiet` without a byte from it.
+/// After both Closes: end the carrier and read it until the peer ends it too (so that closing
+/// it does not reset what is still on its way); at most `quiet` without a byte from it.
 async fn linger<C: AsyncRead + AsyncWrite + Unpin>(stream: &mut C, quiet: Duration) {
     if tokio::time::timeout(quiet, stream.shutdown())
         .await
@@ -276,7 +347,7 @@ where
         // Engine -> local stream.
         let data = eng.deliverable();
         if !data.is_empty() {
-            match Pin::new(&mut *local).poll_write(cx, data) {
+            match Pin::new(&mut *local).poll_write_vectored(cx, data.slices()) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Stop::Local(io::ErrorKind::WriteZero.into()));
                 }
@@ -314,8 +385,7 @@ where
             // Engine -> carrier.
             let tx = eng.transmit();
             if !tx.is_empty() {
-                let slices = tx.io_slices();
-                match Pin::new(&mut *c).poll_write_vectored(cx, &slices) {
+                match Pin::new(&mut *c).poll_write_vectored(cx, tx.slices()) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Stop::CarrierDead("the carrier took no data".into()));
                     }
@@ -354,16 +424,15 @@ where
                     Poll::Ready(Ok(())) => {
                         let n = rb.filled().len();
                         if n == 0 {
-                            return Poll::Ready(if eng.finished_receiving() {
-                                Stop::PeerClosed
-                            } else {
-                                Stop::CarrierDead("the carrier was closed".into())
-                            });
+                            return Poll::Ready(Stop::CarrierDead("the carrier was closed".into()));
                         }
                         rx_moved = true;
                         progress = true;
                         if let Err(e) = eng.carrier_read(n) {
                             return Poll::Ready(Stop::CarrierDead(e.to_string()));
+                        }
+                        if let Some(why) = eng.peer_aborted() {
+                            return Poll::Ready(Stop::PeerAborted(why.to_string()));
                         }
                     }
                     Poll::Ready(Err(e)) => {
@@ -374,7 +443,11 @@ where
             }
         }
 
-        if eng.is_done() && !clock.carrier_dirty {
+        let done = match carrier {
+            Some(_) => eng.is_closed() && !clock.carrier_dirty,
+            None => eng.is_done() && eng.peer_closed(),
+        };
+        if done {
             return Poll::Ready(Stop::Done);
         }
         if !progress {

@@ -154,6 +154,9 @@ pub enum End {
     Refused(String),
     #[error("the local connection failed: {0}")]
     Local(io::Error),
+    /// The far end's local connection failed (its reason); our local stream was shut down.
+    #[error("the far end's local connection failed: {0}")]
+    PeerAborted(String),
 }
 
 #[cfg(test)]
@@ -195,7 +198,7 @@ mod tests {
         assert_eq!(&rest, b"next");
 
         let mut other = proto::encode_hello(&hello);
-        other[6] = b'2';
+        other[6] = b'9';
         a.write_all(&other).await.unwrap();
         let err = read_hello(&mut b).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

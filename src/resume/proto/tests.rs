@@ -51,7 +51,7 @@ impl Side {
         // Ring -> carrier.
         if self.eng.is_live() && !out.dead {
             let tx = self.eng.transmit();
-            let mut bytes: Vec<u8> = tx.parts.concat();
+            let mut bytes: Vec<u8> = tx.to_vec();
             bytes.truncate(chunk);
             if !bytes.is_empty() {
                 let n = bytes.len();
@@ -73,7 +73,7 @@ impl Side {
             }
         }
         // Engine -> local.
-        let d = self.eng.deliverable();
+        let d = self.eng.deliverable().to_vec();
         let n = d.len().min(chunk);
         if n > 0 {
             self.output.extend_from_slice(&d[..n]);
@@ -432,6 +432,21 @@ fn malformed_frames_kill_the_carrier_not_the_stream() {
             [frame(FIN, &0u64.to_be_bytes()), frame(DATA, b"late")].concat(),
             FrameError::DataAfterFin,
         ),
+        (
+            frame(ABORT, &[b'x'; MAX_REASON + 1]),
+            FrameError::BadLength {
+                kind: ABORT,
+                len: MAX_REASON as u32 + 1,
+            },
+        ),
+        (frame(CLOSE, b""), FrameError::EarlyClose),
+        (
+            frame(CLOSE, b"x"),
+            FrameError::BadLength {
+                kind: CLOSE,
+                len: 1,
+            },
+        ),
     ];
     for (bytes, want) in cases {
         let mut a = Side::new(data(3000, 17), 4096);
@@ -483,7 +498,7 @@ fn hellos_round_trip_and_other_magic_is_not_ours() {
         received: u64::MAX - 3,
     };
     let bytes = encode_hello(&h);
-    assert_eq!(&bytes[..8], b"PVLRSM1\n");
+    assert_eq!(&bytes[..8], b"PVLRSM2\n");
     assert_eq!(decode_hello(&bytes), Some(h));
     let mut other = bytes;
     other[0] = b'X';
