@@ -261,7 +261,7 @@ fn sigkill_while_connected_is_cancelled_after_the_grace() {
         sb,
         "connect resumable --grace 30s --client pvpython --script hold.py",
     );
-    bg.wait_for_output("hold: connected", SESSION_TIMEOUT);
+    bg.wait_for_output("\"server_connected\"", SESSION_TIMEOUT);
     let killed = Instant::now();
     sb.run(Host::Desk, "kill -KILL $(cat pvlaunch.pid)")
         .assert_success();

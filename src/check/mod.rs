@@ -336,7 +336,8 @@ pub fn auto_choice(recipes: &[RecipeVerdict]) -> Option<Recipe> {
     if refused {
         return None;
     }
-    [Recipe::Reverse, Recipe::Relay, Recipe::ReverseTwoHop]
+    // The relay first: its sessions survive a dropped network (docs/resilience.md).
+    [Recipe::Relay, Recipe::Reverse, Recipe::ReverseTwoHop]
         .into_iter()
         .find(|r| recipes.iter().any(|v| v.recipe == *r && v.works))
 }
@@ -795,15 +796,19 @@ mod tests {
     }
 
     #[test]
-    fn a_default_site_takes_reverse() {
+    fn a_default_site_takes_the_resumable_relay_before_reverse() {
         let r = rows(&[]);
         assert_eq!(
             works(&r),
             ["reverse", "relay", "reverse-two-hop", "two-hop"]
         );
         let v = recipes(&r);
-        assert_eq!(auto_choice(&v), Some(Recipe::Reverse));
+        assert_eq!(auto_choice(&v), Some(Recipe::Relay));
         assert_eq!(exit_code(&r, &v), Code::Success);
+        // Without Unix-socket forwards there is no relay: reverse.
+        let r = rows(&[(Id::FwdUnix, Verdict::Fail)]);
+        let v = recipes(&r);
+        assert_eq!(auto_choice(&v), Some(Recipe::Reverse));
     }
 
     #[test]

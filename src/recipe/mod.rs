@@ -222,7 +222,11 @@ pub async fn prepare(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
 /// the login node in front of a forward they do not reach, else the job's own hop to it.
 async fn auto(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     let forward = reverse::open(ctx).await?;
-    if forward.compute_facing {
+    // A path that survives a dropped link (pvlaunch on both ends of it) comes first.
+    let resumable = ctx
+        .owned
+        .is_some_and(|o| o.lease.is_some() && ctx.resume_port.is_some());
+    if forward.compute_facing && !resumable {
         ctx.reporter.emit(Event::RecipeChosen {
             recipe: "reverse".into(),
             reason: "sshd binds remote forwards where compute nodes reach them".into(),
@@ -247,12 +251,20 @@ async fn auto(ctx: &mut Ctx<'_>) -> Result<Reach, Failure> {
     // forward a private Unix socket instead.
     reverse::close(ctx, forward.port).await;
     reverse::open_socket(ctx, &owned).await?;
-    ctx.reporter.emit(Event::RecipeChosen {
-        recipe: "relay".into(),
-        reason: format!(
+    let reason = if forward.compute_facing {
+        format!(
+            "a relay on {} keeps the session's link pvlaunch's on both ends, so the session survives a dropped network (docs/resilience.md); the compute-facing forward is not needed",
+            ctx.login_host
+        )
+    } else {
+        format!(
             "sshd keeps remote forwards on the login node's loopback (GatewayPorts no): a relay on {} forwards to a private socket",
             ctx.login_host
-        ),
+        )
+    };
+    ctx.reporter.emit(Event::RecipeChosen {
+        recipe: "relay".into(),
+        reason,
     });
     match relay::start(ctx, &owned).await {
         // No relay on this login node: the job opens its own hop instead.
