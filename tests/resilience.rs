@@ -139,7 +139,11 @@ fn drops_while_connected_resume_the_stream() {
         std::thread::sleep(Duration::from_millis(rng.random_range(1000..4000)));
         let before = fetches(sb);
         // The last one outlasts ssh's keep-alives (3 x 5 s): at least one new login.
-        let secs = if i + 1 == n { 25 } else { rng.random_range(5..=max) };
+        let secs = if i + 1 == n {
+            25
+        } else {
+            rng.random_range(5..=max)
+        };
         link(sb, "down");
         std::thread::sleep(Duration::from_secs(secs));
         link(sb, "up");
