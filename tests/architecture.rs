@@ -13,7 +13,7 @@ const PURE: &[(&str, &[&str])] = &[
     ("events", &["term"]),
     ("scheduler", &["quote"]),
     ("profile", &["suggest", "scheduler", "quote", "exit"]),
-    ("pvserver", &["profile", "quote"]),
+    ("pvserver", &["profile", "quote", "scheduler"]),
     ("outcome", &["exit", "pvserver"]),
     (
         "follow",
