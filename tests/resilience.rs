@@ -102,12 +102,12 @@ fn wait_fetches(sb: &Sandbox, bg: &mut Background, n: usize, what: &str) {
 }
 
 /// The drops: how many and how long, from the environment for the long run
-/// (`PVLAUNCH_DROPS=10 PVLAUNCH_DROP_MAX=60` is the long run), 4 drops of 5-20 s by default.
+/// (`PVLAUNCH_DROPS=10 PVLAUNCH_DROP_MAX=60` is the long run), 3 drops of 5-20 s by default.
 fn drops() -> (usize, u64) {
     let n = std::env::var("PVLAUNCH_DROPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(3);
     let max = std::env::var("PVLAUNCH_DROP_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
