@@ -96,40 +96,94 @@ pub(crate) async fn serve(
     relay(setup, client, stop).instrument(span).await
 }
 
-async fn relay(setup: ConnSetup, client: Stream, mut stop: watch::Receiver<bool>) -> Moved {
-    let start = Instant::now();
-    let emit = |event| {
-        if let Some(tx) = &setup.events {
-            let _ = tx.send(event);
-        }
-    };
+fn emit(setup: &ConnSetup, event: RelayEvent) {
+    if let Some(tx) = &setup.events {
+        let _ = tx.send(event);
+    }
+}
+
+/// Connect to the target (unless the relay stops first), tune the accepted socket, and report
+/// it: `opened`, or `connect_failed` (then `None`).
+async fn open_reported(
+    setup: &ConnSetup,
+    accepted: &Stream,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(Stream, String)> {
     let connected = tokio::select! {
-        result = open(&setup) => result,
+        result = open(setup) => result,
         _ = stop.wait_for(|stopped| *stopped) => Err("relay stopped".to_string()),
     };
     let (server, to) = match connected {
         Ok(connected) => connected,
         Err(error) => {
             info!(%error, "connect failed");
-            emit(RelayEvent::ConnectFailed {
-                id: setup.id,
-                peer: setup.peer.clone(),
-                listen: setup.listen.clone(),
-                error,
-            });
-            return Moved::default();
+            emit(
+                setup,
+                RelayEvent::ConnectFailed {
+                    id: setup.id,
+                    peer: setup.peer.clone(),
+                    listen: setup.listen.clone(),
+                    error,
+                },
+            );
+            return None;
         }
     };
-    if let Err(err) = client.tune() {
+    if let Err(err) = accepted.tune() {
         tracing::debug!("cannot set socket options: {err}");
     }
     info!(%to, "opened");
-    emit(RelayEvent::Opened {
-        id: setup.id,
-        peer: setup.peer.clone(),
-        listen: setup.listen.clone(),
-        to: to.clone(),
-    });
+    emit(
+        setup,
+        RelayEvent::Opened {
+            id: setup.id,
+            peer: setup.peer.clone(),
+            listen: setup.listen.clone(),
+            to: to.clone(),
+        },
+    );
+    Some((server, to))
+}
+
+/// Log and report the end of a connection.
+fn report_closed(
+    setup: &ConnSetup,
+    to: String,
+    moved: Moved,
+    start: Instant,
+    reason: CloseReason,
+    error: Option<String>,
+) -> Moved {
+    let duration = start.elapsed();
+    info!(
+        bytes_from_peer = moved.from_peer,
+        bytes_to_peer = moved.to_peer,
+        duration = ?duration,
+        reason = %reason,
+        error = error.as_deref(),
+        "closed"
+    );
+    emit(
+        setup,
+        RelayEvent::Closed {
+            id: setup.id,
+            peer: setup.peer.clone(),
+            to,
+            bytes_from_peer: moved.from_peer,
+            bytes_to_peer: moved.to_peer,
+            duration,
+            reason,
+            error,
+        },
+    );
+    moved
+}
+
+async fn relay(setup: ConnSetup, client: Stream, mut stop: watch::Receiver<bool>) -> Moved {
+    let start = Instant::now();
+    let Some((server, to)) = open_reported(&setup, &client, &mut stop).await else {
+        return Moved::default();
+    };
 
     let up = Progress::new(start);
     let down = Progress::new(start);
@@ -156,26 +210,7 @@ async fn relay(setup: ConnSetup, client: Stream, mut stop: watch::Receiver<bool>
         from_peer: up.bytes(),
         to_peer: down.bytes(),
     };
-    let duration = start.elapsed();
-    info!(
-        bytes_from_peer = moved.from_peer,
-        bytes_to_peer = moved.to_peer,
-        duration = ?duration,
-        reason = %reason,
-        error = error.as_deref(),
-        "closed"
-    );
-    emit(RelayEvent::Closed {
-        id: setup.id,
-        peer: setup.peer.clone(),
-        to,
-        bytes_from_peer: moved.from_peer,
-        bytes_to_peer: moved.to_peer,
-        duration,
-        reason,
-        error,
-    });
-    moved
+    report_closed(&setup, to, moved, start, reason, error)
 }
 
 /// Resolves when neither direction has moved data for `timeout`; never when `None`.
@@ -319,39 +354,10 @@ async fn resumable(
 ) -> Moved {
     use crate::resume::{self, Carrier, ResumeEvent};
     let start = Instant::now();
-    let emit = |event| {
-        if let Some(tx) = &setup.events {
-            let _ = tx.send(event);
-        }
-    };
     let side = setup.resume.expect("a resumable connection");
-    let connected = tokio::select! {
-        result = open(&setup) => result,
-        _ = stop.wait_for(|stopped| *stopped) => Err("relay stopped".to_string()),
+    let Some((target, to)) = open_reported(&setup, &accepted, &mut stop).await else {
+        return Moved::default();
     };
-    let (target, to) = match connected {
-        Ok(connected) => connected,
-        Err(error) => {
-            info!(%error, "connect failed");
-            emit(RelayEvent::ConnectFailed {
-                id: setup.id,
-                peer: setup.peer.clone(),
-                listen: setup.listen.clone(),
-                error,
-            });
-            return Moved::default();
-        }
-    };
-    if let Err(err) = accepted.tune() {
-        tracing::debug!("cannot set socket options: {err}");
-    }
-    info!(%to, "opened (resumable)");
-    emit(RelayEvent::Opened {
-        id: setup.id,
-        peer: setup.peer.clone(),
-        listen: setup.listen.clone(),
-        to: to.clone(),
-    });
     // The stream's own events, as the relay's.
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
     let id = setup.id;
@@ -431,26 +437,7 @@ async fn resumable(
         Ok((from_peer, to_peer)) => (Moved { from_peer, to_peer }, CloseReason::Done, None),
         Err(e) => (Moved::default(), CloseReason::Error, Some(e.to_string())),
     };
-    let duration = start.elapsed();
-    info!(
-        bytes_from_peer = moved.from_peer,
-        bytes_to_peer = moved.to_peer,
-        duration = ?duration,
-        reason = %reason,
-        error = error.as_deref(),
-        "closed"
-    );
-    emit(RelayEvent::Closed {
-        id: setup.id,
-        peer: setup.peer.clone(),
-        to,
-        bytes_from_peer: moved.from_peer,
-        bytes_to_peer: moved.to_peer,
-        duration,
-        reason,
-        error,
-    });
-    moved
+    report_closed(&setup, to, moved, start, reason, error)
 }
 
 /// Make a lost link again: connect and prove the key, pausing between attempts (the caller
