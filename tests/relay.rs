@@ -1614,3 +1614,41 @@ async fn a_resumable_stream_survives_its_links_being_cut() {
     );
     let _ = dial.finish().await;
 }
+
+/// A target that accepts but never answers the key's challenge (a forward into a dead ssh
+/// connection) is given up on after the preamble's timeout, not waited for for ever.
+#[tokio::test]
+async fn a_target_that_never_answers_the_key_is_given_up_on() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let (sock, _) = silent.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(sock);
+    });
+    let key = key();
+    let mut relay = Running::start(RelayConfig::new(vec![locked(
+        target,
+        Lock {
+            connect_key: Some(Arc::clone(&key)),
+            ..Lock::default()
+        },
+    )]))
+    .await;
+    let _client = TcpStream::connect(relay.tcp(0)).await.unwrap();
+    let started = Instant::now();
+    let error = relay
+        .wait_for("connect_failed", |e| match e {
+            RelayEvent::ConnectFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(error.contains("took longer than"), "{error}");
+    assert!(
+        started.elapsed() >= PREAMBLE_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+    let _ = relay.finish().await;
+}

@@ -247,6 +247,8 @@ async fn open(setup: &ConnSetup) -> Result<(Stream, String), String> {
         tracing::debug!("cannot set socket options: {err}");
     }
     if let Some(key) = &setup.connect_key {
+        // Bounded by the preamble's own timeout: a target that accepts but never answers (a
+        // forward into a dead ssh connection) does not hold the connection for ever.
         server
             .prove(key)
             .await
@@ -442,18 +444,16 @@ async fn resumable(
 
 /// Make a lost link again: connect and prove the key, pausing between attempts (the caller
 /// bounds the whole by its grace). Each attempt is bounded too: a link into a dead ssh
-/// connection never answers the key's challenge.
+/// connection never answers the key's challenge ([`open`] bounds both steps).
 async fn redial(setup: &ConnSetup) -> Option<Link> {
     let mut pause = REDIAL_FIRST_PAUSE;
-    let bound = setup.limits.connect_timeout + crate::hop::preamble::PREAMBLE_TIMEOUT;
     loop {
-        match tokio::time::timeout(bound, open(setup)).await {
-            Ok(Ok((stream, to))) => {
+        match open(setup).await {
+            Ok((stream, to)) => {
                 info!(%to, "link made again");
                 return Some(crate::resume::Carrier::new(stream));
             }
-            Ok(Err(error)) => tracing::debug!(%error, "link not made again yet"),
-            Err(_) => tracing::debug!("link not made again within {bound:?}"),
+            Err(error) => tracing::debug!(%error, "link not made again yet"),
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(REDIAL_MAX_PAUSE);
